@@ -1,0 +1,126 @@
+"""``edge-agent``: the agent's command line.
+
+    edge-agent run --model DIR [--backend dlr|onnx] [--source digits|random|shm] ...
+    edge-agent device [--root DIR] [--json]
+    edge-agent models build [--out DIR] [--no-cross]
+    edge-agent bench loop [--json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from agent.errors import AgentError
+
+if TYPE_CHECKING:
+    from agent.device.profile import DeviceProfile
+
+
+def _add_device_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--device-root", type=Path, default=None,
+                        help="read the device profile from this tree (emulates that board on "
+                             "this machine's real architecture)")
+
+
+def _profile(args: argparse.Namespace) -> DeviceProfile:
+    from agent.device.profile import detect_profile
+
+    if args.device_root is None:
+        return detect_profile()
+    return detect_profile(root=args.device_root, emulate=True)
+
+
+def cmd_device(args: argparse.Namespace) -> int:
+    profile = _profile(args)
+    print(json.dumps(profile.to_dict()) if args.json else profile)
+    return 0
+
+
+def cmd_models_build(args: argparse.Namespace) -> int:
+    from models.build import build_all
+
+    cross = False if args.no_cross else None
+    built = build_all(args.out, cross=cross)
+    print(f"built {len(built)} model directories under {args.out}")
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from agent.loop.run_command import run_from_args
+
+    return run_from_args(args, _profile(args))
+
+
+def cmd_bench_loop(args: argparse.Namespace) -> int:
+    from agent.bench.loop import bench_loop_main
+
+    code: int = bench_loop_main(args)
+    return code
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="edge-agent", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", help="run the inference loop on a model, offline")
+    run.add_argument("--model", type=Path, required=True,
+                     help="model directory or one Neo artifact directory")
+    run.add_argument("--backend", choices=("dlr", "onnx"), default="dlr")
+    run.add_argument("--source", choices=("digits", "random", "shm"), default="digits",
+                     help="digits: replay the model's labelled test set; random: inputs from "
+                          "the input spec; shm: a producer process over shared memory")
+    run.add_argument("--rate", type=float, default=0.0, help="target inferences/s (0: unpaced)")
+    run.add_argument("--duration", type=float, default=10.0, help="seconds to run")
+    run.add_argument("--count", type=int, default=None, help="stop after this many inferences")
+    run.add_argument("--threads", type=int, default=None, help="runtime threads")
+    run.add_argument("--dlr-library", choices=("installed", "artifact"), default="installed",
+                     help="which libdlr.so wins when the artifact ships its own")
+    run.add_argument("--libdlr", type=Path, default=None, help="explicit libdlr.so path")
+    run.add_argument("--json", action="store_true", help="print one JSON summary line only")
+    _add_device_args(run)
+    run.set_defaults(func=cmd_run)
+
+    device = sub.add_parser("device", help="show the detected device profile")
+    device.add_argument("--json", action="store_true")
+    _add_device_args(device)
+    device.set_defaults(func=cmd_device)
+
+    models = sub.add_parser("models", help="reference models").add_subparsers(
+        dest="models_command", required=True)
+    build = models.add_parser("build", help="train and export the reference models")
+    build.add_argument("--out", type=Path, default=Path("build/models"))
+    build.add_argument("--no-cross", action="store_true", help="skip ARM cross builds")
+    build.set_defaults(func=cmd_models_build)
+
+    bench = sub.add_parser("bench", help="benchmarks (ratios measured in one run)")
+    bench_sub = bench.add_subparsers(dest="bench_command", required=True)
+    loop = bench_sub.add_parser("loop", help="inference loop vs. the runtimes' plain APIs")
+    loop.add_argument("--json", action="store_true", help="print one JSON line")
+    loop.add_argument("--models", type=Path, default=Path("build/models"))
+    loop.add_argument("--rounds", type=int, default=7)
+    loop.add_argument("--seconds", type=float, default=0.4, help="per loop per round")
+    loop.add_argument("--rss-inferences", type=int, default=10_000)
+    loop.set_defaults(func=cmd_bench_loop)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        code: int = args.func(args)
+    except AgentError as err:
+        print(f"edge-agent: {type(err).__name__}: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    return code
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

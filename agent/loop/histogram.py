@@ -1,0 +1,88 @@
+"""Latency histogram on fixed, versioned bucket edges.
+
+Counts are kept per bucket so histograms from many inferences, reports or
+devices merge exactly by adding counts, which averaged percentiles never do.
+Recording a value is a bisect on a tuple and one list increment: nothing is
+allocated that outlives the call.
+"""
+
+from __future__ import annotations
+
+import bisect
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+# Upper bucket edges in microseconds: 10 per decade (ratio ~1.26) from 1 us to
+# ~63 s, rounded to 3 significant digits. Changing them means a new version.
+BUCKETS_VERSION = "log10x10-v1"
+BUCKET_EDGES_US: tuple[float, ...] = tuple(
+    float(f"{10 ** (k / 10):.3g}") for k in range(0, 79)
+)
+
+
+def edges_for(version: str) -> tuple[float, ...]:
+    if version != BUCKETS_VERSION:
+        raise ValueError(f"unknown histogram bucket version {version!r}")
+    return BUCKET_EDGES_US
+
+
+@dataclass
+class LatencyHistogram:
+    """Cumulative latency counts; the last bucket holds everything above the top edge."""
+
+    version: str = BUCKETS_VERSION
+
+    def __post_init__(self) -> None:
+        self.edges_us = edges_for(self.version)
+        # Edges in integer nanoseconds so recording compares ints with ints.
+        self._edges_ns = tuple(int(edge * 1000) for edge in self.edges_us)
+        self.counts: list[int] = [0] * (len(self.edges_us) + 1)
+        self.total = 0
+        self.sum_ns = 0
+
+    def record_ns(self, value_ns: int) -> None:
+        self.counts[bisect.bisect_left(self._edges_ns, value_ns)] += 1
+        self.total += 1
+        self.sum_ns += value_ns
+
+    def merge(self, other: LatencyHistogram) -> None:
+        if other.version != self.version:
+            raise ValueError(f"cannot merge {other.version} into {self.version}")
+        for i, count in enumerate(other.counts):
+            self.counts[i] += count
+        self.total += other.total
+        self.sum_ns += other.sum_ns
+
+    def reset(self) -> None:
+        for i in range(len(self.counts)):
+            self.counts[i] = 0
+        self.total = 0
+        self.sum_ns = 0
+
+    def quantile_us(self, q: float) -> float:
+        return quantile_us(self.counts, self.edges_us, q)
+
+    def mean_us(self) -> float:
+        return self.sum_ns / self.total / 1000 if self.total else 0.0
+
+
+def quantile_us(counts: Sequence[int], edges_us: Sequence[float], q: float) -> float:
+    """The q-quantile, interpolated linearly inside its bucket (Prometheus' rule).
+
+    Values in the overflow bucket are reported as the top edge.
+    """
+    if not 0.0 <= q <= 1.0:
+        raise ValueError("q must lie in [0, 1]")
+    total = sum(counts)
+    if total == 0:
+        return 0.0
+    rank = q * total
+    seen = 0
+    for i, count in enumerate(counts):
+        if count and seen + count >= rank:
+            if i >= len(edges_us):
+                return edges_us[-1]
+            lower = edges_us[i - 1] if i > 0 else 0.0
+            return lower + (edges_us[i] - lower) * ((rank - seen) / count)
+        seen += count
+    return edges_us[-1]

@@ -1,0 +1,1 @@
+"""Exporters from trained weights to the formats devices run: ONNX and Neo (DLR)."""

@@ -78,6 +78,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--rate", type=float, default=0.0, help="target inferences/s (0: unpaced)")
     run.add_argument("--duration", type=float, default=10.0, help="seconds to run")
     run.add_argument("--count", type=int, default=None, help="stop after this many inferences")
+    run.add_argument("--check-every", type=int, default=1,
+                     help="check top-1 against the label on every Nth labelled inference")
     run.add_argument("--threads", type=int, default=None, help="runtime threads")
     run.add_argument("--dlr-library", choices=("installed", "artifact"), default="installed",
                      help="which libdlr.so wins when the artifact ships its own")

@@ -9,7 +9,7 @@ version, and what a device stores::
       onnx/model.onnx         ONNX export of the same weights
       dlr/<target>-<arch>/    one Neo-format artifact per Neo target and CPU architecture
         compiled.so  compiled.params  compiled_model.json  compiled.meta
-        artifact.json         ArtifactInfo: target, arch, emulated, JetPack line
+        artifact.info         ArtifactInfo (JSON): target, arch, emulated, JetPack line
         runner.c              stand-alone C harness (kernels in graph order), for qemu checks
 
 An artifact directory may also be used on its own (``edge-agent run --model
@@ -27,7 +27,10 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from agent.errors import ArtifactCorruptError, ArtifactMissingError
 
 MODEL_INFO = "model.json"
-ARTIFACT_INFO = "artifact.json"
+# Not ``*.json``: libdlr refuses a directory that holds a second JSON file besides
+# the graph ("Found multiple *.json files"), which would break anyone loading an
+# artifact directory with the dlr package directly.
+ARTIFACT_INFO = "artifact.info"
 ONNX_FILE = Path("onnx") / "model.onnx"
 DLR_DIR = "dlr"
 TESTSET = "testset.npz"
@@ -72,7 +75,7 @@ class ModelInfo(BaseModel):
 
 
 class ArtifactInfo(BaseModel):
-    """``artifact.json``: which device one Neo-format artifact was compiled for."""
+    """``artifact.info``: which device one Neo-format artifact was compiled for."""
 
     model_config = ConfigDict(extra="forbid")
 

@@ -17,7 +17,7 @@ from agent.errors import (
     ArtifactMissingError,
     TargetMismatchError,
 )
-from agent.model_dir import ArtifactInfo, read_artifact_info
+from agent.model_dir import ARTIFACT_INFO, ArtifactInfo, read_artifact_info
 
 FIXTURES = Path(__file__).parent / "fixtures" / "devices"
 E_MACHINE = {"x86_64": 0x3E, "aarch64": 0xB7, "armv7l": 0x28}
@@ -43,7 +43,7 @@ def add_artifact(
     artifact = model_dir / "dlr" / f"{target}-{arch}"
     artifact.mkdir(parents=True)
     info = ArtifactInfo(target=target, arch=arch, emulated=emulated, jetpack=jetpack)
-    (artifact / "artifact.json").write_text(info.model_dump_json())
+    (artifact / ARTIFACT_INFO).write_text(info.model_dump_json())
     write_elf_header(artifact / "compiled.so", so_arch or arch)
     (artifact / "compiled.params").write_bytes(b"")
     (artifact / "compiled_model.json").write_text("{}")
@@ -175,7 +175,7 @@ def test_verify_rejects_a_lying_artifact_json(tmp_path: Path) -> None:
     profile = real("x86_laptop", "x86_64")
     with pytest.raises(TargetMismatchError):
         verify_artifact(artifact, info, profile)
-    with pytest.raises(ArtifactCorruptError, match=r"built for x86_64, but artifact\.json says"):
+    with pytest.raises(ArtifactCorruptError, match=r"built for x86_64, but artifact\.info says"):
         verify_artifact(artifact, info, emulated("rpi4_64"))
 
 

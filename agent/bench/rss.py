@@ -16,6 +16,21 @@ from agent.loop.sources import RandomSource
 from agent.runtime import DlrConfig, OnnxConfig, load_backend
 
 
+def peak_rss_kb() -> int:
+    """This process's peak resident set (VmHWM).
+
+    Not ``ru_maxrss``: Linux carries that across ``execve``, so a child started
+    by a large parent would report the parent's peak.
+    """
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1])
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--backend", choices=("dlr", "onnx"), required=True)
@@ -28,7 +43,7 @@ def main(argv: list[str] | None = None) -> int:
                          make_source=lambda b: RandomSource(buffers=b, specs=backend.inputs))
     stats = loop.run(max_inferences=args.inferences)
     loop.close()
-    peak_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    peak_kb = peak_rss_kb()
     print(json.dumps({"backend": args.backend, "inferences": stats.inferences,
                       "errors": stats.errors, "peak_rss_mb": round(peak_kb / 1024, 1)}))
     return 0 if stats.inferences == args.inferences else 1

@@ -8,6 +8,7 @@ architecture the file is for and which one it runs on.
 from __future__ import annotations
 
 import platform
+import struct
 import sys
 from pathlib import Path
 
@@ -77,3 +78,45 @@ def check_elf_arch(path: Path, expected: str | None = None) -> str:
             f"{path.name} is built for {got}, but this machine is {want}"
         )
     return got
+
+
+def exported_symbols(path: Path) -> frozenset[str]:
+    """Names of the defined symbols in an ELF file's dynamic symbol table.
+
+    Lets the agent check that every kernel a graph names is in ``compiled.so``
+    before libdlr loads it (libdlr only logs that failure to stderr).
+    """
+    data = path.read_bytes()
+    if len(data) < 52 or data[:4] != b"\x7fELF":
+        raise ArtifactCorruptError(f"{path}: not an ELF file")
+    is64 = data[4] == 2
+    end = "<" if data[5] == 1 else ">"
+    try:
+        if is64:
+            shoff, = struct.unpack_from(end + "Q", data, 0x28)
+            shentsize, shnum = struct.unpack_from(end + "HH", data, 0x3A)
+            sh_fmt, sym_size = end + "IIQQQQIIQQ", 24
+        else:
+            shoff, = struct.unpack_from(end + "I", data, 0x20)
+            shentsize, shnum = struct.unpack_from(end + "HH", data, 0x2E)
+            sh_fmt, sym_size = end + "IIIIIIIIII", 16
+        sections = [struct.unpack_from(sh_fmt, data, shoff + i * shentsize) for i in range(shnum)]
+        names: set[str] = set()
+        for sec in sections:
+            if sec[1] != 11:  # SHT_DYNSYM
+                continue
+            offset, size, link = sec[4], sec[5], sec[6]
+            str_off = sections[link][4]
+            for pos in range(offset, offset + size, sym_size):
+                if is64:
+                    name_idx, _info, _other, shndx = struct.unpack_from(end + "IBBH", data, pos)
+                else:
+                    name_idx, = struct.unpack_from(end + "I", data, pos)
+                    shndx, = struct.unpack_from(end + "H", data, pos + 14)
+                if shndx == 0 or name_idx == 0:
+                    continue  # undefined (imported) or unnamed
+                stop = data.index(b"\0", str_off + name_idx)
+                names.add(data[str_off + name_idx:stop].decode("utf-8", errors="replace"))
+        return frozenset(names)
+    except (struct.error, IndexError, ValueError) as err:
+        raise ArtifactCorruptError(f"{path}: malformed ELF section or symbol table") from err

@@ -12,7 +12,7 @@ An artifact fits a device when all of these hold:
 - when it is Jetson code (a Jetson target, or any artifact naming a JetPack),
   its JetPack line equals the device's: CUDA and TensorRT differ between lines.
 
-:func:`select_artifact` decides from ``artifact.json`` alone; :func:`verify_artifact`
+:func:`select_artifact` decides from ``artifact.info`` alone; :func:`verify_artifact`
 repeats those checks and reads the ELF header of every shared object, so an
 artifact whose metadata lies is caught before ``dlopen``.
 """
@@ -68,7 +68,7 @@ def verify_artifact(artifact_dir: Path, info: ArtifactInfo, profile: DeviceProfi
 
     :class:`TargetMismatchError` for another Neo target or JetPack line,
     :class:`ArchitectureMismatchError` for native code of another architecture,
-    :class:`ArtifactCorruptError` when ``artifact.json`` contradicts itself or the
+    :class:`ArtifactCorruptError` when ``artifact.info`` contradicts itself or the
     ELF headers, :class:`ArtifactMissingError` without ``compiled.so``.
     """
     problem = _target_problem(info, profile)

@@ -65,7 +65,7 @@ def run_from_args(args: argparse.Namespace, profile: DeviceProfile) -> int:
     loop = InferenceLoop(backend=backend,
                          make_source=make_source_factory(args.source, backend, resolved.testset,
                                                          args.rate),
-                         rate_hz=loop_rate)
+                         rate_hz=loop_rate, check_every=args.check_every)
     if not args.json:
         print(f"device: {profile}")
         print("model: " + ", ".join(f"{k}={v}" for k, v in backend.describe().items()))

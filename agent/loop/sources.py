@@ -59,12 +59,13 @@ class ReplaySource:
         # One view per sample, shaped like the buffer, made once.
         self._rows = [x[i:i + 1].reshape(buffer.shape) for i in range(len(x))]
         self._labels = [int(label) for label in y]
+        self._last = len(self._rows) - 1
         self._index = 0
 
     def fill(self) -> int:
         i = self._index
         self._buffer[...] = self._rows[i]
-        self._index = i + 1 if i + 1 < len(self._rows) else 0
+        self._index = i + 1 if i < self._last else 0
         return self._labels[i]
 
     def close(self) -> None:

@@ -9,12 +9,12 @@ runtime's own output memory, for ONNX Runtime buffers bound through IOBinding).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Protocol
 
 import numpy as np
 
-from agent.errors import InputSpecError
+from agent.errors import AgentError, InputSpecError
 from agent.model_dir import TensorSpec
 
 
@@ -30,7 +30,22 @@ class Backend(Protocol):
         ...
 
     def run(self) -> None:
-        """Run once on the bound inputs; the output arrays then hold the result."""
+        """Run once on the bound inputs; the output arrays then hold the result.
+
+        Failures raise :class:`~agent.errors.InferenceError`.
+        """
+        ...
+
+    def runner(self) -> Callable[[], object]:
+        """The cheapest zero-argument call that does what :meth:`run` does.
+
+        For the inference loop's hot path: it may raise the runtime's own
+        exception types, which :meth:`translate` turns into agent errors.
+        """
+        ...
+
+    def translate(self, err: Exception) -> AgentError:
+        """The agent error for an exception raised by :meth:`runner`'s callable."""
         ...
 
     def describe(self) -> dict[str, str]:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -21,12 +21,47 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from agent.device.elf import check_elf_arch
 from agent.errors import AgentError, InferenceError, ModelLoadError
-from agent.model_dir import TensorSpec, as_dtype
+from agent.model_dir import DLR_FILES, TensorSpec, as_dtype
 from agent.runtime.base import check_input_buffers
 from agent.runtime.dlr_lib import LIBNAME, DlrLibrary, locate_installed, open_library
 from agent.runtime.neo_format import validate_artifact
 
 _DEVICE_TYPES = {"cpu": 1, "gpu": 2}  # DLPack kDLCPU, kDLCUDA
+
+
+_DLPACK_CODES = {"i": 0, "u": 1, "f": 2}
+
+
+class _DLTensor(ctypes.Structure):
+    """DLPack's DLTensor (dlpack.h, as TVM 0.x and libdlr 1.6 lay it out)."""
+
+    _fields_ = (
+        ("data", ctypes.c_void_p),
+        ("device_type", ctypes.c_int32),
+        ("device_id", ctypes.c_int32),
+        ("ndim", ctypes.c_int32),
+        ("code", ctypes.c_uint8),
+        ("bits", ctypes.c_uint8),
+        ("lanes", ctypes.c_uint16),
+        ("shape", ctypes.POINTER(ctypes.c_int64)),
+        ("strides", ctypes.c_void_p),
+        ("byte_offset", ctypes.c_uint64),
+    )
+
+    @classmethod
+    def over(cls, array: np.ndarray) -> _DLTensor:
+        """A DLTensor describing ``array`` in place (C-contiguous CPU memory)."""
+        shape = (ctypes.c_int64 * array.ndim)(*array.shape)
+        tensor = cls(array.ctypes.data, 1, 0, array.ndim, _DLPACK_CODES[array.dtype.kind],
+                     array.dtype.itemsize * 8, 1, shape, None, 0)
+        tensor._shape_keepalive = shape
+        return tensor
+
+
+def _untyped(lib: ctypes.CDLL, name: str) -> Any:
+    func = lib[name]  # a fresh function object, unlike attribute access
+    func.restype = ctypes.c_int
+    return func
 
 
 class DlrConfig(BaseModel):
@@ -58,8 +93,14 @@ class DlrBackend:
         self._lib = self.library.cdll
         self._handle = ctypes.c_void_p()
         self._handle_ref = ctypes.byref(self._handle)
+        # libdlr is given the artifact's files, not the directory: pointed at a directory
+        # it scans every file and refuses one that holds any unrelated second *.json.
+        files = [artifact_dir / name for name in DLR_FILES]
+        if (artifact_dir / "compiled.meta").is_file():
+            files.append(artifact_dir / "compiled.meta")
         rc = self._lib.CreateDLRModel(
-            self._handle_ref, str(artifact_dir).encode(), _DEVICE_TYPES[self.config.device], 0
+            self._handle_ref, ":".join(str(f) for f in files).encode(),
+            _DEVICE_TYPES[self.config.device], 0,
         )
         if rc != 0:
             self._handle.value = None
@@ -74,8 +115,13 @@ class DlrBackend:
         except AgentError:
             self.close()
             raise
-        self._run = self._lib.RunDLRModel
-        self._set_input = self._lib.SetDLRInput
+        # The hot path calls untyped twins of the C functions with arguments built once:
+        # with argtypes declared, ctypes converts (and allocates for) every argument on
+        # every call. SetDLRInputTensor copies from a DLTensor that points at the
+        # caller's buffer, so refilling that buffer in place is all a new input takes.
+        self._run = _untyped(self._lib, "RunDLRModel")
+        self._set_input = _untyped(self._lib, "SetDLRInputTensor")
+        self._tensors: tuple[_DLTensor, ...] = ()
         self._input_args: tuple[tuple[object, ...], ...] = ()
         self._bound: tuple[np.ndarray, ...] = ()
 
@@ -88,9 +134,9 @@ class DlrBackend:
 
     def _last_error(self) -> str:
         raw = self._lib.DLRGetLastError()
-        text = raw.decode(errors="replace").strip() if raw else "unknown error"
+        text = raw.decode(errors="replace").strip() if raw else ""
         # TVM appends a native stack trace; the first line carries the reason.
-        return text.splitlines()[0] if text else "unknown error"
+        return text.splitlines()[0] if text else "libdlr gave no reason (its log on stderr may)"
 
     def _check(self, rc: int, error: type[AgentError], what: str) -> None:
         if rc != 0:
@@ -144,11 +190,10 @@ class DlrBackend:
     def bind(self, inputs: Sequence[np.ndarray]) -> tuple[np.ndarray, ...]:
         check_input_buffers(self.inputs, inputs)
         self._bound = tuple(inputs)  # keeps the buffers alive while their addresses are used
+        self._tensors = tuple(_DLTensor.over(array) for array in inputs)
         self._input_args = tuple(
-            (self._handle_ref, ctypes.c_char_p(spec.name.encode()),
-             (ctypes.c_int64 * len(spec.shape))(*spec.shape),
-             ctypes.c_void_p(array.ctypes.data), ctypes.c_int(len(spec.shape)))
-            for spec, array in zip(self.inputs, inputs, strict=True)
+            (self._handle_ref, ctypes.c_char_p(spec.name.encode()), ctypes.byref(tensor))
+            for spec, tensor in zip(self.inputs, self._tensors, strict=True)
         )
         return tuple(self._output_view(i, spec) for i, spec in enumerate(self.outputs))
 
@@ -167,11 +212,24 @@ class DlrBackend:
 
     def run(self) -> None:
         set_input = self._set_input
-        for args in self._input_args:
-            if set_input(*args):
-                raise InferenceError(f"SetDLRInput failed: {self._last_error()}")
+        if len(self._input_args) == 1:  # no iterator object for the common case
+            if set_input(*self._input_args[0]):
+                raise InferenceError(f"SetDLRInputTensor failed: {self._last_error()}")
+        else:
+            for args in self._input_args:
+                if set_input(*args):
+                    raise InferenceError(f"SetDLRInputTensor failed: {self._last_error()}")
         if self._run(self._handle_ref):
-            raise InferenceError(f"{self.artifact_dir.name}: {self._last_error()}")
+            raise InferenceError(f"RunDLRModel failed for {self.artifact_dir.name}: "
+                                 f"{self._last_error()}")
+
+    def runner(self) -> Callable[[], object]:
+        return self.run
+
+    def translate(self, err: Exception) -> AgentError:
+        if isinstance(err, AgentError):
+            return err
+        return InferenceError(f"{type(err).__name__}: {err}")
 
     def describe(self) -> dict[str, str]:
         return {"backend": self.name, "runtime": self.backend, "library": str(self.library.path),

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from agent.device.elf import exported_symbols
 from agent.errors import ArtifactCorruptError, ArtifactMissingError
 from agent.model_dir import DLR_FILES, TensorSpec, as_dtype
 
@@ -188,6 +189,11 @@ def validate_artifact(artifact_dir: Path) -> GraphSummary:
     missing = [name for name in graph.params if name not in params]
     if missing:
         raise _corrupt(params_path, f"no weights for graph inputs {missing}")
+    exported = exported_symbols(artifact_dir / "compiled.so")
+    absent = sorted({k for k in graph.kernels if k not in exported})
+    if absent:
+        raise _corrupt(graph_path, f"names kernel(s) {', '.join(absent)} that compiled.so "
+                                   "does not export")
     inputs = tuple(s for s in graph.inputs if s.name not in params)
     if not inputs:
         raise _corrupt(graph_path, "graph has no free input")

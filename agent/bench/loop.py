@@ -244,7 +244,7 @@ def run_bench(models: Path, *, rounds: int, seconds: float,
         return round(statistics.median(x / y for x, y in zip(per_round[a], per_round[b],
                                                                strict=True)), 3)
 
-    alloc = {key: bytes_per_call(body) for key, body in bodies.items()}
+    alloc = {key: round(bytes_per_call(body), 1) for key, body in bodies.items()}
     profile = detect_profile()
     dlr_dir = resolve_model(models / "digits-v1", backend="dlr", profile=profile).load_dir
     onnx_file = resolve_model(models / "digits-v1", backend="onnx", profile=profile).load_dir
@@ -258,7 +258,7 @@ def run_bench(models: Path, *, rounds: int, seconds: float,
         "alloc_dlr": alloc["alloc_dlr"],
         "alloc_naive": alloc["alloc_naive"],
         "alloc_dlrmodel": alloc["alloc_dlrmodel"],
-        "alloc_control_extra": alloc["control"] - alloc["alloc_dlr"],
+        "alloc_control_extra": round(alloc["control"] - alloc["alloc_dlr"], 1),
         "rss_mb_dlr": measure_rss("dlr", dlr_dir, rss_inferences),
         "rss_mb_onnx": measure_rss("onnx", onnx_file, rss_inferences),
         "verified": verified,

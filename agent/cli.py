@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -22,14 +23,22 @@ if TYPE_CHECKING:
 
 
 def _add_device_args(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--device-root", type=Path, default=None,
-                        help="read the device profile from this tree (emulates that board on "
-                             "this machine's real architecture)")
+    group = parser.add_mutually_exclusive_group()
+    group.add_argument("--device-root", type=Path, default=None,
+                       help="read the device profile from this tree (emulates that board on "
+                            "this machine's real architecture)")
+    group.add_argument("--board", default=None,
+                       help="emulate a bundled board: rpi4_64, rpi4_32, rpi3, jetson_nano_r32, "
+                            "jetson_xavier_nx_r35, x86_laptop")
 
 
 def _profile(args: argparse.Namespace) -> DeviceProfile:
     from agent.device.profile import detect_profile
 
+    if args.board is not None:
+        from agent.emulation.boards import board_root
+
+        return detect_profile(root=board_root(args.board), emulate=True)
     if args.device_root is None:
         return detect_profile()
     return detect_profile(root=args.device_root, emulate=True)
@@ -121,6 +130,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:  # e.g. piped into `head`: stop quietly, as other tools do
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
     return code
 
 

@@ -9,7 +9,9 @@ from pathlib import Path
 
 import pytest
 
-FIXTURES = Path(__file__).parent / "fixtures" / "devices"
+from agent.emulation.boards import BOARDS_DIR
+
+FIXTURES = BOARDS_DIR
 
 
 def _cli(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
@@ -35,6 +37,15 @@ def test_run_live_output_on_an_emulated_raspberry_pi(built_models: Path) -> None
     assert "rasp4b" in out.stdout and "emulated" in out.stdout
     assert "target=rasp4b arch=x86_64 emulated=True" in out.stdout
     assert "/s" in out.stdout and "p99" in out.stdout
+
+
+def test_run_on_a_bundled_emulated_jetson(built_models: Path) -> None:
+    out = _cli("run", "--model", str(built_models / "digits-v2"), "--board", "jetson_nano_r32",
+               "--count", "200", "--json")
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout.strip().splitlines()[-1])["inferences"] == 200
+    unknown = _cli("run", "--model", str(built_models / "digits-v2"), "--board", "cray")
+    assert unknown.returncode == 2 and "unknown board 'cray'" in unknown.stderr
 
 
 def test_run_shm_source_paced(built_models: Path) -> None:
@@ -67,3 +78,24 @@ def test_device_command_reads_a_fixture_tree() -> None:
     profile = json.loads(out.stdout)
     assert profile["neo_target"] == "jetson_nano" and profile["jetpack"] == "4.6"
     assert profile["emulated"] is True
+
+
+@pytest.mark.parametrize("bad", [["--rate", "-1"], ["--duration", "0"], ["--count", "0"],
+                                 ["--check-every", "0"], ["--threads", "0"]])
+def test_bad_numbers_are_config_errors(built_models: Path, bad: list[str]) -> None:
+    out = _cli("run", "--model", str(built_models / "digits-v1"), *bad)
+    assert out.returncode == 2
+    assert "ConfigError" in out.stderr and bad[0] in out.stderr
+
+
+def test_standalone_artifact_dir_without_testset(built_models: Path, tmp_path: Path) -> None:
+    import shutil
+
+    artifact = tmp_path / "neo-artifact"
+    shutil.copytree(built_models / "digits-v1" / "dlr" / "linux_x86_64-x86_64", artifact)
+    out = _cli("run", "--model", str(artifact), "--count", "5")
+    assert out.returncode == 2 and "no labelled test set" in out.stderr
+    out = _cli("run", "--model", str(artifact), "--source", "random", "--count", "50", "--json")
+    assert out.returncode == 0, out.stderr
+    onnx = _cli("run", "--model", str(artifact), "--backend", "onnx")
+    assert onnx.returncode == 2 and "needs a model" in onnx.stderr

@@ -16,9 +16,10 @@ from agent.device.profile import (
     emulated_profile,
     process_arch,
 )
+from agent.emulation.boards import BOARDS_DIR
 from agent.errors import DeviceProfileError
 
-FIXTURES = Path(__file__).parent / "fixtures" / "devices"
+FIXTURES = BOARDS_DIR
 KIB = 1024
 
 # fixture -> (machine, board, family, target, l4t, jetpack, accelerator, cpus, total KiB, avail KiB)

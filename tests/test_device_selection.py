@@ -11,6 +11,7 @@ import pytest
 from agent.device.elf import elf_arch
 from agent.device.profile import DeviceProfile, detect_profile, emulated_profile
 from agent.device.selection import select_artifact, verify_artifact
+from agent.emulation.boards import BOARDS_DIR
 from agent.errors import (
     ArchitectureMismatchError,
     ArtifactCorruptError,
@@ -19,7 +20,7 @@ from agent.errors import (
 )
 from agent.model_dir import ARTIFACT_INFO, ArtifactInfo, read_artifact_info
 
-FIXTURES = Path(__file__).parent / "fixtures" / "devices"
+FIXTURES = BOARDS_DIR
 E_MACHINE = {"x86_64": 0x3E, "aarch64": 0xB7, "armv7l": 0x28}
 
 

@@ -57,7 +57,21 @@ def _tick(stats: LoopStats) -> None:
           f"  errors {s['errors']}", flush=True)
 
 
+def _check_numbers(args: argparse.Namespace) -> None:
+    if args.rate < 0:
+        raise ConfigError(f"--rate must be >= 0 (0 = unpaced), got {args.rate}")
+    if args.duration <= 0:
+        raise ConfigError(f"--duration must be > 0 seconds, got {args.duration}")
+    if args.count is not None and args.count < 1:
+        raise ConfigError(f"--count must be >= 1, got {args.count}")
+    if args.check_every < 1:
+        raise ConfigError(f"--check-every must be >= 1, got {args.check_every}")
+    if args.threads is not None and args.threads < 1:
+        raise ConfigError(f"--threads must be >= 1, got {args.threads}")
+
+
 def run_from_args(args: argparse.Namespace, profile: DeviceProfile) -> int:
+    _check_numbers(args)
     resolved: ResolvedModel = resolve_model(args.model, backend=args.backend, profile=profile)
     backend = load_backend(resolved.load_dir, backend_config(args))
     # The shm producer paces itself; the loop then waits on it rather than on a timer.

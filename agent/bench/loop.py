@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import ctypes
 import importlib.util
+import itertools
 import json
 import os
 import platform
@@ -57,32 +58,19 @@ class Workload:
 LoopFn = Callable[[float], tuple[int, int]]  # seconds -> (iterations, verified)
 
 
-def _timed(body: Callable[[int], None], check: Callable[[int], None], n: int,
+def _timed(body: Callable[[], object], check: Callable[[int], None], n: int,
            seconds: float) -> tuple[int, int]:
-    """Run ``body(i)`` in chunks until ``seconds`` pass; ``check(i)`` every 16th."""
+    """Run ``body()`` in chunks until ``seconds`` pass; ``check(i)`` every 16th.
+
+    Every body writes sample ``i`` (cycling through ``n``) into its own input and
+    runs once; ``check(i)`` compares what it produced with the reference.
+    """
     done = verified = 0
     deadline = time.perf_counter() + seconds
     i = 0
     while time.perf_counter() < deadline:
         for _ in range(CHUNK):
-            body(i)
-            if not done & (CHECK_EVERY - 1):
-                check(i)
-                verified += 1
-            done += 1
-            i = i + 1 if i + 1 < n else 0
-    return done, verified
-
-
-def _timed_steps(step: Callable[[], None], check: Callable[[int], None], n: int,
-                 seconds: float) -> tuple[int, int]:
-    """:func:`_timed` for a loop whose source picks the sample itself (our loops)."""
-    done = verified = 0
-    deadline = time.perf_counter() + seconds
-    i = 0
-    while time.perf_counter() < deadline:
-        for _ in range(CHUNK):
-            step()
+            body()
             if not done & (CHECK_EVERY - 1):
                 check(i)
                 verified += 1
@@ -127,21 +115,36 @@ def build_loops(models: Path) -> tuple[dict[str, LoopFn], dict[str, Callable[[],
     ours_dlr = InferenceLoop(backend=DlrBackend(artifact_dir=dlr_res.load_dir),
                              make_source=replay, check_every=CHECK_EVERY)
 
+    # Each baseline body takes its next sample from a fresh cycle over the rows, the
+    # way our loops' replay source does, so every timed loop starts at sample 0.
+    def cycle() -> Callable[[], np.ndarray]:
+        return itertools.cycle(rows).__next__
+
     # Baseline: session.run with a preallocated input refilled in place.
     naive_x = np.zeros((1, 64), np.float32)
     naive_out: list[Any] = [None]
 
-    def naive_body(i: int) -> None:
-        naive_x[...] = rows[i]
-        naive_out[0] = session.run(None, {in_name: naive_x})
+    def naive() -> Callable[[], None]:
+        sample = cycle()
+
+        def body() -> None:
+            naive_x[...] = sample()
+            naive_out[0] = session.run(None, {in_name: naive_x})
+
+        return body
 
     # Baseline: bare run_with_iobinding on our loop's own bound buffers.
     iob_in, iob_out = ours_ort.inputs[0], ours_ort.outputs[0]
     binding = onnx._binding
 
-    def iob_body(i: int) -> None:
-        iob_in[...] = rows[i]
-        session.run_with_iobinding(binding)
+    def iobinding() -> Callable[[], None]:
+        sample = cycle()
+
+        def body() -> None:
+            iob_in[...] = sample()
+            session.run_with_iobinding(binding)
+
+        return body
 
     # Baseline: dlr.DLRModel.run(), the package's own API (opted out of phone-home first).
     opt_out_of_dlr_phone_home()
@@ -151,9 +154,14 @@ def build_loops(models: Path) -> tuple[dict[str, LoopFn], dict[str, Callable[[],
     dm_x = np.zeros((1, 64), np.float32)
     dm_out: list[Any] = [None]
 
-    def dlrmodel_body(i: int) -> None:
-        dm_x[...] = rows[i]
-        dm_out[0] = dlr_model.run(dm_x)
+    def dlrmodel() -> Callable[[], None]:
+        sample = cycle()
+
+        def body() -> None:
+            dm_x[...] = sample()
+            dm_out[0] = dlr_model.run(dm_x)
+
+        return body
 
     # Baseline: the three C calls with arguments prebuilt, on a handle of its own.
     lib = ours_dlr.backend.library.cdll  # type: ignore[attr-defined]
@@ -168,50 +176,52 @@ def build_loops(models: Path) -> tuple[dict[str, LoopFn], dict[str, Callable[[],
     out_args = (href, ctypes.c_int(0), ctypes.c_void_p(bare_out.ctypes.data))
     set_input, run, get_output = lib.SetDLRInput, lib.RunDLRModel, lib.GetDLROutput
 
-    def bare_body(i: int) -> None:
-        bare_x[...] = rows[i]
-        set_input(*args)
-        run(href)
-        get_output(*out_args)
+    def bare() -> Callable[[], None]:
+        sample = cycle()
 
-    ort_step, dlr_step = ours_ort.step, ours_dlr.step
-    ort_scores, dlr_scores = ours_ort.outputs[0], ours_dlr.outputs[0]
+        def body() -> None:
+            bare_x[...] = sample()
+            set_input(*args)
+            run(href)
+            get_output(*out_args)
 
-    def ours(loop: InferenceLoop, scores: np.ndarray, name: str) -> LoopFn:
+        return body
+
+    def ours(loop: InferenceLoop) -> Callable[[], Callable[[], None]]:
         source: Any = loop.source
 
-        def timed(seconds: float) -> tuple[int, int]:
-            # Our loop's replay source walks the rows itself; restart it where the
-            # harness's index starts so the reference checks line up.
-            source._index = 0
-            return _timed_steps(loop.step, lambda i: work.check(scores, i, name), n, seconds)
+        def fresh() -> Callable[[], None]:
+            source._index = 0  # our replay source walks the rows itself: start at sample 0
+            return loop.step
 
-        return timed
+        return fresh
 
+    def timed(make: Callable[[], Callable[[], None]], scores: Callable[[], np.ndarray],
+              name: str) -> LoopFn:
+        return lambda seconds: _timed(make(), lambda i: work.check(scores(), i, name), n,
+                                      seconds)
+
+    ort_scores, dlr_scores = ours_ort.outputs[0], ours_dlr.outputs[0]
     loops: dict[str, LoopFn] = {
-        "ours_onnx": ours(ours_ort, ort_scores, "ours_onnx"),
-        "naive_onnx": lambda s: _timed(naive_body,
-                                       lambda i: work.check(naive_out[0][0], i, "naive"), n, s),
-        "iobinding": lambda s: _timed(iob_body,
-                                      lambda i: work.check(iob_out, i, "iobinding"), n, s),
-        "ours_dlr": ours(ours_dlr, dlr_scores, "ours_dlr"),
-        "dlrmodel": lambda s: _timed(dlrmodel_body,
-                                     lambda i: work.check(dm_out[0][0], i, "dlrmodel"), n, s),
-        "bare_dlr": lambda s: _timed(bare_body,
-                                     lambda i: work.check(bare_out, i, "bare_dlr"), n, s),
+        "ours_onnx": timed(ours(ours_ort), lambda: ort_scores, "ours_onnx"),
+        "naive_onnx": timed(naive, lambda: naive_out[0][0], "naive_onnx"),
+        "iobinding": timed(iobinding, lambda: iob_out, "iobinding"),
+        "ours_dlr": timed(ours(ours_dlr), lambda: dlr_scores, "ours_dlr"),
+        "dlrmodel": timed(dlrmodel, lambda: dm_out[0][0], "dlrmodel"),
+        "bare_dlr": timed(bare, lambda: bare_out, "bare_dlr"),
     }
     extra: list[Any] = []
 
     def control_body() -> None:
         extra.append(np.empty(10, np.float32))  # alive across the step, as a result array is
-        dlr_step()
+        ours_dlr.step()
         extra.pop()
 
     bodies: dict[str, Callable[[], object]] = {
-        "alloc_onnx": ort_step,
-        "alloc_dlr": dlr_step,
-        "alloc_naive": lambda: naive_body(7),
-        "alloc_dlrmodel": lambda: dlrmodel_body(7),
+        "alloc_onnx": ours_ort.step,
+        "alloc_dlr": ours_dlr.step,
+        "alloc_naive": naive(),
+        "alloc_dlrmodel": dlrmodel(),
         "control": control_body,
     }
     info = {"onnxruntime": onnx.describe()["library"], "libdlr": ours_dlr.backend.describe()[

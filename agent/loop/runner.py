@@ -19,6 +19,7 @@ import numpy as np
 
 from agent.errors import InferenceError
 from agent.loop.histogram import LatencyHistogram
+from agent.loop.pacing import Pacer
 from agent.loop.sources import Source
 from agent.runtime.base import Backend, allocate_inputs
 
@@ -126,11 +127,10 @@ class InferenceLoop:
             tick_s: float = 1.0) -> LoopStats:
         """Step until the duration, count or stop event ends it, pacing to ``rate_hz``."""
         stats = self.stats
-        period = 1.0 / self.rate_hz if self.rate_hz > 0 else 0.0
+        pace = Pacer(self.rate_hz).wait
         started = time.monotonic()
         deadline = started + duration_s if duration_s is not None else float("inf")
         next_tick = started + tick_s
-        next_at = started
         step = self.step
         steps = 0
         while True:
@@ -141,13 +141,7 @@ class InferenceLoop:
                 break
             step()
             steps += 1
-            if period:
-                next_at += period
-                delay = next_at - time.monotonic()
-                if delay > 0:
-                    time.sleep(delay)
-                elif delay < -period:
-                    next_at = time.monotonic()  # fell behind: do not burst to catch up
+            pace()
             if on_tick is not None and now >= next_tick:
                 stats.elapsed_s = now - started
                 on_tick(stats)

@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import argparse
 import signal
-import time
 from pathlib import Path
 
 import numpy as np
 
+from agent.loop.pacing import Pacer
 from agent.loop.shm import ShmRing
 from agent.loop.sources import NO_LABEL, load_testset
 
@@ -43,19 +43,14 @@ def main(argv: list[str] | None = None) -> int:
 
     signal.signal(signal.SIGTERM, on_term)
     ring = ShmRing.attach(args.shm)
-    period = 1.0 / args.rate if args.rate > 0 else 0.0
-    next_at = time.monotonic()
+    pace = Pacer(args.rate).wait
     i = 0
     try:
         while not stop:
             if not ring.publish(samples[i % len(samples)], labels[i % len(samples)]):
                 break
             i += 1
-            if period:
-                next_at += period
-                delay = next_at - time.monotonic()
-                if delay > 0:
-                    time.sleep(delay)
+            pace()
     finally:
         ring.close()
     return 0

@@ -1,0 +1,29 @@
+"""Pacing a loop to a target rate without drifting and without bursting to catch up."""
+
+from __future__ import annotations
+
+import time
+
+
+class Pacer:
+    """Sleeps after each iteration until the next slot of a fixed-rate schedule.
+
+    A rate of 0 means unpaced. When an iteration overruns by more than one
+    period the schedule restarts from now rather than running back-to-back to
+    make up the lost slots.
+    """
+
+    def __init__(self, rate_hz: float) -> None:
+        self.period = 1.0 / rate_hz if rate_hz > 0 else 0.0
+        self._next_at = time.monotonic()
+
+    def wait(self) -> None:
+        period = self.period
+        if not period:
+            return
+        self._next_at += period
+        delay = self._next_at - time.monotonic()
+        if delay > 0:
+            time.sleep(delay)
+        elif delay < -period:
+            self._next_at = time.monotonic()

@@ -1,0 +1,1 @@
+"""The device <-> cloud protocol: topics, versioned message schemas, command signatures."""

@@ -65,6 +65,12 @@ def cmd_run(args: argparse.Namespace) -> int:
     return run_from_args(args, _profile(args))
 
 
+def cmd_serve(args: argparse.Namespace) -> int:
+    from agent.service.serve_command import serve_main
+
+    return serve_main(args)
+
+
 def cmd_bench_loop(args: argparse.Namespace) -> int:
     from agent.bench.loop import bench_loop_main
 
@@ -96,6 +102,12 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--json", action="store_true", help="print one JSON summary line only")
     _add_device_args(run)
     run.set_defaults(func=cmd_run)
+
+    serve = sub.add_parser("serve", help="run the agent: inference, telemetry, commands")
+    from agent.service.serve_command import add_serve_arguments
+
+    add_serve_arguments(serve)
+    serve.set_defaults(func=cmd_serve)
 
     device = sub.add_parser("device", help="show the detected device profile")
     device.add_argument("--json", action="store_true")

@@ -1,0 +1,1 @@
+"""The long-running agent: inference, telemetry, commands, spool and transport together."""

@@ -1,0 +1,234 @@
+"""The long-running agent: one process, several threads, nothing on the inference path
+that waits for the network.
+
+    inference thread   InferenceLoop.run (paced or source-driven)
+    main thread        schedule: heartbeat, metrics, dropped-metrics events
+    commands thread    gate -> handler -> ack (CommandProcessor)
+    drainer thread     spool -> transport, confirmed deliveries only (SpoolDrainer)
+    transport threads  awscrt / Greengrass IPC callbacks, which only enqueue
+
+Under a Greengrass nucleus the transport is IPC and configuration comes from
+the component's configuration (changes apply live); otherwise it is direct
+MQTT, or none at all (offline: everything waits in the spool).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from collections.abc import Mapping
+from pathlib import Path
+
+from agent import __version__
+from agent.device.profile import DeviceProfile, detect_profile
+from agent.emulation.boards import board_root
+from agent.errors import ConfigError
+from agent.loop.run_command import make_source_factory
+from agent.loop.runner import InferenceLoop
+from agent.model_dir import MODEL_INFO, read_model_info
+from agent.protocol.commands import Command
+from agent.protocol.gate import CommandGate
+from agent.protocol.messages import Heartbeat, Metrics, Register, State
+from agent.protocol.replay import ReplayGuard
+from agent.protocol.sequence import SequenceCounter
+from agent.protocol.signing import TrustStore
+from agent.protocol.stamp import Stamper
+from agent.protocol.topics import Topics
+from agent.resolve import resolve_model
+from agent.runtime import DlrConfig, OnnxConfig, load_backend
+from agent.service.commands import CommandProcessor, Result
+from agent.service.config import AgentConfig
+from agent.service.inference import InferenceWorker
+from agent.service.outbox import Outbox
+from agent.service.updates import UpdatePolicy
+from agent.telemetry.health import HealthProbe
+from agent.telemetry.metrics import MetricsReporter, VariantSource
+from agent.transport.base import Transport, TransportError
+from agent.transport.drain import SpoolDrainer
+from agent.transport.ipc import IpcTransport
+from agent.transport.spool import Spool
+
+log = logging.getLogger("edge_agent")
+
+
+def model_version(model_dir: Path) -> str:
+    if (model_dir / MODEL_INFO).is_file():
+        info = read_model_info(model_dir)
+        return f"{info.name}-v{info.version}" + (f"-{info.variant}" if info.variant else "")
+    return model_dir.name
+
+
+class AgentService:
+    """Wires the loop, telemetry, commands, spool and transport; ``run`` until stopped."""
+
+    def __init__(self, *, config: AgentConfig, transport: Transport | None = None,
+                 environ: Mapping[str, str] | None = None) -> None:
+        self.config = config
+        self.transport = transport
+        self.environ = os.environ if environ is None else environ
+        self.stop_event = threading.Event()
+        self._started_at = time.monotonic()
+        self._config_changed = threading.Event()
+        self.ipc = transport if isinstance(transport, IpcTransport) else None
+        self.updates = UpdatePolicy()
+
+    # ---- start ----------------------------------------------------------------------
+
+    def start(self) -> None:
+        config = self.config
+        self.profile = self._profile(config)
+        self.topics = Topics(thing=config.thing_name, prefix=config.topic_prefix)
+        config.state_dir.mkdir(parents=True, exist_ok=True)
+
+        resolved = resolve_model(config.model_dir, backend=config.backend, profile=self.profile)
+        backend_config = DlrConfig() if config.backend == "dlr" else OnnxConfig()
+        backend = load_backend(resolved.load_dir, backend_config)
+        loop = InferenceLoop(backend=backend, rate_hz=0.0 if config.source == "shm"
+                             else config.rate_hz, make_source=make_source_factory(
+                                 config.source, backend, resolved.testset, config.rate_hz))
+        self.models = {"blue": model_version(resolved.model_dir or config.model_dir)}
+        self.worker = InferenceWorker(loop=loop)
+
+        counter = SequenceCounter(path=config.state_dir / "sequence")
+        self.stamper = Stamper(thing=config.thing_name, counter=counter)
+        self.spool = Spool(path=config.state_dir / "spool.db",
+                           budget_bytes=config.spool_max_bytes)
+        self.outbox = Outbox(stamper=self.stamper, topics=self.topics, spool=self.spool)
+        trust = TrustStore.from_text(config.trusted_keys, revoked=config.revoked_key_ids)
+        guard = ReplayGuard(thing=config.thing_name, groups=config.thing_groups,
+                            state_path=config.state_dir / "replay.json")
+        self.commands = CommandProcessor(gate=CommandGate(trust=trust, guard=guard),
+                                         outbox=self.outbox,
+                                         handlers={"status": self._status})
+        self.reporter = MetricsReporter()
+        self.health = HealthProbe(root=self._device_root(config), disk_path=config.state_dir)
+
+        self.worker.start()
+        self.commands.start()
+        self.outbox.send(Register, groups=config.thing_groups, profile=self.profile.to_dict(),
+                         agent_version=__version__, boot_id=self.stamper.boot_id,
+                         models=self.models)
+        self.drainer: SpoolDrainer | None = None
+        if self.transport is not None:
+            self._connect(self.transport)
+        if self.ipc is not None:
+            self.ipc.subscribe_to_configuration_update(lambda _path: self._config_changed.set())
+            self.ipc.subscribe_to_component_updates(self.updates.handler(self.ipc))
+            self.ipc.update_state("RUNNING")
+        log.info("agent %s started: %s, model %s, transport %s", config.thing_name,
+                 self.profile, self.models["blue"],
+                 self.transport.name if self.transport else "none (offline)")
+
+    def _connect(self, transport: Transport) -> None:
+        try:
+            transport.connect(timeout_s=10.0)
+        except TransportError as err:
+            # Not fatal: the drainer keeps retrying and the spool keeps everything meanwhile.
+            log.warning("transport %s not connected yet: %s", transport.name, err)
+        for topic in (self.topics.commands,
+                      *(self.topics.group_commands(g) for g in self.config.thing_groups)):
+            try:
+                transport.subscribe(topic, self.commands.on_message)
+            except TransportError as err:
+                log.warning("cannot subscribe to %s yet: %s", topic, err)
+        self.drainer = SpoolDrainer(spool=self.spool, transport=transport,
+                                    rate_limit_per_s=self.config.drain_rate_per_second)
+        self.drainer.start()
+
+    @staticmethod
+    def _device_root(config: AgentConfig) -> Path:
+        if config.board is not None:
+            return board_root(config.board)
+        return config.device_root or Path("/")
+
+    def _profile(self, config: AgentConfig) -> DeviceProfile:
+        if config.board is None and config.device_root is None:
+            return detect_profile()
+        return detect_profile(root=self._device_root(config), emulate=True)
+
+    # ---- run ------------------------------------------------------------------------
+
+    def run(self) -> None:
+        """Heartbeats and metrics on schedule until ``stop_event`` is set."""
+        now = time.monotonic()
+        next_metrics = now + self.config.metrics_interval_seconds
+        next_heartbeat = now
+        while not self.stop_event.is_set():
+            now = time.monotonic()
+            if self._config_changed.is_set():
+                self._config_changed.clear()
+                self._reload_config()
+                next_metrics = min(next_metrics, now + self.config.metrics_interval_seconds)
+                next_heartbeat = min(next_heartbeat, now + self.config.heartbeat_interval_seconds)
+            if now >= next_heartbeat:
+                self.heartbeat()
+                next_heartbeat = now + self.config.heartbeat_interval_seconds
+            if now >= next_metrics:
+                self.report_metrics()
+                next_metrics = now + self.config.metrics_interval_seconds
+            if not self.worker.is_alive() and not self.stop_event.is_set():
+                self.outbox.event("agent_error", f"inference stopped: {self.worker.failure!r}")
+                break
+            wait = min(next_metrics, next_heartbeat) - time.monotonic()
+            self.stop_event.wait(max(0.0, min(wait, 1.0)))
+
+    def _reload_config(self) -> None:
+        if self.ipc is None:
+            return
+        try:
+            new = self.config.merged(self.ipc.get_configuration())
+        except (TransportError, ConfigError) as err:
+            self.outbox.event("agent_error", f"configuration update ignored: {err}"[:512])
+            return
+        # Intervals apply live; the rest needs a restart (the recipe's run step does that).
+        self.config = self.config.model_copy(update={
+            "metrics_interval_seconds": new.metrics_interval_seconds,
+            "heartbeat_interval_seconds": new.heartbeat_interval_seconds})
+        log.info("configuration updated: metrics every %ss, heartbeat every %ss",
+                 new.metrics_interval_seconds, new.heartbeat_interval_seconds)
+
+    def heartbeat(self) -> None:
+        self.outbox.send(Heartbeat, uptime_s=round(time.monotonic() - self._started_at, 3),
+                         boot_id=self.stamper.boot_id, models=self.models)
+
+    def report_metrics(self) -> None:
+        stats = self.worker.loop.stats
+        variants = self.reporter.report([VariantSource(variant="blue",
+                                                       model_version=self.models["blue"],
+                                                       stats=stats)])
+        self.outbox.send(Metrics, boot_id=self.stamper.boot_id, variants=variants,
+                         health=self.health.read().to_report())
+        dropped = self.spool.take_dropped_metrics()
+        if dropped:
+            self.outbox.event("spool_dropped", f"{dropped} metrics report(s) dropped to stay "
+                              "within the spool budget", data={"count": dropped})
+
+    def _state_fields(self) -> dict[str, object]:
+        return {"models": self.models, "mode": "serve", "weights": {"blue": 100, "green": 0}}
+
+    def _status(self, command: Command) -> Result:
+        self.outbox.send(State, in_reply_to=command.command_id, **self._state_fields())
+        return Result("ok")
+
+    # ---- stop -----------------------------------------------------------------------
+
+    def shutdown(self) -> int:
+        """Stop serving, report the final state and flush within the configured time.
+
+        Returns how many messages are still in the spool (they go out on next start).
+        """
+        self.stop_event.set()
+        self.worker.stop()
+        self.commands.stop()
+        self.outbox.send(State, **self._state_fields())
+        remaining = self.spool.count()
+        if self.drainer is not None:
+            remaining = self.drainer.flush(self.config.shutdown_flush_seconds)
+            self.drainer.stop()
+        if self.transport is not None:
+            self.transport.close()
+        self.worker.loop.close()
+        self.spool.close()
+        return remaining

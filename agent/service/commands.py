@@ -1,0 +1,107 @@
+"""Commands from the controller: verified and admitted by the protocol gate, then acted on.
+
+Commands arrive on the transport's thread and are queued; one worker thread
+handles them in order, so a slow command never holds up the transport and
+never touches the inference thread. Every outcome is answered: an ack for an
+admitted command, a ``rejected_message`` event for anything that fails the
+gate (malformed, oversized, unsigned, forged, untrusted, revoked, for another
+device, replayed, stale). A replayed command is answered with its first ack
+again, so a controller that re-sends after a lost ack converges.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from agent.protocol.commands import Command
+from agent.protocol.errors import ProtocolError, ReplayError
+from agent.protocol.gate import CommandGate, rejection
+from agent.protocol.messages import Ack, Event, Outcome
+from agent.service.outbox import Outbox
+
+
+@dataclass(frozen=True)
+class Result:
+    outcome: Outcome
+    reason: str = ""
+
+
+Handler = Callable[[Command], Result]
+_MAX_REMEMBERED_ACKS = 1024
+
+
+class CommandProcessor:
+    def __init__(self, *, gate: CommandGate, outbox: Outbox,
+                 handlers: dict[str, Handler], max_queue: int = 256) -> None:
+        self.gate = gate
+        self.outbox = outbox
+        self.handlers = handlers
+        self._queue: queue.Queue[tuple[str, bytes] | None] = queue.Queue(max_queue)
+        self._acks: OrderedDict[str, Ack] = OrderedDict()
+        self._thread = threading.Thread(target=self._work, name="commands", daemon=True)
+        self.rejected = 0
+        self.handled = 0
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def on_message(self, topic: str, payload: bytes) -> None:
+        """Transport callback: queue and return at once."""
+        try:
+            self._queue.put_nowait((topic, payload))
+        except queue.Full:
+            self.outbox.event("rejected_message", "command queue full: message dropped",
+                              data={"code": "overload", "topic": topic[:256]})
+
+    def _work(self) -> None:
+        while True:
+            item = self._queue.get()
+            if item is None:
+                return
+            self.process(*item)
+
+    def process(self, topic: str, payload: bytes) -> None:
+        try:
+            command = self.gate.admit(payload)
+        except ReplayError as err:
+            self._reack(err, topic)
+            return
+        except ProtocolError as err:
+            self.rejected += 1
+            self.outbox.send(Event, **rejection(err, topic=topic))
+            return
+        handler = self.handlers.get(command.action)
+        if handler is None:
+            result = Result("rejected", f"action {command.action!r} is not supported by this "
+                                          "agent version")
+        else:
+            try:
+                result = handler(command)
+            except Exception as err:  # a failed action is acked, never fatal to the agent
+                result = Result("failed", f"{type(err).__name__}: {err}"[:512])
+        self.handled += 1
+        ack = self.outbox.send(Ack, command_id=command.command_id,
+                               rollout_id=command.rollout_id, rollout_seq=command.rollout_seq,
+                               outcome=result.outcome, reason=result.reason)
+        if ack is not None:
+            self._acks[command.command_id] = ack
+            while len(self._acks) > _MAX_REMEMBERED_ACKS:
+                self._acks.popitem(last=False)
+
+    def _reack(self, err: ReplayError, topic: str) -> None:
+        first = self._acks.get(err.related_id or "")
+        if first is None:
+            self.rejected += 1
+            self.outbox.send(Event, **rejection(err, topic=topic))
+            return
+        self.outbox.send(Ack, command_id=first.command_id, rollout_id=first.rollout_id,
+                         rollout_seq=first.rollout_seq, outcome=first.outcome,
+                         reason=first.reason)
+
+    def stop(self) -> None:
+        self._queue.put(None)
+        self._thread.join(5)

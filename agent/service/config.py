@@ -1,0 +1,83 @@
+"""The agent's settings: one pydantic model read from a file, Greengrass configuration
+(camelCase keys, as a recipe's ``DefaultConfiguration`` writes them) and the CLI."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic.alias_generators import to_camel
+
+from agent.errors import ConfigError
+from agent.protocol.topics import DEFAULT_PREFIX
+from agent.transport.mqtt_config import MqttConfig
+
+# Greengrass-only keys the agent does not read (the nucleus enforces accessControl).
+_IGNORED_KEYS = ("accessControl",)
+
+
+class AgentConfig(BaseModel):
+    """Every setting the agent reads; keys are camelCase in Greengrass configuration."""
+
+    model_config = ConfigDict(extra="forbid", alias_generator=to_camel, populate_by_name=True)
+
+    thing_name: str = Field(min_length=1)
+    thing_groups: list[str] = Field(default_factory=list)
+    topic_prefix: str = DEFAULT_PREFIX
+    model_dir: Path
+    backend: Literal["dlr", "onnx"] = "dlr"
+    source: Literal["digits", "random", "shm"] = "digits"
+    rate_hz: float = Field(default=20.0, ge=0, description="inferences/s; 0 = unpaced")
+    metrics_interval_seconds: float = Field(default=10.0, gt=0)
+    heartbeat_interval_seconds: float = Field(default=30.0, gt=0)
+    state_dir: Path = Path("state")
+    spool_max_bytes: int = Field(default=16 * 1024 * 1024, gt=0)
+    drain_rate_per_second: float = Field(default=100.0, ge=0, description="0 = unlimited")
+    transport: Literal["auto", "ipc", "mqtt"] = "auto"
+    mqtt: MqttConfig | None = None
+    trusted_keys: dict[str, str] = Field(
+        default_factory=dict, description="controller key id -> Ed25519 public key (PEM/base64)")
+    revoked_key_ids: list[str] = Field(default_factory=list)
+    board: str | None = Field(default=None, description="emulate a bundled board")
+    device_root: Path | None = None
+    shutdown_flush_seconds: float = Field(default=5.0, ge=0)
+
+    def merged(self, overrides: Mapping[str, Any]) -> AgentConfig:
+        """A copy with ``overrides`` (either key style) applied and validated."""
+        data = self.model_dump(by_alias=True, mode="json", exclude_none=True)
+        data.update(_clean(overrides))
+        return load_config(data)
+
+
+def _clean(raw: Mapping[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in raw.items() if k not in _IGNORED_KEYS}
+
+
+def load_config(raw: Mapping[str, Any]) -> AgentConfig:
+    """Validate ``raw``; a wrong key or type is a ConfigError naming the key."""
+    try:
+        return AgentConfig.model_validate(_clean(raw))
+    except ValidationError as err:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc']) or '(root)'}: {e['msg']}" for e in err.errors())
+        raise ConfigError(f"invalid agent configuration: {problems}") from err
+
+
+def read_config_file(path: Path) -> dict[str, Any]:
+    """A JSON or YAML file of settings (either key style)."""
+    try:
+        text = path.read_text()
+    except OSError as err:
+        raise ConfigError(f"cannot read {path}: {err}") from err
+    try:
+        data = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
+    except (json.JSONDecodeError, yaml.YAMLError) as err:
+        raise ConfigError(f"{path}: not valid {path.suffix.lstrip('.') or 'YAML'}: {err}") \
+            from err
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping of settings")
+    return data

@@ -77,17 +77,21 @@ class CloudSubscriber:
             return [m for m in self.messages if m.type == kind]
 
 
-def publish(host: str, port: int, topic: str, payload: bytes) -> None:
-    """One QoS 1 publish from a separate client (the controller's side)."""
-    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2,
-                         client_id=f"ctl-{uuid.uuid4().hex[:8]}")
-    client.connect(host, port, keepalive=10)
-    client.loop_start()
-    try:
-        client.publish(topic, payload, qos=1).wait_for_publish(10)
-    finally:
-        client.loop_stop()
-        client.disconnect()
+class CloudPublisher:
+    """The controller's side: QoS 1 publishes over one connection."""
+
+    def __init__(self, host: str, port: int) -> None:
+        self._client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2,
+                                   client_id=f"ctl-{uuid.uuid4().hex[:8]}")
+        self._client.connect(host, port, keepalive=10)
+        self._client.loop_start()
+
+    def publish(self, topic: str, payload: bytes) -> None:
+        self._client.publish(topic, payload, qos=1).wait_for_publish(10)
+
+    def close(self) -> None:
+        self._client.disconnect()
+        self._client.loop_stop()
 
 
 def signed_command(signer: Signer, cls: type[Command], *, thing: str, rollout_id: str,

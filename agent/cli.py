@@ -71,6 +71,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return serve_main(args)
 
 
+def cmd_bench_telemetry(args: argparse.Namespace) -> int:
+    from agent.bench.telemetry import bench_telemetry_main
+
+    code: int = bench_telemetry_main(args)
+    return code
+
+
 def cmd_bench_loop(args: argparse.Namespace) -> int:
     from agent.bench.loop import bench_loop_main
 
@@ -130,6 +137,13 @@ def build_parser() -> argparse.ArgumentParser:
     loop.add_argument("--seconds", type=float, default=0.4, help="per loop per round")
     loop.add_argument("--rss-inferences", type=int, default=10_000)
     loop.set_defaults(func=cmd_bench_loop)
+    tele = bench_sub.add_parser("telemetry", help="reporting cost and spool drain rate")
+    tele.add_argument("--json", action="store_true", help="print one JSON line")
+    tele.add_argument("--models", type=Path, default=Path("build/models"))
+    tele.add_argument("--rounds", type=int, default=5)
+    tele.add_argument("--seconds", type=float, default=3.0, help="per loop per round")
+    tele.add_argument("--spool-seconds", type=float, default=3.0)
+    tele.set_defaults(func=cmd_bench_telemetry)
     return parser
 
 

@@ -10,13 +10,13 @@ from pathlib import Path
 import pytest
 from agent_process import AgentProcess
 from cloud import CloudPublisher, CloudSubscriber, signed_command
-from nucleus_broker import MosquittoBroker, mosquitto_available
 
+from agent.brokers.mosquitto import MosquittoBroker, find_mosquitto
 from agent.protocol.commands import SetWeightsCommand, StatusCommand
 from agent.protocol.keys import generate_keypair
 from agent.protocol.signing import Signer
 
-pytestmark = pytest.mark.skipif(not mosquitto_available(),
+pytestmark = pytest.mark.skipif(find_mosquitto() is None,
                                 reason="mosquitto is not installed (apt-get install mosquitto)")
 THING = "cmd-1"
 

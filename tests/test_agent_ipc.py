@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 from cloud import CloudSubscriber
-from nucleus_broker import MosquittoBroker, mosquitto_available
 
+from agent.brokers.mosquitto import MosquittoBroker, find_mosquitto
 from agent.emulation.nucleus.recipe import Recipe
 from agent.emulation.nucleus.server import EmulatedNucleus
 from agent.protocol.messages import Metrics
@@ -20,7 +20,7 @@ from agent.service.agent import AgentService
 from agent.service.config import load_config
 from agent.transport.ipc import IpcTransport
 
-pytestmark = pytest.mark.skipif(not mosquitto_available(),
+pytestmark = pytest.mark.skipif(find_mosquitto() is None,
                                 reason="mosquitto is not installed (apt-get install mosquitto)")
 RECIPE = Path(__file__).parent.parent / "recipes" / "com.edgeinference.Agent.yaml"
 THING = "gg-dev-1"
@@ -110,3 +110,35 @@ def test_component_update_is_deferred_during_a_rollout_then_accepted(
             assert service.updates.accepted == ["deployment-1"]
         finally:
             service.shutdown()
+
+
+def test_nucleus_restarts_lose_and_reorder_nothing(
+        broker: MosquittoBroker, cloud: CloudSubscriber, built_models: Path,
+        tmp_path: Path) -> None:
+    nucleus = _nucleus(broker, built_models, tmp_path, metricsIntervalSeconds=0.2,
+                       heartbeatIntervalSeconds=0.5)
+    nucleus.start()
+    agent = nucleus.launch(argv=[sys.executable, "-m", "agent.cli", "serve"],
+                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        cloud.wait_for(lambda ms: any(m.type == "metrics" for m in ms), 30, "first metrics")
+        for _ in range(5):
+            nucleus.stop()
+            time.sleep(1.0)  # the agent keeps serving and spooling while the nucleus is gone
+            nucleus.start()
+            time.sleep(1.5)
+        agent.send_signal(signal.SIGTERM)
+        out, _ = agent.communicate(timeout=60)
+        assert agent.returncode == 0, out.decode()[-2000:]
+        cloud.wait_for(lambda ms: any(m.type == "state" for m in ms), 30, "final state")
+    finally:
+        if agent.poll() is None:
+            agent.kill()
+        nucleus.stop()
+    seen: set[str] = set()
+    unique = [m for m in cloud.messages if not (m.id in seen or seen.add(m.id))]
+    print(f"duplicates dropped after de-duplication by message id: "
+          f"{len(cloud.messages) - len(unique)}")
+    seqs = [m.seq for m in unique]
+    assert seqs == list(range(seqs[0], seqs[0] + len(seqs))), "every report once, in order"
+    assert sum(m.type == "metrics" for m in unique) >= 20

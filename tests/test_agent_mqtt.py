@@ -10,12 +10,12 @@ from pathlib import Path
 import pytest
 from agent_process import AgentProcess
 from cloud import CloudSubscriber
-from nucleus_broker import MosquittoBroker, mosquitto_available
 
+from agent.brokers.mosquitto import MosquittoBroker, find_mosquitto
 from agent.protocol.codec import decode
 from agent.protocol.messages import UpMessage
 
-pytestmark = pytest.mark.skipif(not mosquitto_available(),
+pytestmark = pytest.mark.skipif(find_mosquitto() is None,
                                 reason="mosquitto is not installed (apt-get install mosquitto)")
 
 

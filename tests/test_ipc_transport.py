@@ -10,8 +10,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from nucleus_broker import MosquittoBroker, mosquitto_available
 
+from agent.brokers.mosquitto import MosquittoBroker, find_mosquitto
 from agent.emulation.nucleus import EmulatedNucleus, Recipe
 from agent.transport.base import TransportError
 from agent.transport.ipc import (
@@ -22,7 +22,7 @@ from agent.transport.ipc import (
     ipc_available,
 )
 
-pytestmark = pytest.mark.skipif(not mosquitto_available(), reason="mosquitto is not installed")
+pytestmark = pytest.mark.skipif(find_mosquitto() is None, reason="mosquitto is not installed")
 
 RECIPE = Path(__file__).resolve().parents[1] / "recipes" / "com.edgeinference.Agent.yaml"
 THING = "demo-1"

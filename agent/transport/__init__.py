@@ -1,0 +1,1 @@
+"""Transports to the cloud (Greengrass IPC, direct MQTT, in-memory) and the durable spool."""

@@ -8,6 +8,9 @@ Everything lives under one configurable prefix (default ``edge``)::
     {prefix}/{thing}/events       up    guardrail breach, local rollback, rejected message
     {prefix}/{thing}/state        up    current model state (answers status requests too)
     {prefix}/{thing}/ack          up    command outcomes
+    {prefix}/{thing}/emf          up    the metrics as CloudWatch Embedded Metric Format
+                                        documents (optional), for an IoT rule that
+                                        forwards them to CloudWatch Logs
     {prefix}/{thing}/commands     down  commands for one device
     {prefix}/groups/{group}/commands  down  commands for a device group
 
@@ -24,6 +27,7 @@ from agent.errors import ConfigError
 
 DEFAULT_PREFIX = "edge"
 UP_CHANNELS = ("register", "heartbeat", "metrics", "events", "state", "ack")
+EXTRA_CHANNELS = ("emf",)  # up topics that carry no protocol message
 MAX_TOPIC_LEVELS = 8  # AWS IoT Core: at most 7 forward slashes
 NAME_PATTERN = r"^[A-Za-z0-9_:.\-]{1,128}$"  # IoT thing-name characters
 _NAME = re.compile(NAME_PATTERN)
@@ -51,7 +55,7 @@ class Topics:
             raise ConfigError(f"topic prefix {self.prefix!r} is too deep for AWS IoT Core")
 
     def up(self, channel: str) -> str:
-        if channel not in UP_CHANNELS:
+        if channel not in UP_CHANNELS and channel not in EXTRA_CHANNELS:
             raise ValueError(f"unknown channel {channel!r}")
         return f"{self.prefix}/{self.thing}/{channel}"
 

@@ -43,6 +43,7 @@ from agent.service.config import AgentConfig
 from agent.service.inference import InferenceWorker
 from agent.service.outbox import Outbox
 from agent.service.updates import UpdatePolicy
+from agent.telemetry.emf import emf_lines
 from agent.telemetry.health import HealthProbe
 from agent.telemetry.metrics import MetricsReporter, VariantSource
 from agent.transport.base import Transport, TransportError
@@ -198,8 +199,11 @@ class AgentService:
         variants = self.reporter.report([VariantSource(variant="blue",
                                                        model_version=self.models["blue"],
                                                        stats=stats)])
-        self.outbox.send(Metrics, boot_id=self.stamper.boot_id, variants=variants,
-                         health=self.health.read().to_report())
+        message = self.outbox.send(Metrics, boot_id=self.stamper.boot_id, variants=variants,
+                                   health=self.health.read().to_report())
+        if message is not None and self.config.emit_emf:
+            for line in emf_lines(message):
+                self.outbox.send_raw("emf", line.encode())
         dropped = self.spool.take_dropped_metrics()
         if dropped:
             self.outbox.event("spool_dropped", f"{dropped} metrics report(s) dropped to stay "

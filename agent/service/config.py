@@ -34,6 +34,7 @@ class AgentConfig(BaseModel):
     rate_hz: float = Field(default=20.0, ge=0, description="inferences/s; 0 = unpaced")
     metrics_interval_seconds: float = Field(default=10.0, gt=0)
     heartbeat_interval_seconds: float = Field(default=30.0, gt=0)
+    emit_emf: bool = Field(default=False, description="also publish CloudWatch EMF documents")
     state_dir: Path = Path("state")
     spool_max_bytes: int = Field(default=16 * 1024 * 1024, gt=0)
     drain_rate_per_second: float = Field(default=100.0, ge=0, description="0 = unlimited")

@@ -78,6 +78,12 @@ def cmd_bench_telemetry(args: argparse.Namespace) -> int:
     return code
 
 
+def cmd_demo_telemetry(args: argparse.Namespace) -> int:
+    from agent.emulation.telemetry_demo import demo_telemetry_main
+
+    return demo_telemetry_main(args)
+
+
 def cmd_bench_loop(args: argparse.Namespace) -> int:
     from agent.bench.loop import bench_loop_main
 
@@ -127,6 +133,14 @@ def build_parser() -> argparse.ArgumentParser:
     build.add_argument("--out", type=Path, default=Path("build/models"))
     build.add_argument("--no-cross", action="store_true", help="skip ARM cross builds")
     build.set_defaults(func=cmd_models_build)
+
+    demo = sub.add_parser("demo", help="end-to-end demonstrations on this machine")
+    demo_sub = demo.add_subparsers(dest="demo_command", required=True)
+    tdemo = demo_sub.add_parser("telemetry", help="one emulated device and a cloud side")
+    tdemo.add_argument("--models", type=Path, default=Path("build/models"))
+    tdemo.add_argument("--board", default="jetson_nano_r32")
+    tdemo.add_argument("--seconds", type=float, default=10.0)
+    tdemo.set_defaults(func=cmd_demo_telemetry)
 
     bench = sub.add_parser("bench", help="benchmarks (ratios measured in one run)")
     bench_sub = bench.add_subparsers(dest="bench_command", required=True)

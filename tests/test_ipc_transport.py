@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import waits
 
 from agent.brokers.mosquitto import MosquittoBroker, find_mosquitto
 from agent.emulation.nucleus import EmulatedNucleus, Recipe
@@ -30,13 +31,7 @@ T = 5.0
 
 
 def wait_for(condition: Callable[[], Any], timeout_s: float = T) -> Any:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.01)
-    raise AssertionError("condition not met in time")
+    return waits.wait_for(condition, timeout_s)
 
 
 class CloudClient:

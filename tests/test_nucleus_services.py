@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import waits
 from awsiot.greengrasscoreipc import model
 from awsiot.greengrasscoreipc.clientv2 import GreengrassCoreIPCClientV2
 
@@ -25,13 +26,7 @@ T = 5.0  # seconds for any one answer
 
 
 def wait_for(condition: Callable[[], Any], timeout_s: float = T) -> Any:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.01)
-    raise AssertionError("condition not met in time")
+    return waits.wait_for(condition, timeout_s)
 
 
 @contextlib.contextmanager

@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 
 from agent.bench.alloc import bytes_per_call
+from agent.bench.report import emit
 from agent.device.profile import detect_profile
 from agent.errors import AgentError, BackendUnavailableError
 from agent.loop.runner import InferenceLoop
@@ -285,9 +286,5 @@ def bench_loop_main(args: argparse.Namespace) -> int:
         raise AgentError("--rounds must be at least 5 for a meaningful median")
     result = run_bench(args.models, rounds=args.rounds, seconds=args.seconds,
                        rss_inferences=args.rss_inferences)
-    if args.json:
-        print(json.dumps(result))
-    else:
-        for key, value in result.items():
-            print(f"{key:>22}: {value}")
+    emit(result, as_json=args.json)
     return 0

@@ -13,7 +13,6 @@ rounds in one run, median of the per-round ratios.
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import tempfile
 import threading
@@ -21,6 +20,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from agent.bench.report import emit
 from agent.brokers.embedded import EmbeddedBroker
 from agent.brokers.mosquitto import MosquittoBroker, find_mosquitto
 from agent.device.profile import detect_profile
@@ -130,9 +130,5 @@ def run_bench(models: Path, *, rounds: int, seconds: float,
 def bench_telemetry_main(args: argparse.Namespace) -> int:
     result = run_bench(args.models, rounds=args.rounds, seconds=args.seconds,
                        spool_seconds=args.spool_seconds)
-    if args.json:
-        print(json.dumps(result))
-    else:
-        for key, value in result.items():
-            print(f"{key:>18}: {value}")
+    emit(result, as_json=args.json)
     return 0

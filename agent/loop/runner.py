@@ -64,8 +64,40 @@ class LoopStats:
         }
 
 
+@dataclass(eq=False)
+class Lane:
+    """One backend bound to the loop's input buffers, with counters of its own.
+
+    The loop serves from one lane; a candidate model (green) is a second lane on
+    the same inputs, so both see exactly the same samples with no copy.
+    """
+
+    backend: Backend
+    outputs: tuple[np.ndarray, ...]
+    run: Callable[[], object]  # the backend's raw runner
+    stats: LoopStats = field(default_factory=LoopStats)
+
+    @classmethod
+    def bind(cls, backend: Backend, inputs: tuple[np.ndarray, ...]) -> Lane:
+        outputs = backend.bind(inputs)
+        return cls(backend=backend, outputs=outputs, run=backend.runner())
+
+    def failed(self, err: Exception) -> None:
+        """Count an inference error; anything that is not one is raised."""
+        error = self.backend.translate(err)
+        if not isinstance(error, InferenceError):
+            raise error from err
+        self.stats.errors += 1
+        self.stats.last_error = str(error)
+
+
 class InferenceLoop:
-    """Runs one backend on one source; :meth:`step` is the whole per-inference path."""
+    """Runs one backend on one source; :meth:`step` is the whole per-inference path.
+
+    ``step`` may be replaced on the instance by another plan (a shadow or weighted
+    split, see :mod:`agent.variants`); :meth:`run` looks it up before every
+    inference, so a replacement lands between two inferences.
+    """
 
     def __init__(self, *, backend: Backend,
                  make_source: Callable[[tuple[np.ndarray, ...]], Source],
@@ -74,19 +106,22 @@ class InferenceLoop:
             raise ValueError("check_every must be >= 1")
         self.backend = backend
         self.inputs = allocate_inputs(backend.inputs)
-        self.outputs = backend.bind(self.inputs)
+        self.lane = Lane.bind(backend, self.inputs)
+        self.outputs = self.lane.outputs
         self.source = make_source(self.inputs)
         self.rate_hz = rate_hz
-        self.stats = LoopStats()
+        self.check_every = check_every
+        self.stats = self.lane.stats
         self._fill = self.source.fill
-        self._run = backend.runner()
+        self._run = self.lane.run
         self._counts = self.stats.histogram.counts
         self._edges = self.stats.histogram.edges_ns
         self._scores = self.outputs[0]
         # numpy's argmax allocates (~136 bytes) on every call; checking top-1 on a
         # fixed sample of labelled inferences keeps the step allocation-free.
-        self._check_every = check_every
         self._countdown = 1
+        self.steps_done = 0  # by run(): lets a plan switch wait until the old plan is done
+        self.running = False
 
     def step(self, _now: Callable[[], int] = time.perf_counter_ns,
              _bucket: Callable[[Sequence[int], int], int] = bisect.bisect_left) -> None:
@@ -100,7 +135,7 @@ class InferenceLoop:
         try:
             self._run()
         except Exception as err:  # the backend's raw runner: translated right here
-            self._failed(err)
+            self.lane.failed(err)
             return
         self._counts[_bucket(self._edges, _now() - start)] += 1
         if label >= 0:
@@ -109,17 +144,10 @@ class InferenceLoop:
                 self._check(label)
 
     def _check(self, label: int) -> None:
-        self._countdown = self._check_every
+        self._countdown = self.check_every
         self.stats.checked += 1
         if self._scores.argmax() == label:
             self.stats.correct += 1
-
-    def _failed(self, err: Exception) -> None:
-        error = self.backend.translate(err)
-        if not isinstance(error, InferenceError):
-            raise error from err
-        self.stats.errors += 1
-        self.stats.last_error = str(error)
 
     def run(self, *, duration_s: float | None = None, max_inferences: int | None = None,
             stop: threading.Event | None = None,
@@ -131,21 +159,25 @@ class InferenceLoop:
         started = time.monotonic()
         deadline = started + duration_s if duration_s is not None else float("inf")
         next_tick = started + tick_s
-        step = self.step
         steps = 0
-        while True:
-            now = time.monotonic()
-            if now >= deadline or (stop is not None and stop.is_set()):
-                break
-            if max_inferences is not None and steps >= max_inferences:
-                break
-            step()
-            steps += 1
-            pace()
-            if on_tick is not None and now >= next_tick:
-                stats.elapsed_s = now - started
-                on_tick(stats)
-                next_tick += tick_s
+        self.running = True
+        try:
+            while True:
+                now = time.monotonic()
+                if now >= deadline or (stop is not None and stop.is_set()):
+                    break
+                if max_inferences is not None and steps >= max_inferences:
+                    break
+                self.step()  # looked up each time: a new plan lands between two inferences
+                steps += 1
+                self.steps_done += 1
+                pace()
+                if on_tick is not None and now >= next_tick:
+                    stats.elapsed_s = now - started
+                    on_tick(stats)
+                    next_tick += tick_s
+        finally:
+            self.running = False
         stats.elapsed_s = time.monotonic() - started
         return stats
 

@@ -1,0 +1,1 @@
+"""Blue/green variants inside one agent: shadow tests, weighted splits, promote and rollback."""

@@ -1,9 +1,13 @@
 """``edge-agent``: the agent's command line.
 
     edge-agent run --model DIR [--backend dlr|onnx] [--source digits|random|shm] ...
-    edge-agent device [--root DIR] [--json]
+    edge-agent serve --thing NAME --model DIR [--broker URL | --endpoint ... | --embedded-broker]
+    edge-agent device [--board NAME | --device-root DIR] [--json]
     edge-agent models build [--out DIR] [--no-cross]
-    edge-agent bench loop [--json]
+    edge-agent keys generate --out DIR --key-id ID
+    edge-agent package model DIR --key FILE --key-id ID --version N --out DIR
+    edge-agent demo telemetry
+    edge-agent bench loop|telemetry [--json]
 """
 
 from __future__ import annotations
@@ -115,6 +119,10 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--json", action="store_true", help="print one JSON summary line only")
     _add_device_args(run)
     run.set_defaults(func=cmd_run)
+
+    from agent.cli_package import add_package_arguments
+
+    add_package_arguments(sub)
 
     serve = sub.add_parser("serve", help="run the agent: inference, telemetry, commands")
     from agent.service.serve_command import add_serve_arguments

@@ -95,7 +95,7 @@ def test_every_bad_command_is_rejected_with_its_reason(
     states = [s for s in sub.of_type("state") if s.in_reply_to == good["command_id"]]
     assert len(states) == 1 and states[0].models == {"blue": "digits-v1"}
 
-    # An action this version does not carry out yet is refused, not pretended.
+    # Weights with no staged candidate are refused, and nothing changes.
     ctl.publish(topic, signed_command(
         signer, SetWeightsCommand, thing=THING, rollout_id="r2", rollout_seq=1, blue=90,
         green=10))

@@ -24,10 +24,10 @@ from pathlib import Path
 from agent import __version__
 from agent.device.profile import DeviceProfile, detect_profile
 from agent.emulation.boards import board_root
-from agent.errors import ConfigError
+from agent.errors import AgentError, ConfigError
 from agent.loop.run_command import make_source_factory
 from agent.loop.runner import InferenceLoop
-from agent.model_dir import MODEL_INFO, read_model_info
+from agent.model_dir import MODEL_INFO, TESTSET, read_model_info
 from agent.protocol.commands import Command
 from agent.protocol.gate import CommandGate
 from agent.protocol.messages import Heartbeat, Metrics, Register, State
@@ -38,11 +38,14 @@ from agent.protocol.stamp import Stamper
 from agent.protocol.topics import Topics
 from agent.resolve import resolve_model
 from agent.runtime import DlrConfig, OnnxConfig, load_backend
+from agent.runtime.base import Backend
 from agent.service.commands import CommandProcessor, Result
 from agent.service.config import AgentConfig
 from agent.service.inference import InferenceWorker
 from agent.service.outbox import Outbox
+from agent.service.swaps import SwapController, package_artifact, verify_package_files
 from agent.service.updates import UpdatePolicy
+from agent.swap.store import ModelStore
 from agent.telemetry.emf import emf_lines
 from agent.telemetry.health import HealthProbe
 from agent.telemetry.metrics import MetricsReporter, VariantSource
@@ -50,8 +53,10 @@ from agent.transport.base import Transport, TransportError
 from agent.transport.drain import SpoolDrainer
 from agent.transport.ipc import IpcTransport
 from agent.transport.spool import Spool
+from agent.variants.router import VariantRouter
 
 log = logging.getLogger("edge_agent")
+GUARDRAIL_PERIOD_S = 0.25
 
 
 def model_version(model_dir: Path) -> str:
@@ -83,13 +88,13 @@ class AgentService:
         self.topics = Topics(thing=config.thing_name, prefix=config.topic_prefix)
         config.state_dir.mkdir(parents=True, exist_ok=True)
 
-        resolved = resolve_model(config.model_dir, backend=config.backend, profile=self.profile)
-        backend_config = DlrConfig() if config.backend == "dlr" else OnnxConfig()
-        backend = load_backend(resolved.load_dir, backend_config)
+        self.store = ModelStore(config.state_dir / "models", keep=config.keep_versions)
+        recovery = self.store.recover(verify=verify_package_files)
+        backend, blue_version, testset = self._initial_model(config)
         loop = InferenceLoop(backend=backend, rate_hz=0.0 if config.source == "shm"
                              else config.rate_hz, make_source=make_source_factory(
-                                 config.source, backend, resolved.testset, config.rate_hz))
-        self.models = {"blue": model_version(resolved.model_dir or config.model_dir)}
+                                 config.source, backend, testset, config.rate_hz))
+        self.router = VariantRouter(loop=loop, blue_version=blue_version)
         self.worker = InferenceWorker(loop=loop)
 
         counter = SequenceCounter(path=config.state_dir / "sequence")
@@ -100,9 +105,20 @@ class AgentService:
         trust = TrustStore.from_text(config.trusted_keys, revoked=config.revoked_key_ids)
         guard = ReplayGuard(thing=config.thing_name, groups=config.thing_groups,
                             state_path=config.state_dir / "replay.json")
+        self.swaps = SwapController(
+            router=self.router, store=self.store, trust=trust, guard=guard,
+            profile=self.profile, work_dir=config.state_dir / "staging", outbox=self.outbox,
+            updates=self.updates, guardrails=config.guardrails,
+            min_version=config.min_model_version, trial_s=config.trial_seconds,
+            golden_timeout_s=config.golden_timeout_seconds)
         self.commands = CommandProcessor(gate=CommandGate(trust=trust, guard=guard),
                                          outbox=self.outbox,
-                                         handlers={"status": self._status})
+                                         handlers={"status": self._status,
+                                                   **self.swaps.handlers()})
+        if recovery.reason:
+            self.outbox.event("local_rollback", f"on start: {recovery.reason}"[:512],
+                              data={"version": recovery.rolled_back_from or "",
+                                    "current": recovery.current or ""})
         self.reporter = MetricsReporter()
         self.health = HealthProbe(root=self._device_root(config), disk_path=config.state_dir)
 
@@ -110,7 +126,7 @@ class AgentService:
         self.commands.start()
         self.outbox.send(Register, groups=config.thing_groups, profile=self.profile.to_dict(),
                          agent_version=__version__, boot_id=self.stamper.boot_id,
-                         models=self.models)
+                         models=self.router.models())
         self.drainer: SpoolDrainer | None = None
         if self.transport is not None:
             self._connect(self.transport)
@@ -119,8 +135,21 @@ class AgentService:
             self.ipc.subscribe_to_component_updates(self.updates.handler(self.ipc))
             self.ipc.update_state("RUNNING")
         log.info("agent %s started: %s, model %s, transport %s", config.thing_name,
-                 self.profile, self.models["blue"],
+                 self.profile, self.router.blue.version,
                  self.transport.name if self.transport else "none (offline)")
+
+    def _initial_model(self, config: AgentConfig) -> tuple[Backend, str, Path | None]:
+        """The store's current version if there is one, else the configured model."""
+        testset = config.model_dir / TESTSET
+        current = self.store.current()
+        if current is not None:
+            artifact, label = package_artifact(self.store.path(current))
+            return (load_backend(artifact, DlrConfig()), label,
+                    testset if testset.is_file() else None)
+        resolved = resolve_model(config.model_dir, backend=config.backend, profile=self.profile)
+        backend_config = DlrConfig() if config.backend == "dlr" else OnnxConfig()
+        return (load_backend(resolved.load_dir, backend_config),
+                model_version(resolved.model_dir or config.model_dir), resolved.testset)
 
     def _connect(self, transport: Transport) -> None:
         try:
@@ -156,6 +185,7 @@ class AgentService:
         now = time.monotonic()
         next_metrics = now + self.config.metrics_interval_seconds
         next_heartbeat = now
+        next_check = now
         while not self.stop_event.is_set():
             now = time.monotonic()
             if self._config_changed.is_set():
@@ -169,10 +199,13 @@ class AgentService:
             if now >= next_metrics:
                 self.report_metrics()
                 next_metrics = now + self.config.metrics_interval_seconds
+            if now >= next_check:
+                self._check_variants()
+                next_check = now + GUARDRAIL_PERIOD_S
             if not self.worker.is_alive() and not self.stop_event.is_set():
                 self.outbox.event("agent_error", f"inference stopped: {self.worker.failure!r}")
                 break
-            wait = min(next_metrics, next_heartbeat) - time.monotonic()
+            wait = min(next_metrics, next_heartbeat, next_check) - time.monotonic()
             self.stop_event.wait(max(0.0, min(wait, 1.0)))
 
     def _reload_config(self) -> None:
@@ -190,15 +223,30 @@ class AgentService:
         log.info("configuration updated: metrics every %ss, heartbeat every %ss",
                  new.metrics_interval_seconds, new.heartbeat_interval_seconds)
 
+    def _check_variants(self) -> None:
+        limits = self.config.guardrails
+        rss = temp = None
+        if limits.max_rss_bytes is not None or limits.max_soc_temp_c is not None:
+            snapshot = self.health.read()
+            rss, temp = snapshot.rss_bytes, snapshot.soc_temp_c
+        try:
+            self.swaps.tick(rss_bytes=rss, soc_temp_c=temp)
+        except AgentError as err:
+            self.outbox.event("agent_error", f"variant check failed: {err}"[:512])
+
     def heartbeat(self) -> None:
         self.outbox.send(Heartbeat, uptime_s=round(time.monotonic() - self._started_at, 3),
-                         boot_id=self.stamper.boot_id, models=self.models)
+                         boot_id=self.stamper.boot_id, models=self.router.models())
 
     def report_metrics(self) -> None:
-        stats = self.worker.loop.stats
-        variants = self.reporter.report([VariantSource(variant="blue",
-                                                       model_version=self.models["blue"],
-                                                       stats=stats)])
+        rollout = self.swaps.rollout
+        router = self.router
+        roles = [("blue", router.blue)] + ([("green", router.green)] if router.green else [])
+        variants = self.reporter.report([
+            VariantSource(variant=name, model_version=role.version, stats=role.lane.stats,  # type: ignore[arg-type]
+                          rollout_id=rollout.rollout_id if rollout else None,
+                          rollout_seq=rollout.rollout_seq if rollout else None)
+            for name, role in roles])
         message = self.outbox.send(Metrics, boot_id=self.stamper.boot_id, variants=variants,
                                    health=self.health.read().to_report())
         if message is not None and self.config.emit_emf:
@@ -210,7 +258,20 @@ class AgentService:
                               "within the spool budget", data={"count": dropped})
 
     def _state_fields(self) -> dict[str, object]:
-        return {"models": self.models, "mode": "serve", "weights": {"blue": 100, "green": 0}}
+        router, swaps = self.router, self.swaps
+        blue, green = router.weights
+        fields: dict[str, object] = {"models": router.models(), "mode": router.mode,
+                                     "weights": {"blue": blue, "green": green}}
+        if swaps.rollout is not None:
+            fields["rollout_id"] = swaps.rollout.rollout_id
+            fields["rollout_seq"] = swaps.rollout.rollout_seq
+        if router.green is not None and router.mode in ("shadow", "weighted"):
+            fields["trial"] = {"candidate": router.green.version, "kind": router.mode,
+                               "elapsed_s": round(time.monotonic() - router.green.since, 3)}
+        elif swaps.trial_started is not None:
+            fields["trial"] = {"candidate": router.blue.version, "kind": "weighted",
+                               "elapsed_s": round(time.monotonic() - swaps.trial_started, 3)}
+        return fields
 
     def _status(self, command: Command) -> Result:
         self.outbox.send(State, in_reply_to=command.command_id, **self._state_fields())
@@ -235,4 +296,5 @@ class AgentService:
             self.transport.close()
         self.worker.loop.close()
         self.spool.close()
+        self.store.close()
         return remaining

@@ -15,6 +15,7 @@ from pydantic.alias_generators import to_camel
 from agent.errors import ConfigError
 from agent.protocol.topics import DEFAULT_PREFIX
 from agent.transport.mqtt_config import MqttConfig
+from agent.variants.guardrails import Guardrails
 
 # Greengrass-only keys the agent does not read (the nucleus enforces accessControl).
 _IGNORED_KEYS = ("accessControl",)
@@ -46,6 +47,11 @@ class AgentConfig(BaseModel):
     board: str | None = Field(default=None, description="emulate a bundled board")
     device_root: Path | None = None
     shutdown_flush_seconds: float = Field(default=5.0, ge=0)
+    min_model_version: int = Field(default=0, ge=0, description="anti-rollback floor")
+    trial_seconds: float = Field(default=600.0, gt=0, description="a promoted model's trial")
+    golden_timeout_seconds: float = Field(default=10.0, gt=0)
+    keep_versions: int = Field(default=3, ge=2)
+    guardrails: Guardrails = Field(default_factory=Guardrails)
 
     def merged(self, overrides: Mapping[str, Any]) -> AgentConfig:
         """A copy with ``overrides`` (either key style) applied and validated."""

@@ -1,0 +1,94 @@
+"""File-system steps of the model store, each safe against a crash at any instant.
+
+Small whole files (manifest, marker, trial, rollback record) go through
+:func:`agent.protocol.durable.atomic_write`. The two pointers get their own copy of that
+sequence here only because the crash points must sit *inside* it: between the fsync of
+the temp file and the rename, and between the rename and the directory fsync.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import shutil
+from pathlib import Path
+
+from agent.swap.crash import crash_point
+
+TMP_SUFFIX = ".tmp"
+
+
+def temp_name(path: Path) -> Path:
+    """The hidden temp file beside ``path`` (same pattern as ``atomic_write``'s)."""
+    return path.with_name(f".{path.name}.{os.getpid()}{TMP_SUFFIX}")
+
+
+def fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def switch_pointer(path: Path, data: bytes) -> None:
+    """Replace the pointer file ``path`` atomically: temp, fsync, rename, fsync the directory."""
+    tmp = temp_name(path)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    try:
+        os.write(fd, data)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    crash_point("before-pointer-rename")
+    os.replace(tmp, path)
+    crash_point("after-rename-before-dir-fsync")
+    fsync_dir(path.parent)
+
+
+def remove_file(path: Path) -> bool:
+    """Unlink ``path`` and fsync its directory; False if it was not there."""
+    try:
+        path.unlink()
+    except FileNotFoundError:
+        return False
+    fsync_dir(path.parent)
+    return True
+
+
+def fsync_tree(root: Path) -> None:
+    """fsync every file and directory under ``root`` (bottom-up), so a marker written after
+    it never survives a power cut that the content did not."""
+    for dirpath, _dirnames, filenames in os.walk(root, topdown=False):
+        for name in filenames:
+            file_path = os.path.join(dirpath, name)
+            if os.path.islink(file_path):
+                continue
+            fd = os.open(file_path, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        fsync_dir(Path(dirpath))
+
+
+def move_tree(src: Path, dst: Path) -> None:
+    """Move directory ``src`` to ``dst``: a rename, or a copy then delete across devices."""
+    try:
+        os.rename(src, dst)
+    except OSError as err:
+        if err.errno != errno.EXDEV:
+            raise
+        shutil.copytree(src, dst, symlinks=True)
+        shutil.rmtree(src)
+
+
+def discard_tree(path: Path, trash: Path) -> None:
+    """Delete directory ``path`` so that a crash never leaves it half there under its name:
+    rename to ``trash`` (a name recovery sweeps), fsync, crash point, then delete."""
+    if trash.exists():
+        shutil.rmtree(trash)
+    os.rename(path, trash)
+    fsync_dir(path.parent)
+    crash_point("mid-prune")
+    shutil.rmtree(trash)

@@ -1,0 +1,688 @@
+"""The on-disk store of verified model versions for one model slot.
+
+Layout under ``root``::
+
+    lock                  advisory flock: one owning process at a time
+    current               {"version_id": "v3", "since": 12}  (absent: no model yet)
+    previous              {"version_id": "v2", "since": 12}  (absent: nothing to go back to)
+    trial                 {"version_id": "v3", "trial_s": 600.0,
+                           "from_current": "v2", "from_previous": "v1"}  while v3 is on trial
+    rollback              a rollback in progress (redo intent; recovery finishes it)
+    last_rollback.json    {"from": "v3", "to": "v2", "previous": "v1", "reason": ..., "since": 13}
+    versions/<id>/
+        package/          the staged package directory, moved in whole
+        manifest.json     the manifest given to add()
+        VERIFIED          {"seq": 10}, written and fsynced last: without it the version is
+                          incomplete and recovery deletes it
+    versions/.trash-<id>  a version being deleted
+
+``since`` and ``seq`` come from one counter kept on disk (1 + the largest number
+found), never from a clock: a Raspberry Pi has no RTC. A trial's deadline is a
+duration counted on this process's monotonic clock; a restart during a trial
+fails the trial.
+
+Every multi-file change is journaled so that a SIGKILL at any instant, followed by
+:meth:`ModelStore.recover`, leaves ``current`` and ``previous`` on complete
+versions. ``trial`` is the undo record of a promotion (recovery restores the
+pointers it names); ``rollback`` is the redo record of a rollback (recovery
+completes it).
+
+Errors::
+
+    AgentError
+    └── StoreError                 the store refused an operation; nothing changed
+        ├── StoreLockedError       another process owns the store
+        ├── StoreCorruptError      a store file cannot be read
+        ├── StoreIOError           the file system failed (full disk, permissions)
+        ├── InvalidVersionIdError  not a safe directory name
+        ├── VersionExistsError     add() of a version already stored
+        ├── UnknownVersionError    no complete version with that id
+        ├── TrialPendingError      promote() while another trial runs
+        ├── NoTrialError           confirm_trial() with no trial running
+        └── RollbackUnavailableError  nothing to roll back to
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import math
+import os
+import re
+import shutil
+import time
+import weakref
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+from typing import Any, ClassVar
+
+from agent.errors import AgentError
+from agent.protocol.durable import atomic_write
+from agent.swap.crash import crash_point
+from agent.swap.durable import (
+    TMP_SUFFIX,
+    discard_tree,
+    fsync_dir,
+    fsync_tree,
+    move_tree,
+    remove_file,
+    switch_pointer,
+)
+
+PACKAGE = "package"
+MANIFEST = "manifest.json"
+VERIFIED = "VERIFIED"
+TRASH_PREFIX = ".trash-"
+_VERSION_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,127}")
+
+
+class StoreError(AgentError):
+    code: ClassVar[str] = "store"
+
+
+class StoreLockedError(StoreError):
+    code = "store_locked"
+
+
+class StoreCorruptError(StoreError):
+    code = "store_corrupt"
+
+
+class StoreIOError(StoreError):
+    code = "store_io"
+
+
+class InvalidVersionIdError(StoreError):
+    code = "invalid_version_id"
+
+
+class VersionExistsError(StoreError):
+    code = "version_exists"
+
+
+class UnknownVersionError(StoreError):
+    code = "unknown_version"
+
+
+class TrialPendingError(StoreError):
+    code = "trial_pending"
+
+
+class NoTrialError(StoreError):
+    code = "no_trial"
+
+
+class RollbackUnavailableError(StoreError):
+    code = "rollback_unavailable"
+
+
+@dataclass(frozen=True)
+class Trial:
+    """A promoted version that is not confirmed yet, and the pointers to restore if it fails."""
+
+    version_id: str
+    trial_s: float
+    from_current: str | None
+    from_previous: str | None
+
+
+@dataclass(frozen=True)
+class Rollback:
+    """One rollback: planned (the redo intent) or done (``last_rollback.json``)."""
+
+    from_version: str | None
+    to_version: str | None
+    previous: str | None
+    reason: str
+
+
+@dataclass(frozen=True)
+class RecoveryReport:
+    """What :meth:`ModelStore.recover` did; ``reason`` is None when nothing needed fixing."""
+
+    current: str | None
+    previous: str | None
+    rolled_back_from: str | None
+    reason: str | None
+    removed: tuple[str, ...]
+
+
+def check_version_id(version_id: str) -> None:
+    if not _VERSION_ID.fullmatch(version_id):
+        raise InvalidVersionIdError(f"version id {version_id!r} is not a safe directory name")
+
+
+@contextmanager
+def _io(what: str) -> Iterator[None]:
+    try:
+        yield
+    except OSError as err:
+        raise StoreIOError(f"{what}: {err}") from err
+
+
+def _json_bytes(obj: Mapping[str, Any]) -> bytes:
+    return json.dumps(dict(obj), sort_keys=True, indent=1).encode()
+
+
+def _read_json(path: Path) -> dict[str, Any] | None:
+    """The JSON object in ``path``; None if absent; StoreCorruptError if unreadable."""
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        return None
+    except OSError as err:
+        raise StoreCorruptError(f"{path}: {err}") from err
+    try:
+        obj = json.loads(raw)
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise StoreCorruptError(f"{path}: {err}") from err
+    if not isinstance(obj, dict):
+        raise StoreCorruptError(f"{path}: not a JSON object")
+    return obj
+
+
+def _optional_id(obj: Mapping[str, Any], key: str, path: Path) -> str | None:
+    value = obj.get(key)
+    if value is None:
+        return None
+    if not isinstance(value, str) or not _VERSION_ID.fullmatch(value):
+        raise StoreCorruptError(f"{path}: {key} {value!r} is not a version id")
+    return value
+
+
+def _lock(path: Path) -> int:
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError as err:
+        owner = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
+        os.close(fd)
+        raise StoreLockedError(
+            f"{path.parent} is owned by another process (pid {owner}); one agent per store"
+        ) from err
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+    return fd
+
+
+class ModelStore:
+    """Verified versions of one model slot and the ``current``/``previous`` pointers.
+
+    Holds ``root/lock`` until :meth:`close` (or garbage collection); a second owner,
+    in this process or another, gets :class:`StoreLockedError`. Call :meth:`recover`
+    once at start, before reading the pointers. Not thread-safe: one owner thread.
+    """
+
+    def __init__(self, root: Path, *, keep: int = 3,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        if keep < 1:
+            raise ValueError("keep must be at least 1")
+        self.root = root
+        self.keep = keep
+        self._clock = clock
+        self._versions = root / "versions"
+        with _io(f"opening model store {root}"):
+            self._versions.mkdir(parents=True, exist_ok=True)
+            lock_fd = _lock(root / "lock")
+        self._unlock = weakref.finalize(self, os.close, lock_fd)
+        self._trial_clock: tuple[str, float] | None = None
+
+    def close(self) -> None:
+        self._unlock()
+
+    def __enter__(self) -> ModelStore:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.close()
+
+    # -- reading ---------------------------------------------------------------
+
+    def current(self) -> str | None:
+        return self._pointer("current")
+
+    def previous(self) -> str | None:
+        return self._pointer("previous")
+
+    def versions(self) -> list[str]:
+        """Complete versions, oldest added first."""
+        seqs = self._seqs()
+        return sorted(seqs, key=seqs.__getitem__)
+
+    def path(self, version_id: str) -> Path:
+        """The package directory of a complete version."""
+        self._require_complete(version_id)
+        return self._versions / version_id / PACKAGE
+
+    def manifest(self, version_id: str) -> dict[str, Any]:
+        self._require_complete(version_id)
+        manifest = _read_json(self._versions / version_id / MANIFEST)
+        if manifest is None:
+            raise StoreCorruptError(f"version {version_id} has no {MANIFEST}")
+        return manifest
+
+    def trial(self) -> Trial | None:
+        path = self.root / "trial"
+        obj = _read_json(path)
+        if obj is None:
+            return None
+        version_id = _optional_id(obj, "version_id", path)
+        trial_s = obj.get("trial_s")
+        if version_id is None or not isinstance(trial_s, (int, float)):
+            raise StoreCorruptError(f"{path}: missing version_id or trial_s")
+        return Trial(version_id=version_id, trial_s=float(trial_s),
+                     from_current=_optional_id(obj, "from_current", path),
+                     from_previous=_optional_id(obj, "from_previous", path))
+
+    def trial_remaining_s(self) -> float | None:
+        """Seconds left in the running trial; None if none runs. 0.0 for a trial that this
+        store did not start (it survived a restart: :meth:`recover` fails it)."""
+        trial = self.trial()
+        if trial is None:
+            return None
+        if self._trial_clock is None or self._trial_clock[0] != trial.version_id:
+            return 0.0
+        return max(0.0, trial.trial_s - (self._clock() - self._trial_clock[1]))
+
+    def last_rollback(self) -> Rollback | None:
+        path = self.root / "last_rollback.json"
+        obj = _read_json(path)
+        return None if obj is None else self._rollback_from_json(obj, path)
+
+    # -- changing ---------------------------------------------------------------
+
+    def add(self, staged_dir: Path, *, version_id: str, manifest: Mapping[str, Any]) -> Path:
+        """Move the staged (already verified) package ``staged_dir`` in as ``version_id``;
+        returns its new path. ``staged_dir`` should be on the same file system as the store
+        (a rename); across file systems it is copied, then deleted."""
+        self._check_open()
+        check_version_id(version_id)
+        if version_id in self._seqs():
+            raise VersionExistsError(f"version {version_id} is already stored")
+        if not staged_dir.is_dir():
+            raise StoreError(f"{staged_dir}: staged package is not a directory")
+        try:
+            manifest_bytes = _json_bytes(manifest)
+        except (TypeError, ValueError) as err:
+            raise StoreError(f"manifest of {version_id} is not JSON: {err}") from err
+        vdir = self._versions / version_id
+        with _io(f"adding version {version_id}"):
+            if vdir.exists():  # left by an add() that died before its marker
+                shutil.rmtree(vdir)
+            seq = self._next_number()
+            vdir.mkdir()
+            try:
+                move_tree(staged_dir, vdir / PACKAGE)
+            except OSError:
+                shutil.rmtree(vdir, ignore_errors=True)
+                raise
+            crash_point("after-version-copy")
+            atomic_write(vdir / MANIFEST, manifest_bytes)
+            fsync_tree(vdir / PACKAGE)
+            fsync_dir(self._versions)
+            crash_point("before-verified-marker")
+            atomic_write(vdir / VERIFIED, _json_bytes({"seq": seq}))
+        return vdir / PACKAGE
+
+    def promote(self, version_id: str, *, trial_s: float) -> None:
+        """Make ``version_id`` current (the old current becomes previous) on trial for
+        ``trial_s`` seconds; end the trial with :meth:`confirm_trial` or :meth:`rollback`."""
+        self._check_open()
+        self._require_complete(version_id)
+        if not (math.isfinite(trial_s) and trial_s > 0):
+            raise ValueError("trial_s must be a positive, finite number of seconds")
+        if self.trial() is not None:
+            raise TrialPendingError("a trial is running: confirm or roll it back first")
+        current, previous = self.current(), self.previous()
+        if version_id == current:
+            raise StoreError(f"version {version_id} is already current")
+        record = {"version_id": version_id, "trial_s": trial_s,
+                  "from_current": current, "from_previous": previous}
+        with _io(f"promoting {version_id}"):
+            atomic_write(self.root / "trial", _json_bytes(record))
+            crash_point("after-trial-marker")
+            since = self._next_number()
+            self._set_pointer("previous", current, since)
+            self._set_pointer("current", version_id, since)
+        self._trial_clock = (version_id, self._clock())
+
+    def confirm_trial(self) -> str:
+        """The running trial passed; returns the confirmed version."""
+        self._check_open()
+        trial = self.trial()
+        if trial is None:
+            raise NoTrialError("no trial is running")
+        with _io("confirming the trial"):
+            remove_file(self.root / "trial")
+        self._trial_clock = None
+        return trial.version_id
+
+    def rollback(self, reason: str) -> Rollback:
+        """Back to the version before: during a trial, exactly the pointers before the
+        promotion; otherwise current := previous, previous := the newest complete version
+        added before it (or none). The reason is kept in ``last_rollback.json``."""
+        self._check_open()
+        plan = self._plan_rollback(reason)
+        if plan is None:
+            raise RollbackUnavailableError("no previous version to roll back to")
+        self._execute(plan)
+        return plan
+
+    def prune(self) -> list[str]:
+        """Delete the oldest complete versions beyond ``keep``, never one the pointers or a
+        running trial refer to. Returns the deleted ids."""
+        self._check_open()
+        seqs = self._seqs()
+        kept = {v for v in self._referenced() if v is not None}
+        for version_id in sorted(seqs, key=seqs.__getitem__, reverse=True):
+            if len(kept) >= self.keep:
+                break
+            kept.add(version_id)
+        doomed = [v for v in sorted(seqs, key=seqs.__getitem__) if v not in kept]
+        with _io("pruning versions"):
+            for version_id in doomed:
+                discard_tree(self._versions / version_id,
+                             self._versions / f"{TRASH_PREFIX}{version_id}")
+        return doomed
+
+    def recover(self, verify: Callable[[Path], None] | None = None) -> RecoveryReport:
+        """Make the store consistent after any crash; call once at start.
+
+        Finishes an interrupted rollback, fails a trial that survived a restart (back to
+        the pointers before it), moves ``current`` off a missing or incomplete version,
+        or one whose package ``verify`` raises for (to ``previous``, else the newest good
+        version added before it, else the newest good one), fixes ``previous`` likewise
+        (the newest good version added before current), and deletes incomplete versions
+        and leftover temp and trash files.
+        """
+        self._check_open()
+        with _io("recovering the model store"):
+            return _Recovery(self, verify).run()
+
+    # -- internals ----------------------------------------------------------------
+
+    def _check_open(self) -> None:
+        if not self._unlock.alive:
+            raise StoreError(f"model store {self.root} is closed")
+
+    def _pointer(self, name: str) -> str | None:
+        path = self.root / name
+        obj = _read_json(path)
+        return None if obj is None else _optional_id(obj, "version_id", path)
+
+    def _pointer_since(self, name: str) -> int:
+        try:
+            obj = _read_json(self.root / name)
+        except StoreCorruptError:
+            return 0
+        since = None if obj is None else obj.get("since")
+        return since if isinstance(since, int) else 0
+
+    def _set_pointer(self, name: str, version_id: str | None, since: int) -> None:
+        if version_id is None:
+            remove_file(self.root / name)
+        elif self._pointer_or_none(name) != version_id:
+            switch_pointer(self.root / name,
+                           _json_bytes({"version_id": version_id, "since": since}))
+
+    def _pointer_or_none(self, name: str) -> str | None:
+        try:
+            return self._pointer(name)
+        except StoreCorruptError:
+            return None
+
+    def _seq(self, version_id: str) -> int | None:
+        try:
+            obj = _read_json(self._versions / version_id / VERIFIED)
+        except StoreCorruptError:
+            return None
+        seq = None if obj is None else obj.get("seq")
+        return seq if isinstance(seq, int) else None
+
+    def _seqs(self) -> dict[str, int]:
+        """Complete versions (a readable VERIFIED marker) and their add order."""
+        seqs: dict[str, int] = {}
+        for entry in self._versions.iterdir():
+            if entry.name.startswith(".") or not entry.is_dir():
+                continue
+            seq = self._seq(entry.name)
+            if seq is not None:
+                seqs[entry.name] = seq
+        return seqs
+
+    def _require_complete(self, version_id: str) -> None:
+        check_version_id(version_id)
+        if self._seq(version_id) is None:
+            raise UnknownVersionError(f"no complete version {version_id} in {self.root}")
+
+    def _next_number(self) -> int:
+        numbers = [*self._seqs().values(), self._pointer_since("current"),
+                   self._pointer_since("previous"), self._pointer_since("last_rollback.json")]
+        return max(numbers, default=0) + 1
+
+    def _referenced(self) -> set[str | None]:
+        refs: set[str | None] = {self._pointer_or_none("current"),
+                                 self._pointer_or_none("previous")}
+        trial = self.trial()
+        if trial is not None:
+            refs |= {trial.version_id, trial.from_current, trial.from_previous}
+        return refs
+
+    def _newest_before(self, version_id: str | None, *,
+                      usable: Callable[[str], bool] | None = None,
+                      exclude: frozenset[str] = frozenset()) -> str | None:
+        """The newest complete version added before ``version_id`` (any, if None) that is
+        not excluded and passes ``usable``."""
+        seqs = self._seqs()
+        limit = seqs.get(version_id) if version_id is not None else None
+        for candidate in sorted(seqs, key=seqs.__getitem__, reverse=True):
+            if candidate == version_id or candidate in exclude:
+                continue
+            if limit is not None and seqs[candidate] >= limit:
+                continue
+            if usable is None or usable(candidate):
+                return candidate
+        return None
+
+    def _plan_rollback(self, reason: str) -> Rollback | None:
+        trial = self.trial()
+        current = self.current()
+        if trial is not None:
+            return Rollback(from_version=trial.version_id, to_version=trial.from_current,
+                            previous=trial.from_previous, reason=reason)
+        target = self.previous()
+        if target is None:
+            return None
+        exclude = frozenset({current} if current is not None else ())
+        return Rollback(from_version=current, to_version=target, reason=reason,
+                        previous=self._newest_before(target, exclude=exclude))
+
+    def _execute(self, plan: Rollback) -> None:
+        """Journal ``plan`` (redo intent), then apply it."""
+        with _io("rolling back"):
+            atomic_write(self.root / "rollback", self._rollback_json(plan))
+            crash_point("after-rollback-intent")
+            self._apply(plan)
+
+    def _apply(self, plan: Rollback) -> None:
+        since = self._next_number()
+        self._set_pointer("current", plan.to_version, since)
+        self._set_pointer("previous", plan.previous, since)
+        atomic_write(self.root / "last_rollback.json", self._rollback_json(plan, since))
+        remove_file(self.root / "trial")
+        remove_file(self.root / "rollback")
+        self._trial_clock = None
+
+    @staticmethod
+    def _rollback_json(plan: Rollback, since: int | None = None) -> bytes:
+        record: dict[str, Any] = {"from": plan.from_version, "to": plan.to_version,
+                                  "previous": plan.previous, "reason": plan.reason}
+        if since is not None:
+            record["since"] = since
+        return _json_bytes(record)
+
+    @staticmethod
+    def _rollback_from_json(obj: Mapping[str, Any], path: Path) -> Rollback:
+        reason = obj.get("reason")
+        if not isinstance(reason, str):
+            raise StoreCorruptError(f"{path}: no reason")
+        return Rollback(from_version=_optional_id(obj, "from", path),
+                        to_version=_optional_id(obj, "to", path),
+                        previous=_optional_id(obj, "previous", path), reason=reason)
+
+
+class _Recovery:
+    """One run of :meth:`ModelStore.recover`; caches ``verify`` results."""
+
+    def __init__(self, store: ModelStore, verify: Callable[[Path], None] | None) -> None:
+        self.store = store
+        self.verify = verify
+        self.problems: dict[str, str | None] = {}
+        self.removed: list[str] = []
+        self.reasons: list[str] = []
+        self.rolled_back_from: str | None = None
+
+    def run(self) -> RecoveryReport:
+        store = self.store
+        self._sweep_temp()
+        self._finish_journals()
+        self._fix_current()
+        self._fix_previous()
+        self._sweep_incomplete()
+        return RecoveryReport(current=store.current(), previous=store.previous(),
+                              rolled_back_from=self.rolled_back_from,
+                              reason="; ".join(self.reasons) or None,
+                              removed=tuple(self.removed))
+
+    def problem(self, version_id: str) -> str | None:
+        """Why ``version_id`` must not serve, or None if it may."""
+        if version_id not in self.problems:
+            self.problems[version_id] = self._check(version_id)
+        return self.problems[version_id]
+
+    def _check(self, version_id: str) -> str | None:
+        vdir = self.store.root / "versions" / version_id
+        if not vdir.is_dir():
+            return "missing"
+        if self.store._seq(version_id) is None:
+            return f"incomplete (no {VERIFIED} marker)"
+        if self.verify is not None:
+            try:
+                self.verify(vdir / PACKAGE)
+            except Exception as err:  # any failure of the check means: do not serve it
+                return f"failed verification: {err}"
+        return None
+
+    def _usable(self, version_id: str) -> bool:
+        return self.problem(version_id) is None
+
+    def _finish_journals(self) -> None:
+        store = self.store
+        intent_path = store.root / "rollback"
+        try:
+            intent = _read_json(intent_path)
+            plan = None if intent is None else store._rollback_from_json(intent, intent_path)
+        except StoreCorruptError as err:
+            self._discard(intent_path, f"unreadable rollback intent ({err})")
+            plan = None
+        if plan is not None:
+            store._apply(plan)
+            self.rolled_back_from = plan.from_version
+            self.reasons.append(f"finished an interrupted rollback from {plan.from_version} "
+                                f"to {plan.to_version}: {plan.reason}")
+            return
+        try:
+            trial = store.trial()
+        except StoreCorruptError as err:
+            self._discard(store.root / "trial", f"unreadable trial marker ({err})")
+            return
+        if trial is None:
+            return
+        if store._pointer_or_none("current") == trial.version_id:
+            reason = f"restarted during trial of {trial.version_id}"
+            store._execute(Rollback(from_version=trial.version_id, reason=reason,
+                                    to_version=trial.from_current,
+                                    previous=trial.from_previous))
+            self.rolled_back_from = trial.version_id
+            self.reasons.append(reason)
+        else:  # died inside promote(), before current moved: undo the rest
+            since = store._next_number()
+            store._set_pointer("previous", trial.from_previous, since)
+            remove_file(store.root / "trial")
+            self.reasons.append(f"promotion of {trial.version_id} did not complete")
+
+    def _fix_current(self) -> None:
+        store = self.store
+        try:
+            current = store.current()
+            problem = None if current is None else self.problem(current)
+        except StoreCorruptError as err:
+            current, problem = None, f"unreadable ({err})"
+        if problem is None:
+            return
+        failed = frozenset({current} if current is not None else ())
+        previous = store._pointer_or_none("previous")
+        if previous is not None and previous not in failed and self._usable(previous):
+            target: str | None = previous
+        else:  # a version served before the failed one (it passed its trial) beats a newer one
+            target = (store._newest_before(current, usable=self._usable, exclude=failed)
+                      or store._newest_before(None, usable=self._usable, exclude=failed))
+        reason = (f"current version {current} is {problem}; "
+                  f"{'fell back to ' + target if target else 'no usable version left'}")
+        new_previous = (None if target is None else
+                        store._newest_before(target, usable=self._usable, exclude=failed))
+        store._execute(Rollback(from_version=current, to_version=target,
+                                previous=new_previous, reason=reason))
+        self.rolled_back_from = self.rolled_back_from or current
+        self.reasons.append(reason)
+
+    def _fix_previous(self) -> None:
+        store = self.store
+        current = store.current()
+        try:
+            previous = store.previous()
+            problem = None if previous is None else self.problem(previous)
+        except StoreCorruptError as err:
+            previous, problem = None, f"unreadable ({err})"
+        if problem is None and (previous is None or previous != current):
+            return
+        exclude = frozenset(v for v in (previous, current) if v is not None)
+        replacement = store._newest_before(current, usable=self._usable, exclude=exclude)
+        store._set_pointer("previous", replacement, store._next_number())
+        if previous is not None and previous != current:
+            self.reasons.append(f"previous version {previous} is {problem}; "
+                                f"previous is now {replacement}")
+
+    def _sweep_temp(self) -> None:
+        root = self.store.root
+        for entry in [*root.iterdir(), *(root / "versions").iterdir()]:
+            if entry.name.startswith(TRASH_PREFIX) or (
+                    entry.name.startswith(".") and entry.name.endswith(TMP_SUFFIX)):
+                self._remove(entry)
+        for vdir in (root / "versions").iterdir():
+            if vdir.is_dir() and not vdir.name.startswith("."):
+                for entry in vdir.iterdir():
+                    if entry.name.startswith(".") and entry.name.endswith(TMP_SUFFIX):
+                        self._remove(entry)
+
+    def _sweep_incomplete(self) -> None:
+        versions = self.store.root / "versions"
+        for vdir in versions.iterdir():
+            if vdir.is_dir() and self.store._seq(vdir.name) is None:
+                self._remove(vdir)
+
+    def _remove(self, entry: Path) -> None:
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry)
+        else:
+            entry.unlink()
+        self.removed.append(str(entry.relative_to(self.store.root)))
+
+    def _discard(self, path: Path, why: str) -> None:
+        remove_file(path)
+        self.removed.append(str(path.relative_to(self.store.root)))
+        self.reasons.append(why)

@@ -88,6 +88,13 @@ def cmd_demo_telemetry(args: argparse.Namespace) -> int:
     return demo_telemetry_main(args)
 
 
+def cmd_bench_swap(args: argparse.Namespace) -> int:
+    from agent.bench.swap import bench_swap_main
+
+    code: int = bench_swap_main(args)
+    return code
+
+
 def cmd_bench_loop(args: argparse.Namespace) -> int:
     from agent.bench.loop import bench_loop_main
 
@@ -166,6 +173,14 @@ def build_parser() -> argparse.ArgumentParser:
     tele.add_argument("--seconds", type=float, default=3.0, help="per loop per round")
     tele.add_argument("--spool-seconds", type=float, default=3.0)
     tele.set_defaults(func=cmd_bench_telemetry)
+    swap = bench_sub.add_parser("swap", help="model changes under load")
+    swap.add_argument("--json", action="store_true", help="print one JSON line")
+    swap.add_argument("--models", type=Path, default=Path("build/models"))
+    swap.add_argument("--rate", type=float, default=2000.0, help="inferences/s while flipping")
+    swap.add_argument("--flips", type=int, default=100)
+    swap.add_argument("--rounds", type=int, default=5, help="shadow-overhead rounds")
+    swap.add_argument("--seconds", type=float, default=1.0, help="per shadow round and mode")
+    swap.set_defaults(func=cmd_bench_swap)
     return parser
 
 

@@ -43,6 +43,8 @@ class CloudSubscriber:
         client.subscribe(self.topic, qos=1)
 
     def _on_message(self, _client: mqtt.Client, _ud: Any, msg: mqtt.MQTTMessage) -> None:
+        if msg.topic.endswith("/commands"):
+            return  # the controller's own commands, seen through a '#' subscription
         with self._lock:
             self.raw.append((msg.topic, msg.payload))
             try:

@@ -28,3 +28,16 @@ def test_bench_loop_json(built_models: Path) -> None:
     # The allocation measure is deterministic enough to hold to its budgets.
     assert result["alloc_dlrmodel"] > result["alloc_dlr"]
     assert result["alloc_control_extra"] >= 100
+
+
+def test_bench_swap_json(built_models: Path) -> None:
+    out = subprocess.run(
+        [sys.executable, "-m", "agent.cli", "bench", "swap", "--json", "--models",
+         str(built_models), "--flips", "10", "--rounds", "1", "--seconds", "0.2"],
+        capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    assert {"failed_inferences", "swap_gap_vs_p99", "stage_p99_vs_steady",
+            "shadow_overhead"} <= set(result)
+    assert result["failed_inferences"] == 0, "no inference may fail across the flips"
+    assert result["flips"] == 10

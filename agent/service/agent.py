@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 import threading
 import time
 from collections.abc import Mapping
@@ -84,6 +85,7 @@ class AgentService:
 
     def start(self) -> None:
         config = self.config
+        sys.setswitchinterval(config.gil_switch_interval_seconds)
         self.profile = self._profile(config)
         self.topics = Topics(thing=config.thing_name, prefix=config.topic_prefix)
         config.state_dir.mkdir(parents=True, exist_ok=True)

@@ -51,6 +51,11 @@ class AgentConfig(BaseModel):
     trial_seconds: float = Field(default=600.0, gt=0, description="a promoted model's trial")
     golden_timeout_seconds: float = Field(default=10.0, gt=0)
     keep_versions: int = Field(default=3, ge=2)
+    gil_switch_interval_seconds: float = Field(
+        default=0.0005, gt=0, le=0.1,
+        description="how long background Python work (staging, reports) may hold the "
+                    "interpreter before the serving thread gets it back (CPython's default "
+                    "is 5 ms, ten inferences at 2 kHz)")
     guardrails: Guardrails = Field(default_factory=Guardrails)
 
     def merged(self, overrides: Mapping[str, Any]) -> AgentConfig:

@@ -14,9 +14,20 @@ from dataclasses import dataclass, field
 
 from agent.errors import AgentError
 from agent.loop.runner import InferenceLoop, Lane
-from agent.runtime.base import Backend
+from agent.runtime.base import Backend, allocate_inputs
 from agent.variants import plans
 from agent.variants.plans import ShadowStats
+
+WARM_UP_RUNS = 3
+
+
+def _warm_up(backend: Backend) -> None:
+    """Run a new model a few times on private buffers before it serves: a model's first
+    runs are much slower (allocation, page faults, lazy runtime set-up), and that cost
+    belongs on the command thread, not in the gap of a swap."""
+    backend.bind(allocate_inputs(backend.inputs))
+    for _ in range(WARM_UP_RUNS):
+        backend.run()
 
 
 class VariantError(AgentError):
@@ -51,6 +62,7 @@ class VariantRouter:
                 raise VariantError(f"{version} takes {list(backend.inputs)}, the serving "
                                    f"model takes {list(self.blue.lane.backend.inputs)}")
             old = self.green
+            _warm_up(backend)
             self.green = Role(Lane.bind(backend, self.loop.inputs), version,
                               baseline=tuple(self.blue.lane.stats.histogram.counts))
             self.shadow_stats = ShadowStats()

@@ -254,3 +254,25 @@ def test_killed_at_each_crash_point_recovers_to_a_verified_model(
         assert device.state().models == {"blue": "digits-v2"}
     finally:
         next(gen, None)
+
+
+def test_candidate_is_refused_when_memory_would_not_hold_both(
+        tmp_path: Path, built_models: Path, packages: dict[str, Any]) -> None:
+    import shutil
+
+    from agent.emulation.boards import board_root
+
+    board = tmp_path / "board"
+    shutil.copytree(board_root("x86_laptop"), board)
+    meminfo = board / "proc" / "meminfo"
+    meminfo.write_text("\n".join(
+        "MemAvailable:         64 kB" if line.startswith("MemAvailable") else line
+        for line in meminfo.read_text().splitlines()) + "\n")
+    gen = _device(tmp_path, built_models, packages, "mem-1", config=f"deviceRoot: {board}\n")
+    device = next(gen)
+    try:
+        ack = device.stage("digits-v2")
+        assert ack.outcome == "failed" and "not enough free memory" in ack.reason, ack.reason
+        assert device.state().models == {"blue": "digits-v1"}
+    finally:
+        next(gen, None)

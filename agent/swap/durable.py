@@ -13,6 +13,7 @@ import os
 import shutil
 from pathlib import Path
 
+from agent.protocol.durable import atomic_write
 from agent.swap.crash import crash_point
 
 TMP_SUFFIX = ".tmp"
@@ -33,17 +34,8 @@ def fsync_dir(path: Path) -> None:
 
 def switch_pointer(path: Path, data: bytes) -> None:
     """Replace the pointer file ``path`` atomically: temp, fsync, rename, fsync the directory."""
-    tmp = temp_name(path)
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-    try:
-        os.write(fd, data)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    crash_point("before-pointer-rename")
-    os.replace(tmp, path)
-    crash_point("after-rename-before-dir-fsync")
-    fsync_dir(path.parent)
+    atomic_write(path, data, before_rename=lambda: crash_point("before-pointer-rename"),
+                 after_rename=lambda: crash_point("after-rename-before-dir-fsync"))
 
 
 def remove_file(path: Path) -> bool:

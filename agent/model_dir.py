@@ -91,6 +91,11 @@ class ArtifactInfo(BaseModel):
     cflags: list[str] = Field(default_factory=list)
 
 
+def model_label(info: ModelInfo) -> str:
+    """How devices, packages and rollouts name a build: ``digits-v2``, ``digits-v1-slow``."""
+    return f"{info.name}-v{info.version}" + (f"-{info.variant}" if info.variant else "")
+
+
 def _read_json_model(path: Path, model: type[BaseModel]) -> BaseModel:
     try:
         raw = path.read_text()

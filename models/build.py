@@ -216,7 +216,11 @@ def plan_artifacts(spec: ModelSpec, compilers: dict[str, Compiler | None], *, cr
     """Which artifacts a model directory gets on this machine, logging what must be skipped."""
     host = host_arch()
     if not spec.all_targets:
-        return [ArtifactRequest(host_target(), host)]
+        # Bad builds exist to be rolled out to emulated fleets: the host's own target plus
+        # a host-architecture build for every emulated board's target.
+        return [ArtifactRequest(host_target(), host)] + [
+            ArtifactRequest(name, host, emulated=True) for name in DEFAULT_BUILD_TARGETS
+            if NEO_TARGETS[name].arch != host]
     requests: list[ArtifactRequest] = []
     for name in DEFAULT_BUILD_TARGETS:
         arch = NEO_TARGETS[name].arch

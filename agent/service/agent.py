@@ -28,7 +28,7 @@ from agent.emulation.boards import board_root
 from agent.errors import AgentError, ConfigError
 from agent.loop.run_command import make_source_factory
 from agent.loop.runner import InferenceLoop
-from agent.model_dir import MODEL_INFO, TESTSET, read_model_info
+from agent.model_dir import MODEL_INFO, TESTSET, model_label, read_model_info
 from agent.protocol.commands import Command
 from agent.protocol.gate import CommandGate
 from agent.protocol.messages import Heartbeat, Metrics, Register, State
@@ -62,8 +62,7 @@ GUARDRAIL_PERIOD_S = 0.25
 
 def model_version(model_dir: Path) -> str:
     if (model_dir / MODEL_INFO).is_file():
-        info = read_model_info(model_dir)
-        return f"{info.name}-v{info.version}" + (f"-{info.variant}" if info.variant else "")
+        return model_label(read_model_info(model_dir))
     return model_dir.name
 
 

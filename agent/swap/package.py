@@ -27,6 +27,7 @@ from agent.model_dir import (
     artifact_dir_name,
     is_artifact_dir,
     list_artifacts,
+    model_label,
     read_artifact_info,
     read_model_info,
 )
@@ -70,7 +71,7 @@ def build_package(model_dir: Path, artifact: Path | str, *, signer: Signer, out_
     body = ManifestBody(
         name=info.name,
         version=version,
-        label=label or f"{info.name}-v{info.version}",
+        label=label or model_label(info),
         variant=info.variant,
         target=artifact_info.target,
         arch=artifact_info.arch,

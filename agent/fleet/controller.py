@@ -1,0 +1,255 @@
+"""The fleet controller at run time: ingest device reports, send signed decisions, advance
+or roll back rollouts by their guardrails.
+
+One process, two threads: the transport's callback thread ingests (decodes,
+drops stale reports by sequence and the controller's own clock, records acks),
+and the caller's thread calls :meth:`FleetController.tick` about once a second
+to judge steps. Every decision is persisted (``ControllerState``) before it is
+sent, so a restarted controller re-sends exactly what was not acknowledged, and
+a device that comes back late gets the decision that applies to it now.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from agent.fleet.guardrails import Verdict, evaluate
+from agent.fleet.plan import PlannedCommand, Step, build_command, plan_rollout, rollback_commands
+from agent.fleet.registry import FleetRegistry
+from agent.fleet.spec import RolloutSpec, parse_spec
+from agent.fleet.state import Assignment, ControllerState, RolloutStatus
+from agent.protocol.codec import decode, encode
+from agent.protocol.errors import ProtocolError
+from agent.protocol.messages import Ack, Event, Heartbeat, Metrics, Register, UpMessage
+from agent.protocol.senders import SenderTracker
+from agent.protocol.signing import Signer
+from agent.transport.base import Transport, TransportError
+
+log = logging.getLogger("edge_agent.fleet")
+TERMINAL = ("succeeded", "rolled_back", "aborted")
+# A device that breaks a local guardrail rolls itself back at once; for the fleet that
+# is a breach of the rollout as well.
+DEVICE_BREACHES = ("guardrail_breach", "local_rollback")
+
+
+@dataclass
+class _Running:
+    spec: RolloutSpec
+    steps: list[Step]
+    step_started: float  # controller monotonic clock
+    reports: list[Metrics] = field(default_factory=list)
+    baseline: list[Metrics] = field(default_factory=list)
+    device_breaches: list[Event] = field(default_factory=list)
+    first_breach_report_at: float | None = None
+    rolled_back_at: float | None = None
+    verdict: Verdict | None = None
+
+
+class FleetController:
+    def __init__(self, *, transport: Transport, signer: Signer, state: ControllerState,
+                 registry: FleetRegistry | None = None, prefix: str = "edge",
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.transport, self.signer, self.state = transport, signer, state
+        self.registry = registry or FleetRegistry(clock=clock)
+        self.prefix, self.clock = prefix, clock
+        self.tracker = SenderTracker(clock=clock)
+        self.running: dict[str, _Running] = {}
+        self._latest: dict[str, deque[Metrics]] = {}
+        self._lock = threading.RLock()
+        self.ingested = 0
+        self.invalid = 0
+        self.events: list[Event] = []
+
+    # ---- ingest (transport thread) ------------------------------------------------------
+
+    def start(self, *, connect_timeout_s: float = 10.0) -> None:
+        try:
+            self.transport.connect(connect_timeout_s)
+        except TransportError as err:
+            log.warning("controller not connected yet: %s", err)
+        self.transport.subscribe(f"{self.prefix}/+/+", self.on_message)
+        self.resume()
+
+    def on_message(self, topic: str, payload: bytes) -> None:
+        if topic.endswith("/commands") or topic.endswith("/emf"):
+            return
+        try:
+            message = decode(payload, expect=UpMessage)
+        except ProtocolError:
+            self.invalid += 1
+            return
+        with self._lock:
+            if not self.tracker.observe(message):
+                return  # a duplicate or stale report: judged by sequence, never device time
+            self.ingested += 1
+            self._ingest(message)
+
+    def _ingest(self, message: UpMessage) -> None:
+        if isinstance(message, Register | Heartbeat):
+            self.registry.observe(message)
+            if isinstance(message, Register):
+                self._catch_up(message.thing)
+        elif isinstance(message, Metrics):
+            self._latest.setdefault(message.thing, deque(maxlen=4)).append(message)
+            for run in self.running.values():
+                if any(message.thing in s.things for s in run.steps):
+                    run.reports.append(message)
+        elif isinstance(message, Ack):
+            self.state.record_ack(message)
+        elif isinstance(message, Event):
+            self.events.append(message)
+            if message.kind in DEVICE_BREACHES:
+                for run in self.running.values():
+                    # Only a breach by this rollout's candidate counts (a device restarting
+                    # after an earlier trial reports its own rollback too).
+                    if message.data.get("version") == run.spec.model and \
+                            any(message.thing in s.things for s in run.steps):
+                        run.device_breaches.append(message)
+
+    def _catch_up(self, thing: str) -> None:
+        """A device (re)appeared: send it whatever it has not acknowledged."""
+        for assignment in self.state.pending_sends():
+            if assignment.thing == thing:
+                self._send(assignment)
+
+    # ---- operator actions (any thread) ---------------------------------------------------
+
+    def start_rollout(self, spec: RolloutSpec) -> str:
+        with self._lock:
+            spec.validate_against(self.registry)
+            record = self.state.start_rollout(rollout_id=spec.name,
+                                              spec_json=spec.model_dump_json())
+            steps = plan_rollout(spec, self.registry.devices_in(spec.groups))
+            self.running[record.rollout_id] = _Running(spec, steps, self.clock())
+            self.state.log(record.rollout_id, "planned",
+                           detail={"steps": [s.name for s in steps]})
+            self._begin_step(record.rollout_id, 0)
+            return record.rollout_id
+
+    def resume(self) -> None:
+        """After a restart: re-plan running rollouts and re-send what was not acknowledged."""
+        with self._lock:
+            for record in self.state.rollouts(status="running"):
+                if record.rollout_id in self.running:
+                    continue
+                spec = parse_spec_json(record.spec_json)
+                steps = plan_rollout(spec, self.registry.devices_in(spec.groups))
+                self.running[record.rollout_id] = _Running(spec, steps, self.clock())
+            for assignment in self.state.pending_sends():
+                self._send(assignment)
+
+    def abort(self, rollout_id: str, reason: str = "aborted by operator") -> None:
+        with self._lock:
+            run = self.running.get(rollout_id)
+            if run is not None:
+                self._roll_back(rollout_id, run, reason, status="aborted")
+
+    def proceed(self, rollout_id: str) -> None:
+        """A person decided a paused rollout goes on."""
+        with self._lock:
+            self.state.set_status(rollout_id, "running", reason="resumed by operator")
+            run = self.running.get(rollout_id)
+            if run is not None:
+                self._advance(rollout_id, run)
+
+    # ---- schedule (caller's thread) -----------------------------------------------------
+
+    def tick(self) -> None:
+        with self._lock:
+            for rollout_id, run in list(self.running.items()):
+                record = self.state.rollout(rollout_id)
+                if record is None or record.status in TERMINAL:
+                    self.running.pop(rollout_id, None)
+                    continue
+                if record.status == "paused":
+                    continue
+                self._judge(rollout_id, run, record.step_index)
+
+    def _judge(self, rollout_id: str, run: _Running, index: int) -> None:
+        step = run.steps[index]
+        verdict = evaluate(run.spec.guardrails, run.reports, step=step,
+                           baseline=run.baseline,
+                           installs=self.state.install_outcomes(rollout_id, index))
+        run.verdict = verdict
+        if run.device_breaches:
+            event = run.device_breaches[0]
+            run.first_breach_report_at = run.first_breach_report_at or self.clock()
+            rule = event.data.get("rule", "")
+            self._roll_back(rollout_id, run,
+                            f"{event.kind} ({rule}) on {event.thing}: {event.detail}")
+            return
+        breach = verdict.breach
+        if breach is not None:
+            run.first_breach_report_at = run.first_breach_report_at or self.clock()
+            self._roll_back(rollout_id, run, f"{breach.rule} in {breach.where}: {breach.detail}")
+            return
+        elapsed = self.clock() - run.step_started
+        if verdict.status == "pass" and elapsed >= step.watch_s:
+            self._advance(rollout_id, run)
+        elif elapsed >= run.spec.timing.step_timeout_s:
+            self.state.set_status(rollout_id, "paused", reason=(
+                f"step {step.name} undecided after {elapsed:.0f} s: not enough samples or "
+                f"devices in {', '.join(verdict.short) or 'every scope'}"))
+
+    def _advance(self, rollout_id: str, run: _Running) -> None:
+        record = self.state.rollout(rollout_id)
+        assert record is not None
+        if record.step_index + 1 >= len(run.steps):
+            self.state.set_status(rollout_id, "succeeded")
+            self.state.log(rollout_id, "succeeded", step_index=record.step_index)
+            self.running.pop(rollout_id, None)
+            return
+        self._begin_step(rollout_id, record.step_index + 1)
+
+    def _begin_step(self, rollout_id: str, index: int) -> None:
+        run = self.running[rollout_id]
+        step = run.steps[index]
+        self.state.set_step(rollout_id, index)
+        run.step_started = self.clock()
+        run.baseline = [m for thing in step.switched for m in self._latest.get(thing, ())]
+        self.state.log(rollout_id, "step", step_index=index, detail={"name": step.name})
+        for planned in step.commands:
+            self._send(self.state.decide(planned))
+
+    def _roll_back(self, rollout_id: str, run: _Running, reason: str, *,
+                   status: RolloutStatus = "rolled_back") -> None:
+        record = self.state.rollout(rollout_id)
+        assert record is not None
+        touched = {t for s in run.steps[:record.step_index + 1] for t in s.things}
+        self.state.log(rollout_id, "rollback", step_index=record.step_index,
+                       detail={"reason": reason[:500], "devices": len(touched)})
+        for planned in rollback_commands(run.steps, sorted(touched)):
+            self._send(self.state.decide(planned))
+        self.state.set_status(rollout_id, status, reason=reason[:500])
+        run.rolled_back_at = self.clock()
+        self.running.pop(rollout_id, None)
+        log.warning("rollout %s %s: %s", rollout_id, status, reason)
+
+    # ---- sending --------------------------------------------------------------------------
+
+    def _send(self, assignment: Assignment) -> None:
+        planned: PlannedCommand = assignment.planned
+        command = self.signer.sign(build_command(planned, issued_at=int(time.time() * 1000),
+                                                 command_id=assignment.command_id,
+                                                 attempt=assignment.attempt))
+        topic = f"{self.prefix}/{assignment.thing}/commands"
+        # Fire and keep going: QoS 1 with the device's persistent session queues it at
+        # the broker while the device is away; unacknowledged ones are re-sent on return.
+        self.transport.publish(topic, encode(command))
+        self.state.mark_sent(assignment.command_id)
+
+    # ---- views ------------------------------------------------------------------------------
+
+    def acked_rollbacks(self, rollout_id: str) -> int:
+        return sum(1 for a in self.state.assignments(rollout_id)
+                   if a.action == "rollback" and a.outcome is not None)
+
+
+def parse_spec_json(text: str) -> RolloutSpec:
+    return parse_spec(json.loads(text))

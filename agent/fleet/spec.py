@@ -1,0 +1,263 @@
+"""Rollout specs: what to roll out, to whom, how fast, and when to stop.
+
+A spec is YAML or JSON (``load_spec``)::
+
+    name: digits-v2-2024-06          # also the rollout id the devices see
+    model: digits-v2                 # the candidate's model label (its model_version)
+    packages: {rasp4b: {url: https://..., sha256: <64 hex>, version: 7}}
+    groups: [kitchen, garage]
+    strategy: {type: canary, percent: 10, bake_s: 600, then: linear,
+               linear_steps: 3, step_interval_s: 300}
+    shadow: {duration_s: 900, sample_rate: 0.2}      # optional, before the strategy
+    weights: [10, 50, 100]                            # optional green ramp per step
+    guardrails: {min_samples: 500, max_p99_ratio: 1.5, max_error_rate: 0.01}
+    timing: {step_timeout_s: 600, stale_after_s: 60}
+
+Every error names its field: ``strategy.steps: must be >= 1``. Checks that need
+the fleet (unknown groups, a Neo target without a package) are in
+:meth:`RolloutSpec.validate_against`.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from typing_extensions import Self
+
+from agent.fleet.errors import SpecError
+from agent.protocol.commands import PackageUrl, Sha256
+from agent.protocol.fields import Name
+
+if TYPE_CHECKING:
+    from agent.fleet.registry import FleetRegistry
+
+Seconds = Annotated[float, Field(ge=0.0)]
+STRATEGY_TYPES = ("all_at_once", "canary", "linear")
+
+
+class _FieldError(ValueError):
+    """A validator's error about one sub-field (pydantic would blame the whole model)."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(message)
+        self.field = field
+
+
+class _Spec(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+
+class Package(_Spec):
+    url: PackageUrl
+    sha256: Sha256
+    version: Annotated[int, Field(ge=0)]
+
+
+class AllAtOnce(_Spec):
+    type: Literal["all_at_once"]
+    watch_s: Seconds
+
+
+class Canary(_Spec):
+    type: Literal["canary"]
+    group: Name | None = None
+    percent: Annotated[float, Field(gt=0.0, le=100.0)] | None = None
+    bake_s: Seconds
+    then: Literal["all", "linear"] = "all"
+    linear_steps: Annotated[int, Field(ge=1)] | None = None
+    step_interval_s: Seconds | None = None  # watch of each later step (default: bake_s)
+
+    @model_validator(mode="after")
+    def _one_cohort_rule(self) -> Self:
+        if (self.group is None) == (self.percent is None):
+            raise _FieldError("percent", "give exactly one of group, percent")
+        if self.then == "linear" and self.linear_steps is None:
+            raise _FieldError("linear_steps", "is required when then is linear")
+        if self.then == "all" and self.linear_steps is not None:
+            raise _FieldError("linear_steps", "only applies when then is linear")
+        return self
+
+    @property
+    def later_watch_s(self) -> float:
+        return self.bake_s if self.step_interval_s is None else self.step_interval_s
+
+
+class Linear(_Spec):
+    type: Literal["linear"]
+    steps: Annotated[int, Field(ge=1)]
+    step_interval_s: Seconds
+
+
+Strategy = Annotated[AllAtOnce | Canary | Linear, Field(discriminator="type")]
+
+
+class Shadow(_Spec):
+    duration_s: Annotated[float, Field(gt=0.0)]
+    sample_rate: Annotated[float, Field(gt=0.0, le=1.0)]
+
+
+class GuardrailSpec(_Spec):
+    """Fleet guardrails; a limit left out is not checked."""
+
+    min_samples: Annotated[int, Field(ge=1)]  # green inferences per class / group
+    min_devices: Annotated[int, Field(ge=1)] = 1  # reporting devices per class / group
+    max_p99_us: Annotated[float, Field(gt=0.0)] | None = None
+    max_p99_ratio: Annotated[float, Field(gt=0.0)] | None = None  # green p99 / blue p99
+    max_error_rate: Annotated[float, Field(ge=0.0, le=1.0)] | None = None
+    min_agreement: Annotated[float, Field(ge=0.0, le=1.0)] | None = None
+    max_soc_temp_c: float | None = None
+    max_rss_bytes: Annotated[int, Field(gt=0)] | None = None
+    install_failure_pct: Annotated[float, Field(ge=0.0, le=100.0)] | None = None
+    install_failure_min_devices: Annotated[int, Field(ge=1)] = 1
+
+
+class Timing(_Spec):
+    step_timeout_s: Annotated[float, Field(gt=0.0)] = 600.0
+    stale_after_s: Annotated[float, Field(gt=0.0)] = 60.0
+
+
+class RolloutSpec(_Spec):
+    name: Name
+    model: Name
+    packages: Annotated[dict[Name, Package], Field(min_length=1)]  # by Neo target
+    groups: Annotated[list[Name], Field(min_length=1)]
+    strategy: Strategy
+    shadow: Shadow | None = None
+    weights: list[Annotated[int, Field(ge=0, le=100)]] | None = None
+    guardrails: GuardrailSpec
+    timing: Timing = Field(default_factory=Timing)
+
+    @field_validator("groups")
+    @classmethod
+    def _distinct_groups(cls, groups: list[str]) -> list[str]:
+        for i, group in enumerate(groups):
+            if group in groups[:i]:
+                raise _FieldError(f"[{i}]", f"{group!r} is listed twice")
+        return groups
+
+    @field_validator("weights")
+    @classmethod
+    def _ramp(cls, weights: list[int] | None) -> list[int] | None:
+        if weights is None:
+            return None
+        if not weights:
+            raise ValueError("must hold at least one weight (the last is 100)")
+        for i in range(1, len(weights)):
+            if weights[i] <= weights[i - 1]:
+                raise _FieldError(f"[{i}]", f"must be above the previous weight {weights[i - 1]}")
+        if weights[-1] != 100:
+            raise _FieldError(f"[{len(weights) - 1}]", "the last weight must be 100")
+        if weights[0] == 0:
+            raise _FieldError("[0]", "must be above 0 (green must take some traffic)")
+        return weights
+
+    @model_validator(mode="after")
+    def _canary_group_targeted(self) -> Self:
+        strategy = self.strategy
+        if isinstance(strategy, Canary) and strategy.group is not None \
+                and strategy.group not in self.groups:
+            raise _FieldError("strategy.group",
+                              f"{strategy.group!r} must be one of groups {self.groups}")
+        return self
+
+    def validate_against(self, fleet: FleetRegistry) -> None:
+        """Raise :class:`SpecError` if a group is unknown to ``fleet`` or a Neo target
+        present among the targeted devices has no package."""
+        known = fleet.known_groups()
+        for i, group in enumerate(self.groups):
+            if group not in known:
+                raise SpecError(f"unknown group {group!r}", field=f"groups[{i}]")
+        missing: dict[str, list[str]] = {}
+        for device in fleet.devices_in(self.groups):
+            target = device.profile.neo_target
+            if target not in self.packages:
+                missing.setdefault(target, []).append(device.thing)
+        if missing:
+            target, things = sorted(missing.items())[0]
+            raise SpecError(f"no package for Neo target {target!r} ({len(things)} device(s), "
+                            f"e.g. {sorted(things)[0]})", field="packages")
+
+
+def parse_spec(data: object) -> RolloutSpec:
+    """Validate already-parsed data; errors become :class:`SpecError` naming the field."""
+    try:
+        return RolloutSpec.model_validate(data)
+    except ValidationError as err:
+        raise _spec_error(err) from err
+
+
+def load_spec(path: str | Path) -> RolloutSpec:
+    """Read a YAML or JSON spec file (JSON is YAML, but ``.json`` files parse strictly)."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as err:
+        raise SpecError(f"cannot read rollout spec {path}: {err}") from err
+    try:
+        data = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
+    except (ValueError, yaml.YAMLError) as err:
+        raise SpecError(f"{path} is not valid {path.suffix.lstrip('.') or 'YAML'}: {err}") \
+            from err
+    return parse_spec(data)
+
+
+def _spec_error(err: ValidationError) -> SpecError:
+    problems = [_describe(error) for error in err.errors()]
+    field, message = problems[0]
+    if len(problems) > 1:
+        message += "; " + "; ".join(f"{f}: {m}" if f else m for f, m in problems[1:])
+    return SpecError(message, field=field)
+
+
+def _describe(error: Any) -> tuple[str, str]:
+    loc: Sequence[int | str] = error["loc"]
+    ctx: dict[str, Any] = error.get("ctx") or {}
+    kind: str = error["type"]
+    cause = ctx.get("error")
+    path = _path(loc)
+    if isinstance(cause, _FieldError):
+        sub = cause.field
+        path = f"{path}{sub}" if sub.startswith("[") else ".".join(p for p in (path, sub) if p)
+        return path, str(cause)
+    messages = {
+        "greater_than_equal": "must be >= {ge}",
+        "greater_than": "must be > {gt}",
+        "less_than_equal": "must be <= {le}",
+        "less_than": "must be < {lt}",
+        "missing": "is required",
+        "extra_forbidden": "is not a known field",
+        "literal_error": "must be {expected}",
+        "string_pattern_mismatch": "must match {pattern}",
+        "too_short": "must hold at least {min_length} item(s)",
+        "union_tag_invalid": "type must be one of {expected_tags}",
+        "union_tag_not_found": "needs a type ({discriminator})",
+    }
+    if kind == "value_error" and cause is not None:
+        return path, str(cause)
+    template = messages.get(kind)
+    if template is not None:
+        try:
+            return path, template.format(**ctx)
+        except (KeyError, IndexError):
+            pass
+    return path, str(error["msg"])
+
+
+def _path(loc: Iterable[int | str]) -> str:
+    out = ""
+    previous: int | str | None = None
+    for part in loc:
+        if previous == "strategy" and part in STRATEGY_TYPES:
+            previous = part
+            continue  # the discriminator tag pydantic adds is not a field
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out = f"{out}.{part}" if out else str(part)
+        previous = part
+    return out

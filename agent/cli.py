@@ -6,6 +6,8 @@
     edge-agent models build [--out DIR] [--no-cross]
     edge-agent keys generate --out DIR --key-id ID
     edge-agent package model DIR --key FILE --key-id ID --version N --out DIR
+    edge-agent rollout start SPEC --broker URL --key FILE --key-id ID | status | list | ...
+    edge-agent fleet simulate --devices N --embedded [--json]
     edge-agent demo telemetry
     edge-agent bench loop|telemetry [--json]
 """
@@ -128,8 +130,11 @@ def build_parser() -> argparse.ArgumentParser:
     run.set_defaults(func=cmd_run)
 
     from agent.cli_package import add_package_arguments
+    from agent.fleet.cli import add_fleet_arguments, add_rollout_arguments
 
     add_package_arguments(sub)
+    add_rollout_arguments(sub)
+    add_fleet_arguments(sub)
 
     serve = sub.add_parser("serve", help="run the agent: inference, telemetry, commands")
     from agent.service.serve_command import add_serve_arguments

@@ -62,9 +62,10 @@ class FleetController:
         self.running: dict[str, _Running] = {}
         self._latest: dict[str, deque[Metrics]] = {}
         self._lock = threading.RLock()
-        self.ingested = 0
+        self.ingested = 0  # fresh messages taken in (duplicates and stale ones are not)
         self.invalid = 0
         self.events: list[Event] = []
+        self._paused: set[str] = set()
 
     # ---- ingest (transport thread) ------------------------------------------------------
 
@@ -73,6 +74,9 @@ class FleetController:
             self.transport.connect(connect_timeout_s)
         except TransportError as err:
             log.warning("controller not connected yet: %s", err)
+        with self._lock:
+            for raw in self.state.registrations():  # devices known before a restart
+                self.registry.observe(decode(raw, expect=Register))
         self.transport.subscribe(f"{self.prefix}/+/+", self.on_message)
         self.resume()
 
@@ -94,6 +98,7 @@ class FleetController:
         if isinstance(message, Register | Heartbeat):
             self.registry.observe(message)
             if isinstance(message, Register):
+                self.state.save_registration(message.thing, encode(message))
                 self._catch_up(message.thing)
         elif isinstance(message, Metrics):
             self._latest.setdefault(message.thing, deque(maxlen=4)).append(message)
@@ -144,19 +149,6 @@ class FleetController:
             for assignment in self.state.pending_sends():
                 self._send(assignment)
 
-    def abort(self, rollout_id: str, reason: str = "aborted by operator") -> None:
-        with self._lock:
-            run = self.running.get(rollout_id)
-            if run is not None:
-                self._roll_back(rollout_id, run, reason, status="aborted")
-
-    def proceed(self, rollout_id: str) -> None:
-        """A person decided a paused rollout goes on."""
-        with self._lock:
-            self.state.set_status(rollout_id, "running", reason="resumed by operator")
-            run = self.running.get(rollout_id)
-            if run is not None:
-                self._advance(rollout_id, run)
 
     # ---- schedule (caller's thread) -----------------------------------------------------
 
@@ -164,12 +156,20 @@ class FleetController:
         with self._lock:
             for rollout_id, run in list(self.running.items()):
                 record = self.state.rollout(rollout_id)
-                if record is None or record.status in TERMINAL:
+                if record is None:
                     self.running.pop(rollout_id, None)
-                    continue
-                if record.status == "paused":
-                    continue
-                self._judge(rollout_id, run, record.step_index)
+                elif record.status == "aborted":  # by an operator, possibly from another process
+                    self._roll_back(rollout_id, run, record.reason or "aborted by operator",
+                                    status="aborted")
+                elif record.status in TERMINAL:
+                    self.running.pop(rollout_id, None)
+                elif record.status == "paused":
+                    self._paused.add(rollout_id)
+                elif rollout_id in self._paused:  # a person resumed it: go on to the next step
+                    self._paused.discard(rollout_id)
+                    self._advance(rollout_id, run)
+                else:
+                    self._judge(rollout_id, run, record.step_index)
 
     def _judge(self, rollout_id: str, run: _Running, index: int) -> None:
         step = run.steps[index]

@@ -288,8 +288,11 @@ class _Builder:
 
     def _stage(self, index: int, thing: str) -> PlannedCommand:
         package = self.spec.packages[self.devices[thing].profile.neo_target]
+        # ``version`` names the build the device should end up reporting (the label its
+        # metrics carry), which is what the guardrails look for; the package's integer
+        # version is checked on the device against the signed manifest's floor.
         return self._command(index, thing, 0, "stage", {
-            "url": package.url, "sha256": package.sha256, "version": str(package.version)})
+            "url": package.url, "sha256": package.sha256, "version": self.spec.model})
 
     def _command(self, index: int, thing: str, ordinal: int, action: Action,
                  args: dict[str, str | int | float]) -> PlannedCommand:

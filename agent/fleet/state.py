@@ -45,6 +45,7 @@ SCHEMA_VERSION = 1
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS devices (thing TEXT PRIMARY KEY, register BLOB NOT NULL);
 CREATE TABLE IF NOT EXISTS rollouts (
     rollout_id TEXT PRIMARY KEY,
     spec_json TEXT NOT NULL,
@@ -222,6 +223,16 @@ class ControllerState:
         record = self.rollout(rollout_id)
         assert record is not None
         return record
+
+    def save_registration(self, thing: str, register: bytes) -> None:
+        """Keep a device's latest Register message, so a restarted controller knows it."""
+        with self._tx() as db:
+            db.execute("INSERT INTO devices(thing, register) VALUES (?, ?) ON CONFLICT(thing) "
+                       "DO UPDATE SET register=excluded.register", (thing, register))
+
+    def registrations(self) -> list[bytes]:
+        return [bytes(row[0]) for row in self._query("SELECT register FROM devices "
+                                                     "ORDER BY thing")]
 
     def rollout(self, rollout_id: str) -> RolloutRecord | None:
         rows = self._query("SELECT * FROM rollouts WHERE rollout_id=?", (rollout_id,))

@@ -219,12 +219,19 @@ def _plain(record: object) -> dict[str, object]:
 
 
 def add_fleet_arguments(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    from agent.fleet.sim_rollout import add_arguments, simulate_rollout_main
     from agent.fleet.simulate import add_simulate_arguments, simulate_main
 
     fleet = sub.add_parser("fleet", help="emulated fleets")
     verbs = fleet.add_subparsers(dest="fleet_command", required=True)
-    simulate = verbs.add_parser("simulate", help="N protocol-level devices in one process")
-    add_simulate_arguments(simulate)
-    simulate.set_defaults(func=lambda a: simulate_main(a))
+    simulate = verbs.add_parser(
+        "simulate", help="a canary with a latency breach on N simulated devices, through the "
+                         "real controller and broker")
+    add_arguments(simulate)
+    simulate.set_defaults(func=simulate_rollout_main)
+    devices = verbs.add_parser("devices", help="N protocol-level devices in one process, "
+                                               "for a controller of your own")
+    add_simulate_arguments(devices)
+    devices.set_defaults(func=lambda a: simulate_main(a))
 
 

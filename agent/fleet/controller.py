@@ -46,7 +46,8 @@ class _Running:
     reports: list[Metrics] = field(default_factory=list)
     baseline: list[Metrics] = field(default_factory=list)
     device_breaches: list[Event] = field(default_factory=list)
-    first_breach_report_at: float | None = None
+    last_report_at: float | None = None  # wall clock, for breach-to-rollback timing
+    breach_seen_at: float | None = None  # the newest report the breaching verdict saw
     rolled_back_at: float | None = None
     verdict: Verdict | None = None
 
@@ -60,9 +61,12 @@ class FleetController:
         self.prefix, self.clock = prefix, clock
         self.tracker = SenderTracker(clock=clock)
         self.running: dict[str, _Running] = {}
+        self.finished: dict[str, _Running] = {}
         self._latest: dict[str, deque[Metrics]] = {}
         self._lock = threading.RLock()
         self.ingested = 0  # fresh messages taken in (duplicates and stale ones are not)
+        self.metrics_ingested = 0
+        self.ingest_cpu_s = 0.0  # CPU time spent in on_message, on the threads that ran it
         self.invalid = 0
         self.events: list[Event] = []
         self._paused: set[str] = set()
@@ -81,6 +85,13 @@ class FleetController:
         self.resume()
 
     def on_message(self, topic: str, payload: bytes) -> None:
+        started = time.thread_time()
+        try:
+            self._on_message(topic, payload)
+        finally:
+            self.ingest_cpu_s += time.thread_time() - started
+
+    def _on_message(self, topic: str, payload: bytes) -> None:
         if topic.endswith("/commands") or topic.endswith("/emf"):
             return
         try:
@@ -101,10 +112,12 @@ class FleetController:
                 self.state.save_registration(message.thing, encode(message))
                 self._catch_up(message.thing)
         elif isinstance(message, Metrics):
+            self.metrics_ingested += 1
             self._latest.setdefault(message.thing, deque(maxlen=4)).append(message)
             for run in self.running.values():
                 if any(message.thing in s.things for s in run.steps):
                     run.reports.append(message)
+                    run.last_report_at = time.time()
         elif isinstance(message, Ack):
             self.state.record_ack(message)
         elif isinstance(message, Event):
@@ -179,14 +192,14 @@ class FleetController:
         run.verdict = verdict
         if run.device_breaches:
             event = run.device_breaches[0]
-            run.first_breach_report_at = run.first_breach_report_at or self.clock()
+            run.breach_seen_at = run.last_report_at
             rule = event.data.get("rule", "")
             self._roll_back(rollout_id, run,
                             f"{event.kind} ({rule}) on {event.thing}: {event.detail}")
             return
         breach = verdict.breach
         if breach is not None:
-            run.first_breach_report_at = run.first_breach_report_at or self.clock()
+            run.breach_seen_at = run.last_report_at
             self._roll_back(rollout_id, run, f"{breach.rule} in {breach.where}: {breach.detail}")
             return
         elapsed = self.clock() - run.step_started
@@ -228,6 +241,7 @@ class FleetController:
             self._send(self.state.decide(planned))
         self.state.set_status(rollout_id, status, reason=reason[:500])
         run.rolled_back_at = self.clock()
+        self.finished[rollout_id] = run
         self.running.pop(rollout_id, None)
         log.warning("rollout %s %s: %s", rollout_id, status, reason)
 

@@ -29,6 +29,7 @@ from agent.protocol.errors import ProtocolError
 from agent.protocol.messages import Ack, Event, Heartbeat, Metrics, Register, UpMessage
 from agent.protocol.senders import SenderTracker
 from agent.protocol.signing import Signer
+from agent.swap.crash import crash_point
 from agent.transport.base import Transport, TransportError
 
 log = logging.getLogger("edge_agent.fleet")
@@ -140,6 +141,9 @@ class FleetController:
 
     def start_rollout(self, spec: RolloutSpec) -> str:
         with self._lock:
+            existing = self.state.rollout(spec.name)
+            if existing is not None and spec.name in self.running:
+                return spec.name  # resumed after a restart: carry on where it was
             spec.validate_against(self.registry)
             record = self.state.start_rollout(rollout_id=spec.name,
                                               spec_json=spec.model_dump_json())
@@ -159,6 +163,9 @@ class FleetController:
                 spec = parse_spec_json(record.spec_json)
                 steps = plan_rollout(spec, self.registry.devices_in(spec.groups))
                 self.running[record.rollout_id] = _Running(spec, steps, self.clock())
+                # A kill may have stopped the step half decided: decide the rest (deciding
+                # is idempotent, so what was decided before stays exactly as it was).
+                self._decide_step(record.rollout_id, record.step_index)
             for assignment in self.state.pending_sends():
                 self._send(assignment)
 
@@ -227,8 +234,14 @@ class FleetController:
         run.step_started = self.clock()
         run.baseline = [m for thing in step.switched for m in self._latest.get(thing, ())]
         self.state.log(rollout_id, "step", step_index=index, detail={"name": step.name})
-        for planned in step.commands:
-            self._send(self.state.decide(planned))
+        self._decide_step(rollout_id, index, send=True)
+
+    def _decide_step(self, rollout_id: str, index: int, *, send: bool = False) -> None:
+        for planned in self.running[rollout_id].steps[index].commands:
+            assignment = self.state.decide(planned)
+            crash_point("controller-after-decide")
+            if send and assignment.outcome is None:
+                self._send(assignment)
 
     def _roll_back(self, rollout_id: str, run: _Running, reason: str, *,
                    status: RolloutStatus = "rolled_back") -> None:
@@ -237,7 +250,9 @@ class FleetController:
         touched = {t for s in run.steps[:record.step_index + 1] for t in s.things}
         self.state.log(rollout_id, "rollback", step_index=record.step_index,
                        detail={"reason": reason[:500], "devices": len(touched)})
-        for planned in rollback_commands(run.steps, sorted(touched)):
+        for i, planned in enumerate(rollback_commands(run.steps, sorted(touched))):
+            if i == len(touched) // 2:
+                crash_point("controller-mid-rollback")
             self._send(self.state.decide(planned))
         self.state.set_status(rollout_id, status, reason=reason[:500])
         run.rolled_back_at = self.clock()
@@ -256,6 +271,7 @@ class FleetController:
         # Fire and keep going: QoS 1 with the device's persistent session queues it at
         # the broker while the device is away; unacknowledged ones are re-sent on return.
         self.transport.publish(topic, encode(command))
+        crash_point("controller-after-publish")
         self.state.mark_sent(assignment.command_id)
 
     # ---- views ------------------------------------------------------------------------------

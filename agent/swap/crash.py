@@ -32,6 +32,10 @@ CRASH_POINTS: tuple[str, ...] = (
     # activation
     "mid-load",
     "during-trial",
+    # fleet controller (agent/fleet/controller.py)
+    "controller-after-decide",
+    "controller-after-publish",
+    "controller-mid-rollback",
 )
 
 # Per-process hit counts for ``name:N``. Process-wide by nature (the count must survive

@@ -87,9 +87,13 @@ def test_rollout_start_status_list(
     assert rollbacks and all(item.endswith("=ok") for item in rollbacks)
     listing = _cli("rollout", "list", "--db", db)
     assert "r-good\tsucceeded" in listing.stdout and "r-slow\trolled_back" in listing.stdout
-    report = _cli("rollout", "report", "r-good", "--db", db, "--out", str(tmp / "reports"))
-    assert report.returncode == 0 and json.loads(
-        (tmp / "reports" / "r-good.json").read_text())["rollout"]["status"] == "succeeded"
+    for rollout_id, status in (("r-good", "succeeded"), ("r-slow", "rolled_back")):
+        report = _cli("rollout", "report", rollout_id, "--db", db, "--out", str(tmp / "reports"))
+        assert report.returncode == 0, report.stderr
+        assert json.loads((tmp / "reports" / f"{rollout_id}.json").read_text())[
+            "rollout"]["status"] == status
+        png = tmp / "reports" / f"{rollout_id}.png"
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000
 
 
 def test_bad_spec_names_the_field(tmp_path: Path) -> None:

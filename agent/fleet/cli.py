@@ -205,10 +205,16 @@ def _report(args: argparse.Namespace) -> int:
         report = {"rollout": asdict(record),
                   "assignments": [_plain(a) for a in state.assignments(args.rollout_id)],
                   "decisions": [_plain(d) for d in state.decisions(args.rollout_id)]}
-    args.out.mkdir(parents=True, exist_ok=True)
-    path = args.out / f"{args.rollout_id}.json"
-    path.write_text(json.dumps(report, indent=2, default=str))
-    print(path)
+        args.out.mkdir(parents=True, exist_ok=True)
+        path = args.out / f"{args.rollout_id}.json"
+        path.write_text(json.dumps(report, indent=2, default=str))
+        print(path)
+        try:
+            from agent.fleet.timeline import write_timeline
+        except ImportError:  # matplotlib is in the controller extra, not on devices
+            print("no PNG timeline: pip install 'edge-inference-agent[controller]'")
+            return 0
+        print(write_timeline(state, args.rollout_id, args.out / f"{args.rollout_id}.png"))
     return 0
 
 

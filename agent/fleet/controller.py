@@ -197,6 +197,7 @@ class FleetController:
                            baseline=run.baseline,
                            installs=self.state.install_outcomes(rollout_id, index))
         run.verdict = verdict
+        self._record_verdict(rollout_id, index, verdict)
         if run.device_breaches:
             event = run.device_breaches[0]
             run.breach_seen_at = run.last_report_at
@@ -216,6 +217,16 @@ class FleetController:
             self.state.set_status(rollout_id, "paused", reason=(
                 f"step {step.name} undecided after {elapsed:.0f} s: not enough samples or "
                 f"devices in {', '.join(verdict.short) or 'every scope'}"))
+
+    def _record_verdict(self, rollout_id: str, index: int, verdict: Verdict) -> None:
+        """Keep the figures of each evaluation, for the report's timeline."""
+        worst = [f for f in verdict.scopes if f.green_p99_us is not None]
+        agreements = [f.agreement for f in verdict.scopes if f.agreement is not None]
+        self.state.log(rollout_id, "verdict", step_index=index, detail={
+            "status": verdict.status,
+            "green_p99_us": max((f.green_p99_us or 0.0 for f in worst), default=None),
+            "blue_p99_us": max((f.blue_p99_us or 0.0 for f in worst), default=None),
+            "agreement": min(agreements, default=None)})
 
     def _advance(self, rollout_id: str, run: _Running) -> None:
         record = self.state.rollout(rollout_id)

@@ -48,6 +48,7 @@ class _Running:
     baseline: list[Metrics] = field(default_factory=list)
     device_breaches: list[Event] = field(default_factory=list)
     last_report_at: float | None = None  # wall clock, for breach-to-rollback timing
+    heard: dict[str, float] = field(default_factory=dict)  # thing -> last report (monotonic)
     breach_seen_at: float | None = None  # the newest report the breaching verdict saw
     rolled_back_at: float | None = None
     verdict: Verdict | None = None
@@ -119,6 +120,7 @@ class FleetController:
                 if any(message.thing in s.things for s in run.steps):
                     run.reports.append(message)
                     run.last_report_at = time.time()
+                    run.heard[message.thing] = self.clock()
         elif isinstance(message, Ack):
             self.state.record_ack(message)
         elif isinstance(message, Event):
@@ -193,7 +195,11 @@ class FleetController:
 
     def _judge(self, rollout_id: str, run: _Running, index: int) -> None:
         step = run.steps[index]
-        verdict = evaluate(run.spec.guardrails, run.reports, step=step,
+        # A device silent for longer than stale_after_s (by this controller's clock) no
+        # longer counts: its old reports must not vouch for the step.
+        cutoff = self.clock() - run.spec.timing.stale_after_s
+        fresh = [r for r in run.reports if run.heard.get(r.thing, 0.0) >= cutoff]
+        verdict = evaluate(run.spec.guardrails, fresh, step=step,
                            baseline=run.baseline,
                            installs=self.state.install_outcomes(rollout_id, index))
         run.verdict = verdict

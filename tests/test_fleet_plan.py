@@ -154,7 +154,7 @@ def test_switch_without_weights_stages_and_promotes() -> None:
     assert (stage.action, stage.rollout_seq) == ("stage", SEQ_STRIDE)
     assert (promote.action, promote.rollout_seq) == ("promote", SEQ_STRIDE + 1)
     command = build_command(stage, issued_at=5, command_id="a" * 32)
-    assert isinstance(command, StageCommand) and command.args.version == "2"
+    assert isinstance(command, StageCommand) and command.args.version == "digits-v2"
     assert command.target.name == "kitchen-rasp4b-0" and command.rollout_seq == SEQ_STRIDE
     retried = build_command(promote, issued_at=5, attempt=2)
     assert isinstance(retried, PromoteCommand)

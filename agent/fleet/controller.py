@@ -164,7 +164,13 @@ class FleetController:
                     continue
                 spec = parse_spec_json(record.spec_json)
                 steps = plan_rollout(spec, self.registry.devices_in(spec.groups))
-                self.running[record.rollout_id] = _Running(spec, steps, self.clock())
+                run = self.running[record.rollout_id] = _Running(spec, steps, self.clock())
+                begun = [d for d in self.state.decisions(record.rollout_id)
+                         if d.kind == "rollback"]
+                if begun:  # killed in the middle of a fleet-wide rollback: finish it
+                    reason = str((begun[-1].detail or {}).get("reason", "rollback resumed"))
+                    self._roll_back(record.rollout_id, run, reason)
+                    continue
                 # A kill may have stopped the step half decided: decide the rest (deciding
                 # is idempotent, so what was decided before stays exactly as it was).
                 self._decide_step(record.rollout_id, record.step_index)

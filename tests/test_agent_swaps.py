@@ -114,8 +114,9 @@ def _device(tmp_path: Path, built_models: Path, packages: dict[str, Any], thing:
                     agent=agent)
     yield device
     device.ctl.close()
-    if agent.process and agent.process.poll() is None:
-        assert agent.stop() == 0, agent.log()
+    running = device.agent  # a test may have restarted the agent: stop the one running now
+    if running.process and running.process.poll() is None:
+        assert running.stop() == 0, running.log()
     cloud.stop()
     broker.stop()
 

@@ -166,13 +166,17 @@ def test_signed_commands_are_acked_and_reflected(setup: tuple[Any, ...]) -> None
     def slow_green() -> Any:
         for m in cloud.of(Metrics, thing):
             green = m.variants.get("green")
-            if green is not None and green.rollout_seq == 2 and green.inferences:
-                return green
+            # A window of a handful of samples can sit anywhere in the distribution:
+            # judge the slow label on a report with enough of them.
+            if green is not None and green.rollout_seq == 2 and green.inferences >= 5:
+                return m
         return None
 
-    green = wait_for(slow_green, 5)
+    report = wait_for(slow_green, 10)
+    green, blue = report.variants["green"], report.variants["blue"]
     assert green.model_version == "digits-v1-slow" and green.rollout_id == "r1"
-    assert (green.p50_us or 0) > 10_000  # the slow label's 25 ms
+    # 25 ms against blue's 2 ms at the reference speed (each profile scales both alike).
+    assert (green.p50_us or 0) > 3 * (blue.p50_us or float("inf"))
 
     status = cloud.command(signer, StatusCommand(target=_thing(thing), rollout_id="r1",
                                                  rollout_seq=3, issued_at=1))

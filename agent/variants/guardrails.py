@@ -27,6 +27,10 @@ class Guardrails(BaseModel):
     max_green_p99_us: float | None = Field(default=None, gt=0)
     max_green_p99_ratio: float | None = Field(default=3.0, gt=0,
                                               description="green p99 / blue p99")
+    min_p99_excess_us: float = Field(
+        default=500.0, ge=0,
+        description="a ratio breach also needs green's p99 this far above blue's: for a "
+                    "model that runs in microseconds, scheduler jitter alone moves the ratio")
     max_error_rate: float | None = Field(default=0.01, ge=0, le=1)
     min_agreement: float | None = Field(default=0.9, ge=0, le=1,
                                         description="shadow top-1 agreement with blue")
@@ -86,7 +90,8 @@ def evaluate(router: VariantRouter, limits: Guardrails, *, rss_bytes: int | None
         if sum(blue_window) >= limits.min_samples:
             blue_p99 = quantile_us(blue_window, edges, 0.99)
             ratio = green_p99 / blue_p99 if blue_p99 > 0 else float("inf")
-            if ratio > limits.max_green_p99_ratio:
+            if ratio > limits.max_green_p99_ratio and \
+                    green_p99 - blue_p99 > limits.min_p99_excess_us:
                 return Breach("p99_latency_ratio", f"green p99 {green_p99:.0f} us is "
                               f"{ratio:.1f}x blue's {blue_p99:.0f} us (max "
                               f"{limits.max_green_p99_ratio:.1f}x)", ratio,

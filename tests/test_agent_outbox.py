@@ -53,7 +53,7 @@ def test_offline_agent_spools_metrics_and_emf(tmp_path: Path, built_models: Path
     config = load_config({"thingName": "emf-2", "modelDir": str(built_models / "digits-v1"),
                           "stateDir": str(tmp_path / "state"), "rateHz": 500,
                           "emitEmf": True, "board": "jetson_nano_r32"})
-    service = AgentService(config=config, transport=None, environ={})
+    service = AgentService(config=config, transport=None)
     service.start()
     try:
         import time

@@ -297,12 +297,6 @@ class FleetController:
         crash_point("controller-after-publish")
         self.state.mark_sent(assignment.command_id)
 
-    # ---- views ------------------------------------------------------------------------------
-
-    def acked_rollbacks(self, rollout_id: str) -> int:
-        return sum(1 for a in self.state.assignments(rollout_id)
-                   if a.action == "rollback" and a.outcome is not None)
-
 
 def parse_spec_json(text: str) -> RolloutSpec:
     return parse_spec(json.loads(text))

@@ -15,11 +15,9 @@ MQTT, or none at all (offline: everything waits in the spool).
 from __future__ import annotations
 
 import logging
-import os
 import sys
 import threading
 import time
-from collections.abc import Mapping
 from pathlib import Path
 
 from agent import __version__
@@ -69,11 +67,9 @@ def model_version(model_dir: Path) -> str:
 class AgentService:
     """Wires the loop, telemetry, commands, spool and transport; ``run`` until stopped."""
 
-    def __init__(self, *, config: AgentConfig, transport: Transport | None = None,
-                 environ: Mapping[str, str] | None = None) -> None:
+    def __init__(self, *, config: AgentConfig, transport: Transport | None = None) -> None:
         self.config = config
         self.transport = transport
-        self.environ = os.environ if environ is None else environ
         self.stop_event = threading.Event()
         self._started_at = time.monotonic()
         self._config_changed = threading.Event()

@@ -1,25 +1,15 @@
-"""The inference loop on its own thread, with a consistent view for telemetry.
+"""The inference loop on its own thread.
 
-The loop thread is the only writer of its counters; telemetry copies them at
-report time. Copying a list of ints is atomic under the GIL, so a report never
-sees a half-updated histogram, and the loop never waits for a report.
+The loop thread is the only writer of its counters; telemetry reads them at
+report time (the metrics reporter copies the histogram's list of ints, which is
+atomic under the GIL), so the loop never waits for a report.
 """
 
 from __future__ import annotations
 
 import threading
-from dataclasses import dataclass
 
 from agent.loop.runner import InferenceLoop
-
-
-@dataclass(frozen=True)
-class LoopSnapshot:
-    counts: tuple[int, ...]  # cumulative latency bucket counts since the loop started
-    errors: int
-    checked: int
-    correct: int
-    last_error: str
 
 
 class InferenceWorker:
@@ -39,12 +29,6 @@ class InferenceWorker:
             self.loop.run(stop=self._stop)
         except BaseException as err:  # surfaced through `failure` and is_alive()
             self.failure = err
-
-    def snapshot(self) -> LoopSnapshot:
-        stats = self.loop.stats
-        return LoopSnapshot(counts=tuple(stats.histogram.counts), errors=stats.errors,
-                            checked=stats.checked, correct=stats.correct,
-                            last_error=stats.last_error)
 
     def is_alive(self) -> bool:
         return self._thread.is_alive()

@@ -89,8 +89,7 @@ def config_from_args(args: argparse.Namespace,
     return raw
 
 
-def choose_transport(config: AgentConfig, environ: dict[str, str],
-                     ipc: IpcTransport | None = None) -> Transport | None:
+def choose_transport(config: AgentConfig, ipc: IpcTransport | None = None) -> Transport | None:
     if ipc is not None:
         return ipc
     if config.transport == "ipc":
@@ -136,7 +135,7 @@ def serve_main(args: argparse.Namespace) -> int:
         ipc.close()
         ipc = None
     service = AgentService(config=config,
-                           transport=choose_transport(config, dict(os.environ), ipc))
+                           transport=choose_transport(config, ipc))
 
     def stop(_signum: int, _frame: object) -> None:
         service.stop_event.set()

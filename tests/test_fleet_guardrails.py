@@ -162,6 +162,20 @@ def test_ratio_against_baseline_after_a_promote() -> None:
     assert evaluate(limits(max_p99_ratio=2.0), green, step=step).status == "pass"  # no blue
 
 
+def test_ratio_breach_needs_a_real_excess_over_blue() -> None:
+    """A microsecond model at 3-4x of blue on a busy device is jitter, not a slow build."""
+    weighted = steps(weights=[20, 100])[0]
+    seq = command_seq(0, 1)
+    reports = [report(thing, 100 + i, {
+        "blue": vm("digits-v1", counts({20: 4 * n}), seq=seq),     # ~100 us
+        "green": vm("digits-v2", counts({25: n}), seq=seq)})       # ~300 us
+        for thing in ("pi-1", "pi-2", "jet-1") for i, n in enumerate((1, 201))]
+    assert evaluate(limits(max_p99_ratio=2.0), reports, step=weighted).status == "pass"
+    strict = evaluate(limits(max_p99_ratio=2.0, min_p99_excess_us=0), reports, step=weighted)
+    assert strict.status == "breach" and strict.breach is not None
+    assert strict.breach.rule == "p99_ratio" and strict.breach.observed > 2.0
+
+
 def test_needs_min_samples_and_min_devices() -> None:
     (step,) = steps()
     seq = command_seq(0, 1)

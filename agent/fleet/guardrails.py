@@ -247,11 +247,12 @@ def _judge(limits: GuardrailSpec, where: str, things: tuple[str, ...], windows: 
                             detail=f"green p99 {green_p99:.0f} us over {limits.max_p99_us:g} us"))
     if limits.max_p99_ratio is not None and green_p99 is not None and blue_p99:
         ratio = green_p99 / blue_p99
-        if ratio > limits.max_p99_ratio:
+        if ratio > limits.max_p99_ratio and green_p99 - blue_p99 > limits.min_p99_excess_us:
             found.append(Breach(rule="p99_ratio", where=where, observed=ratio,
                                 limit=limits.max_p99_ratio,
                                 detail=f"green p99 {green_p99:.0f} us is {ratio:.2f}x blue's "
-                                       f"{blue_p99:.0f} us (limit {limits.max_p99_ratio:g}x)"))
+                                       f"{blue_p99:.0f} us (limit {limits.max_p99_ratio:g}x, "
+                                       f"{limits.min_p99_excess_us:g} us over)"))
     if limits.max_error_rate is not None and error_rate is not None \
             and error_rate > limits.max_error_rate:
         found.append(Breach(rule="error_rate", where=where, observed=error_rate,

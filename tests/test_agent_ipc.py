@@ -88,7 +88,8 @@ def test_agent_process_reports_through_ipc_and_applies_config_live(
 
 
 def test_component_update_is_deferred_during_a_rollout_then_accepted(
-        broker: MosquittoBroker, built_models: Path, tmp_path: Path) -> None:
+        broker: MosquittoBroker, cloud: CloudSubscriber, built_models: Path,
+        tmp_path: Path) -> None:
     with _nucleus(broker, built_models, tmp_path) as nucleus:
         transport = IpcTransport.from_environ(nucleus.ipc_env())
         config = load_config({"thingName": THING, "modelDir": str(built_models / "digits-v1"),
@@ -102,6 +103,9 @@ def test_component_update_is_deferred_during_a_rollout_then_accepted(
             time.sleep(1.0)
             assert service.updates.deferred.count("deployment-1") >= 2, "deferred, asked again"
             assert update.deferred
+            cloud.wait_for(lambda ms: any(m.type == "event" and m.kind == "update_deferred"
+                                          and m.data.get("deployment_id") == "deployment-1"
+                                          for m in ms), 15, "the deferral reported")
             service.updates.release("rollout-7")
             assert update.wait(10) == "accepted"
             deadline = time.monotonic() + 5

@@ -59,6 +59,7 @@ EventKind = Literal[
     "spool_dropped",  # the offline spool was full and dropped messages (data: count)
     "stage_failed",  # a package could not be fetched, verified or loaded
     "model_activated",  # a model version started serving
+    "update_deferred",  # a Greengrass deployment waits for a rollout (data: deployment_id)
     "agent_error",  # anything else the operator should see
 ]
 Outcome = Literal["ok", "rejected", "failed"]

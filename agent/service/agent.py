@@ -40,6 +40,7 @@ from agent.runtime import DlrConfig, OnnxConfig, load_backend
 from agent.runtime.base import Backend
 from agent.service.commands import CommandProcessor, Result
 from agent.service.config import AgentConfig
+from agent.service.first_model import install_first_model
 from agent.service.inference import InferenceWorker
 from agent.service.outbox import Outbox
 from agent.service.swaps import SwapController, package_artifact, verify_package_files
@@ -62,6 +63,14 @@ def model_version(model_dir: Path) -> str:
     if (model_dir / MODEL_INFO).is_file():
         return model_label(read_model_info(model_dir))
     return model_dir.name
+
+
+def _testset(config: AgentConfig) -> Path | None:
+    """Replay data for the ``digits`` source: beside the model, or beside its packages."""
+    for folder in (config.model_dir, config.initial_package):
+        if folder is not None and (folder / TESTSET).is_file():
+            return folder / TESTSET
+    return None
 
 
 class AgentService:
@@ -87,6 +96,12 @@ class AgentService:
 
         self.store = ModelStore(config.state_dir / "models", keep=config.keep_versions)
         recovery = self.store.recover(verify=verify_package_files)
+        trust = TrustStore.from_text(config.trusted_keys, revoked=config.revoked_key_ids)
+        if self.store.current() is None and config.initial_package is not None:
+            install_first_model(config.initial_package, store=self.store, trust=trust,
+                                profile=self.profile, work_dir=config.state_dir / "staging",
+                                min_version=config.min_model_version,
+                                golden_timeout_s=config.golden_timeout_seconds)
         backend, blue_version, testset = self._initial_model(config)
         loop = InferenceLoop(backend=backend, rate_hz=0.0 if config.source == "shm"
                              else config.rate_hz, make_source=make_source_factory(
@@ -99,7 +114,6 @@ class AgentService:
         self.spool = Spool(path=config.state_dir / "spool.db",
                            budget_bytes=config.spool_max_bytes)
         self.outbox = Outbox(stamper=self.stamper, topics=self.topics, spool=self.spool)
-        trust = TrustStore.from_text(config.trusted_keys, revoked=config.revoked_key_ids)
         guard = ReplayGuard(thing=config.thing_name, groups=config.thing_groups,
                             state_path=config.state_dir / "replay.json")
         self.swaps = SwapController(
@@ -112,6 +126,7 @@ class AgentService:
                                          outbox=self.outbox,
                                          handlers={"status": self._status,
                                                    **self.swaps.handlers()})
+        self.updates.on_deferred = self._report_deferral
         if recovery.reason:
             self.outbox.event("local_rollback", f"on start: {recovery.reason}"[:512],
                               data={"version": recovery.rolled_back_from or "",
@@ -137,12 +152,13 @@ class AgentService:
 
     def _initial_model(self, config: AgentConfig) -> tuple[Backend, str, Path | None]:
         """The store's current version if there is one, else the configured model."""
-        testset = config.model_dir / TESTSET
         current = self.store.current()
         if current is not None:
             artifact, label = package_artifact(self.store.path(current))
-            return (load_backend(artifact, DlrConfig()), label,
-                    testset if testset.is_file() else None)
+            return load_backend(artifact, DlrConfig()), label, _testset(config)
+        if config.model_dir is None:
+            raise ConfigError("no model to serve: the store is empty and neither "
+                              "initialPackage nor modelDir is set")
         resolved = resolve_model(config.model_dir, backend=config.backend, profile=self.profile)
         backend_config = DlrConfig() if config.backend == "dlr" else OnnxConfig()
         return (load_backend(resolved.load_dir, backend_config),
@@ -230,6 +246,11 @@ class AgentService:
             self.swaps.tick(rss_bytes=rss, soc_temp_c=temp)
         except AgentError as err:
             self.outbox.event("agent_error", f"variant check failed: {err}"[:512])
+
+    def _report_deferral(self, deployment_id: str, reason: str) -> None:
+        self.outbox.event("update_deferred", f"Greengrass deployment {deployment_id} "
+                          f"deferred: {reason}"[:512],
+                          data={"deployment_id": deployment_id[:128]})
 
     def heartbeat(self) -> None:
         self.outbox.send(Heartbeat, uptime_s=round(time.monotonic() - self._started_at, 3),

@@ -29,7 +29,14 @@ class AgentConfig(BaseModel):
     thing_name: str = Field(min_length=1)
     thing_groups: list[str] = Field(default_factory=list)
     topic_prefix: str = DEFAULT_PREFIX
-    model_dir: Path
+    model_dir: Path | None = Field(
+        default=None, description="an unpackaged model directory (development; serves "
+                                  "without a signature, so never under Greengrass)")
+    initial_package: Path | None = Field(
+        default=None, description="a signed model package (.tar.gz), or a folder of them "
+                                  "such as a model component's artifacts: installed as the "
+                                  "first blue model when the store is empty, through the "
+                                  "same staging as every swap")
     backend: Literal["dlr", "onnx"] = "dlr"
     source: Literal["digits", "random", "shm"] = "digits"
     rate_hz: float = Field(default=20.0, ge=0, description="inferences/s; 0 = unpaced")

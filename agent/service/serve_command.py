@@ -30,7 +30,10 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", type=Path, help="settings file (JSON or YAML)")
     parser.add_argument("--thing", help="thing name (default: $AWS_IOT_THING_NAME)")
     parser.add_argument("--groups", help="comma-separated thing groups")
-    parser.add_argument("--model", type=Path, help="model directory")
+    parser.add_argument("--model", type=Path, help="model directory (unsigned; development)")
+    parser.add_argument("--initial-package", type=Path,
+                        help="signed model package, or a folder of them (a model component's "
+                             "artifacts): the first model when the store is empty")
     parser.add_argument("--backend", choices=("dlr", "onnx"))
     parser.add_argument("--source", choices=("digits", "random", "shm"))
     parser.add_argument("--rate", type=float, help="inferences/s (0: unpaced)")
@@ -58,7 +61,7 @@ def config_from_args(args: argparse.Namespace,
     raw.update(greengrass or {})
     thing = args.thing or raw.get("thingName") or os.environ.get("AWS_IOT_THING_NAME")
     flags = {
-        "thingName": thing, "modelDir": args.model, "backend": args.backend,
+        "thingName": thing, "modelDir": args.model, "initialPackage": args.initial_package, "backend": args.backend,
         "source": args.source, "rateHz": args.rate, "stateDir": args.state_dir,
         "metricsIntervalSeconds": args.metrics_interval,
         "heartbeatIntervalSeconds": args.heartbeat_interval, "board": args.board,

@@ -26,6 +26,8 @@ class UpdatePolicy:
     _lock: threading.Lock = field(default_factory=threading.Lock)
     deferred: list[str] = field(default_factory=list)  # deployment ids, in order
     accepted: list[str] = field(default_factory=list)
+    # Called (deployment id, reason) each time a deployment is deferred, to report it.
+    on_deferred: Callable[[str, str], None] | None = None
 
     def hold(self, rollout_id: str, reason: str = "model rollout in progress") -> None:
         with self._lock:
@@ -50,6 +52,8 @@ class UpdatePolicy:
                                                reason)
                     self.deferred.append(event.deployment_id)
                     log.info("deferred deployment %s: %s", event.deployment_id, reason)
+                    if self.on_deferred is not None:
+                        self.on_deferred(event.deployment_id, reason)
                 else:
                     ipc.accept_component_update(event.deployment_id)
                     self.accepted.append(event.deployment_id)

@@ -73,7 +73,9 @@ def test_the_agent_recipe_grants_exactly_its_topics() -> None:
 @pytest.mark.parametrize("arch", ["amd64", "aarch64", "arm"])
 def test_the_agent_recipe_runs_the_agent_on_linux(arch: str) -> None:
     step = Recipe.load(RECIPE).run_step(os="linux", architecture=arch)
-    assert step is not None and step.script == "python3 -m agent.cli serve"
+    assert step is not None and step.script == (
+        "exec {work:path}/venv/bin/python -m agent.cli serve "
+        "--initial-package {com.edgeinference.Model.digits:artifacts:path}")
     assert step.setenv == {"PYTHONUNBUFFERED": "1"}
 
 

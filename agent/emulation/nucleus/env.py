@@ -1,13 +1,9 @@
-"""The environment a nucleus gives a component process, and launching one with it."""
+"""The environment a nucleus gives a component process."""
 
 from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from pathlib import Path
-
-from agent.emulation.nucleus.errors import RecipeError
-from agent.emulation.nucleus.recipe import Recipe, host_platform, interpolate
 
 SOCKET_ENV = "AWS_GG_NUCLEUS_DOMAIN_SOCKET_FILEPATH_FOR_COMPONENT"
 TOKEN_ENV = "SVCUID"
@@ -31,21 +27,3 @@ def component_env(*, socket_path: str, svcuid: str, thing_name: str, region: str
     env.update(ipc_env(socket_path=socket_path, svcuid=svcuid, thing_name=thing_name,
                        region=region))
     return env
-
-
-def run_step_argv(recipe: Recipe, *, root_dir: Path, work_dir: Path,
-                  thing_name: str) -> list[str]:
-    """The command a nucleus runs for the recipe's lifecycle ``run`` step on this machine,
-    its recipe variables filled in with this emulated nucleus's folders."""
-    os_name, arch = host_platform()
-    step = recipe.run_step(os=os_name, architecture=arch)
-    if step is None:
-        raise RecipeError(f"{recipe.component_name} has no lifecycle run step for "
-                          f"{os_name}/{arch}")
-    name, version = recipe.component_name, recipe.component_version
-    return ["sh", "-c", interpolate(step.script, {
-        "iot:thingName": thing_name, "work:path": str(work_dir),
-        "kernel:rootPath": str(root_dir),
-        "artifacts:path": str(root_dir / "packages" / "artifacts" / name / version),
-        "artifacts:decompressedPath": str(root_dir / "packages" / "artifacts-unarchived"
-                                          / name / version)})]

@@ -217,6 +217,7 @@ class IoTCoreProxy:
         self._subscriptions: list[_Subscription] = []  # answered, so events may flow
         self._refs: dict[str, int] = {}  # IPC subscriptions per broker subscription
         self._tasks: set[asyncio.Task[None]] = set()
+        self.relayed: dict[str, int] = {}  # topic -> publishes that reached IoT Core
 
     def deliver(self, topic: str, payload: bytes) -> None:
         body = {"message": {"topicName": topic,
@@ -247,6 +248,7 @@ class IoTCoreProxy:
             except (binascii.Error, TypeError) as err:
                 raise invalid_arguments(f"payload is not base64: {err}") from err
             await self.link.publish(topic, payload, _qos(request))
+            self.relayed[topic] = self.relayed.get(topic, 0) + 1
             return {}
 
         async def subscribe(stream: Stream, request: Body) -> Body:

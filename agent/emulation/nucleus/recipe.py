@@ -1,9 +1,16 @@
 """Greengrass component recipes (format ``2020-01-25``), YAML or JSON.
 
-Only what the emulated nucleus acts on is interpreted: the component name, the
-``DefaultConfiguration`` (with its ``accessControl``), and each manifest's platform and
-lifecycle. Fields the recipe reference defines but the nucleus does not use here
-(artifacts, dependencies, publisher...) are accepted and kept as given.
+The typed model follows the recipe reference: component metadata, ``ComponentDependencies``
+(``VersionRequirement``, ``DependencyType``), the ``DefaultConfiguration`` (with its
+``accessControl``), and each manifest's platform, lifecycle and ``Artifacts`` (``URI``,
+``Digest``, ``Algorithm``, ``Unarchive``, ``Permission``). Keys are matched in any case, as
+the nucleus and the GDK CLI read them (``Run`` and ``run`` are the same step); anything
+the reference does not define is refused, naming the key.
+
+:func:`interpolate` replaces recipe variables the way the nucleus does in lifecycle
+scripts: ``{artifacts:path}``, ``{work:path}``, ``{iot:thingName}``,
+``{configuration:/json/pointer}`` and their cross-component forms such as
+``{com.example.Dep:artifacts:path}``; a variable it cannot resolve stays as written.
 """
 
 from __future__ import annotations
@@ -11,23 +18,53 @@ from __future__ import annotations
 import copy
 import json
 import platform as host
+import posixpath
 import re
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
+from urllib.parse import urlsplit
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from agent.emulation.nucleus.errors import RecipeError
 
 _STRICT = ConfigDict(extra="forbid", populate_by_name=True, frozen=True)
-_VARIABLE = re.compile(r"\{(iot:thingName|work:path|artifacts:path|artifacts:decompressedPath"
-                       r"|kernel:rootPath|configuration:[^}]*)\}")
+# [Component:]namespace:key, as the nucleus's interpolation patterns take them.
+_VARIABLE = re.compile(r"\{((?:[.\w-]+:)?(?:artifacts:path|artifacts:decompressedPath|work:path"
+                       r"|configuration:[^:}]*)|iot:thingName|kernel:rootPath)\}")
+_CONFIGURATION = re.compile(r"(?:(?P<component>[.\w-]+):)?configuration:(?P<pointer>[^:}]*)")
+_MISSING = object()
 
 
-class LifecycleStep(BaseModel):
+class _RecipeModel(BaseModel):
+    """Accepts each key in any case (``script``, ``Script``, ``SCRIPT``), and the values of
+    the keys in ``_any_case_values`` too (``ZIP``, ``zip``)."""
+
     model_config = _STRICT
+    _any_case_values: ClassVar[tuple[str, ...]] = ()
+
+    @model_validator(mode="before")
+    @classmethod
+    def _keys_in_any_case(cls, data: Any) -> Any:
+        if not isinstance(data, Mapping):
+            return data
+        canonical: dict[str, str] = {}
+        for name, field in cls.model_fields.items():
+            key = field.alias or name
+            canonical[name.lower()] = canonical[key.lower()] = key
+        keyed: dict[Any, Any] = {}
+        for key, value in data.items():
+            name = canonical.get(key.lower(), key) if isinstance(key, str) else key
+            if name in keyed:
+                raise ValueError(f"{key!r} repeats {name!r}: recipe keys ignore case")
+            keyed[name] = value.upper() if name in cls._any_case_values and isinstance(
+                value, str) else value
+        return keyed
+
+
+class LifecycleStep(_RecipeModel):
     script: str = Field(alias="Script")
     requires_privilege: bool | str = Field(default=False, alias="RequiresPrivilege")
     setenv: dict[str, str] = Field(default_factory=dict, alias="Setenv")
@@ -36,10 +73,10 @@ class LifecycleStep(BaseModel):
 
 
 Step = str | LifecycleStep
+STEP_NAMES = ("bootstrap", "install", "startup", "run", "shutdown", "recover")
 
 
-class Lifecycle(BaseModel):
-    model_config = _STRICT
+class Lifecycle(_RecipeModel):
     setenv: dict[str, str] = Field(default_factory=dict, alias="Setenv")
     bootstrap: Step | None = None
     install: Step | None = None
@@ -47,6 +84,17 @@ class Lifecycle(BaseModel):
     run: Step | None = None
     shutdown: Step | None = None
     recover: Step | None = None
+
+    def steps(self) -> dict[str, LifecycleStep]:
+        """Each step that is set, as a LifecycleStep (a plain string is its Script)."""
+        found: dict[str, LifecycleStep] = {}
+        for name in STEP_NAMES:
+            step = getattr(self, name)
+            if isinstance(step, str):
+                step = LifecycleStep.model_validate({"Script": step})
+            if step is not None:
+                found[name] = step
+        return found
 
 
 class Platform(BaseModel):
@@ -57,27 +105,68 @@ class Platform(BaseModel):
     architecture_detail: str | None = Field(default=None, alias="architecture.detail")
 
     def matches(self, *, os: str, architecture: str) -> bool:
-        return self.os in (None, "*", os) and self.architecture in (None, "*", architecture)
+        """Whether a device with this os and architecture meets the platform: a value is
+        exact, ``*`` (anything) or a ``/regular expression/``."""
+        return _platform_value(self.os, os) and _platform_value(self.architecture, architecture)
 
 
-class Manifest(BaseModel):
-    model_config = _STRICT
+def _platform_value(wanted: str | None, actual: str) -> bool:
+    if wanted is None or wanted == "*":
+        return True
+    if len(wanted) > 1 and wanted.startswith("/") and wanted.endswith("/"):
+        return re.fullmatch(wanted[1:-1], actual) is not None
+    return wanted == actual
+
+
+Access = Literal["NONE", "OWNER", "ALL"]
+
+
+class Permission(_RecipeModel):
+    _any_case_values = ("Read", "Execute")
+    read: Access = Field(default="OWNER", alias="Read")
+    execute: Access = Field(default="NONE", alias="Execute")
+
+
+class Artifact(_RecipeModel):
+    _any_case_values = ("Unarchive",)
+    uri: str = Field(alias="URI", min_length=1)
+    digest: str | None = Field(default=None, alias="Digest")
+    algorithm: str | None = Field(default=None, alias="Algorithm")
+    unarchive: Literal["NONE", "ZIP"] = Field(default="NONE", alias="Unarchive")
+    permission: Permission = Field(default_factory=Permission, alias="Permission")
+
+    @property
+    def scheme(self) -> str:
+        return urlsplit(self.uri).scheme.lower()
+
+    @property
+    def file_name(self) -> str:
+        """The name the nucleus stores the artifact under: the URI's last path segment."""
+        parts = urlsplit(self.uri)
+        return posixpath.basename(parts.path or parts.netloc) or parts.netloc
+
+
+class Dependency(_RecipeModel):
+    _any_case_values = ("DependencyType",)
+    version_requirement: str = Field(alias="VersionRequirement", min_length=1)
+    dependency_type: Literal["HARD", "SOFT"] = Field(default="HARD", alias="DependencyType")
+
+
+class Manifest(_RecipeModel):
     name: str | None = Field(default=None, alias="Name")
     platform: Platform = Field(default_factory=lambda: Platform.model_validate({}),
                                alias="Platform")
     lifecycle: Lifecycle | None = Field(default=None, alias="Lifecycle")
     selections: list[str] = Field(default_factory=list, alias="Selections")
-    artifacts: list[dict[str, Any]] = Field(default_factory=list, alias="Artifacts")
+    artifacts: list[Artifact] = Field(default_factory=list, alias="Artifacts")
 
 
-class ComponentConfiguration(BaseModel):
-    model_config = _STRICT
+class ComponentConfiguration(_RecipeModel):
     default_configuration: dict[str, Any] = Field(default_factory=dict,
                                                   alias="DefaultConfiguration")
 
 
-class Recipe(BaseModel):
-    model_config = _STRICT
+class Recipe(_RecipeModel):
     recipe_format_version: Literal["2020-01-25"] = Field(alias="RecipeFormatVersion")
     component_name: str = Field(alias="ComponentName", min_length=1)
     component_version: str = Field(default="0.0.0", alias="ComponentVersion")
@@ -87,23 +176,14 @@ class Recipe(BaseModel):
     component_source: str | None = Field(default=None, alias="ComponentSource")
     component_configuration: ComponentConfiguration = Field(
         default_factory=ComponentConfiguration, alias="ComponentConfiguration")
-    component_dependencies: dict[str, dict[str, Any]] = Field(
+    component_dependencies: dict[str, Dependency] = Field(
         default_factory=dict, alias="ComponentDependencies")
     manifests: list[Manifest] = Field(default_factory=list, alias="Manifests")
     lifecycle: dict[str, Any] = Field(default_factory=dict, alias="Lifecycle")
 
     @classmethod
     def load(cls, path: str | Path) -> Recipe:
-        path = Path(path)
-        try:
-            text = path.read_text()
-        except OSError as err:
-            raise RecipeError(f"cannot read recipe {path}: {err}") from err
-        try:
-            data = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
-        except (ValueError, yaml.YAMLError) as err:
-            raise RecipeError(f"recipe {path} is not valid YAML/JSON: {err}") from err
-        return cls.parse(data, source=str(path))
+        return cls.parse(load_recipe_data(path), source=str(path))
 
     @classmethod
     def parse(cls, data: object, *, source: str = "recipe") -> Recipe:
@@ -135,6 +215,19 @@ class Recipe(BaseModel):
                                                            **lifecycle.run.setenv}})
 
 
+def load_recipe_data(path: str | Path) -> Any:
+    """The parsed YAML or JSON of a recipe file (JSON when its suffix is ``.json``)."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as err:
+        raise RecipeError(f"cannot read recipe {path}: {err}") from err
+    try:
+        return json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
+    except (ValueError, yaml.YAMLError) as err:
+        raise RecipeError(f"recipe {path} is not valid YAML/JSON: {err}") from err
+
+
 def host_platform() -> tuple[str, str]:
     """This machine as a Greengrass platform: (os, architecture)."""
     machine = host.machine().lower()
@@ -144,10 +237,57 @@ def host_platform() -> tuple[str, str]:
     return host.system().lower(), arch
 
 
-def interpolate(text: str, variables: Mapping[str, str]) -> str:
-    """Replace the recipe variables ``{iot:thingName}``, ``{work:path}``... that
-    ``variables`` names; unknown ones stay as written, as a real nucleus leaves them."""
-    return _VARIABLE.sub(lambda m: variables.get(m.group(1), m.group(0)), text)
+def lookup_pointer(document: Any, pointer: str) -> Any:
+    """The value at a JSON pointer (RFC 6901) in ``document``; ``KeyError`` if none."""
+    if pointer == "":
+        return document
+    if not pointer.startswith("/"):
+        raise KeyError(pointer)
+    value = document
+    for raw in pointer[1:].split("/"):
+        token = raw.replace("~1", "/").replace("~0", "~")
+        if isinstance(value, Mapping) and token in value:
+            value = value[token]
+        elif isinstance(value, list) and token.isdigit() and int(token) < len(value):
+            value = value[int(token)]
+        else:
+            raise KeyError(pointer)
+    return value
+
+
+def configuration_text(value: Any) -> str:
+    """A configuration value as the nucleus writes it into a script: scalars as text
+    (``null``, ``true``), objects and lists as compact JSON with sorted keys."""
+    if isinstance(value, Mapping | list):
+        return json.dumps(value, sort_keys=True, separators=(",", ":"))
+    if value is None or isinstance(value, bool):
+        return json.dumps(value)
+    return str(value)
+
+
+def interpolate(text: str, variables: Mapping[str, str], *,
+                configuration: Mapping[str, Any] | None = None,
+                configurations: Mapping[str, Mapping[str, Any]] | None = None) -> str:
+    """Replace the recipe variables that ``variables`` names (``{iot:thingName}``,
+    ``{work:path}``, ``{com.example.Dep:artifacts:path}``...); ``{configuration:/ptr}``
+    also resolves in ``configuration`` (this component's) and ``{Dep:configuration:/ptr}``
+    in ``configurations[Dep]``. Unknown ones stay as written, as a real nucleus leaves them."""
+    def replace(match: re.Match[str]) -> str:
+        name = match.group(1)
+        if name in variables:
+            return variables[name]
+        found = _CONFIGURATION.fullmatch(name)
+        if found is not None:
+            component = found.group("component")
+            source = configuration if component is None else (configurations or {}).get(component)
+            if source is not None:
+                try:
+                    return configuration_text(lookup_pointer(source, found.group("pointer")))
+                except KeyError:
+                    pass
+        return match.group(0)
+
+    return _VARIABLE.sub(replace, text)
 
 
 def interpolate_tree(value: Any, variables: Mapping[str, str]) -> Any:

@@ -14,6 +14,9 @@ From threaded code (tests driving the real SDK client)::
 nucleus restart: the socket path and the SVCUIDs stay the same, connections drop.
 The control methods (``update_configuration``, ``announce_component_update``...) may
 be called from any thread.
+
+:meth:`EmulatedNucleus.from_store` and :meth:`deploy` install components from a component
+store and run their lifecycles as processes (see :mod:`agent.emulation.nucleus.hosting`).
 """
 
 from __future__ import annotations
@@ -23,24 +26,28 @@ import logging
 import os
 import secrets
 import shutil
-import subprocess
 import tempfile
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Any, TypeVar
 
+from agent.emulation.nucleus.components import ComponentStore, DeploymentPlan
 from agent.emulation.nucleus.config import ConfigStore, KeyPath, config_operations
 from agent.emulation.nucleus.connection import Connection
-from agent.emulation.nucleus.env import MAX_SOCKET_PATH, component_env, ipc_env, run_step_argv
+from agent.emulation.nucleus.deployment import Deployment
+from agent.emulation.nucleus.env import MAX_SOCKET_PATH, ipc_env
 from agent.emulation.nucleus.errors import NucleusError, RecipeError
+from agent.emulation.nucleus.hosting import ComponentHosting
 from agent.emulation.nucleus.iotcore import IoTCoreLink, IoTCoreProxy, LoopbackIoTCore, MqttBridge
+from agent.emulation.nucleus.iotcore_transport import TransportBridge
 from agent.emulation.nucleus.lifecycle import ComponentUpdate, Lifecycle, StateReport
 from agent.emulation.nucleus.loop_thread import LoopThread, call_in_loop
 from agent.emulation.nucleus.policy import AccessPolicy, check_policy_ids_unique
 from agent.emulation.nucleus.pubsub import LocalPubSub
-from agent.emulation.nucleus.recipe import Recipe, host_platform, interpolate_tree
+from agent.emulation.nucleus.recipe import Recipe, interpolate_tree
+from agent.transport.mqtt_config import MqttConfig
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -55,25 +62,34 @@ def parse_broker(broker: str | tuple[str, int]) -> tuple[str, int]:
     return host, int(port)
 
 
-class EmulatedNucleus:
+class EmulatedNucleus(ComponentHosting):
     """A nucleus for the components of ``recipes`` on the device ``thing_name``.
 
-    ``broker`` (``host:port``) is the MQTT broker that plays AWS IoT Core; without one,
+    ``broker`` (``host:port``) is the MQTT broker that plays AWS IoT Core, over MQTT 5 in
+    the clear; an :class:`MqttConfig` connects over MQTT 3.1.1 instead, with mutual TLS
+    when it names certificate files (AWS IoT Core itself); without one,
     IoT Core publishes loop back. ``config_overrides`` maps a component name to the
     configuration merged over its recipe's ``DefaultConfiguration``, as a deployment's
     ``merge`` update does. ``{iot:thingName}`` is filled in throughout the configuration.
+    ``plan`` is what :meth:`deploy` installs and runs (:meth:`from_store` resolves one);
+    without it, :meth:`deploy` runs the lifecycles of ``recipes``, which then have no
+    artifacts and must not depend on anything else.
     """
 
     def __init__(self, *, recipes: Sequence[Recipe], thing_name: str,
-                 broker: str | tuple[str, int] | None = None, socket_path: str | None = None,
+                 broker: str | tuple[str, int] | MqttConfig | None = None,
+                 socket_path: str | None = None,
                  root_dir: str | Path | None = None,
                  config_overrides: Mapping[str, Mapping[str, Any]] | None = None,
-                 region: str = "us-east-1", ack_timeout_s: float = 10.0) -> None:
+                 region: str = "us-east-1", ack_timeout_s: float = 10.0,
+                 plan: DeploymentPlan | None = None) -> None:
         if not recipes:
             raise NucleusError("the nucleus needs at least one component recipe")
         names = [r.component_name for r in recipes]
         if len(set(names)) != len(names):
             raise RecipeError(f"component names repeat: {names}")
+        if plan is not None and set(plan.names) != set(names):
+            raise NucleusError(f"the plan deploys {plan.names}, the recipes are {names}")
         if socket_path is None and root_dir is not None:
             socket_path = str(Path(root_dir) / "ipc.socket")
         if socket_path is not None and len(socket_path.encode()) > MAX_SOCKET_PATH:
@@ -99,6 +115,8 @@ class EmulatedNucleus:
         self.link: IoTCoreLink
         if broker is None:
             self.link = LoopbackIoTCore()
+        elif isinstance(broker, MqttConfig):
+            self.link = TransportBridge(broker, ack_timeout_s=ack_timeout_s)
         else:
             host, port = parse_broker(broker)
             self.link = MqttBridge(host=host, port=port, client_id=thing_name,
@@ -118,6 +136,21 @@ class EmulatedNucleus:
         self.root_dir = Path(root_dir) if root_dir else Path(tempfile.mkdtemp(prefix="gg",
                                                                              dir="/tmp"))
         self.socket_path = socket_path or str(self.root_dir / "ipc.socket")
+        self._deployment: Deployment | None = None
+        self._plan = plan
+
+    @classmethod
+    def from_store(cls, store_dir: str | Path, components: Mapping[str, str | None], *,
+                   thing_name: str, provided: Iterable[str] = (),
+                   **options: Any) -> EmulatedNucleus:
+        """A nucleus for ``components`` ({name: version, or None for the newest}) of the
+        component store at ``store_dir`` and their dependencies; ``provided`` names the
+        ``aws.greengrass.*`` / ``variant.DLR`` dependencies the platform stands in for.
+        ``options`` are the constructor's (broker, root_dir, config_overrides...)."""
+        plan = ComponentStore.load(store_dir).resolve(components, provided=provided)
+        roots = [plan.recipe(name) for name in plan.roots]
+        recipes = roots + [r for r in plan.components if r.component_name not in plan.roots]
+        return cls(recipes=recipes, thing_name=thing_name, plan=plan, **options)
 
     # ---- identity and environment -------------------------------------------------
 
@@ -136,41 +169,6 @@ class EmulatedNucleus:
         return ipc_env(socket_path=self.socket_path, svcuid=self.svcuid_for(self._name(component)),
                        thing_name=self.thing_name, region=self.region)
 
-    def component_env(self, component: str | None = None, *,
-                      base: Mapping[str, str] | None = None) -> dict[str, str]:
-        name = self._name(component)
-        return component_env(socket_path=self.socket_path, svcuid=self._tokens[name],
-                             thing_name=self.thing_name, region=self.region, base=base,
-                             setenv=self._setenv(name))
-
-    def _setenv(self, name: str) -> dict[str, str]:
-        """The recipe's ``Setenv`` for this machine's manifest, if it has one."""
-        os_name, arch = host_platform()
-        try:
-            step = self.recipes[name].run_step(os=os_name, architecture=arch)
-        except RecipeError:
-            return {}
-        return dict(step.setenv) if step else {}
-
-    def work_dir(self, component: str | None = None) -> Path:
-        return self.root_dir / "work" / self._name(component)
-
-    def launch(self, component: str | None = None, *, argv: Sequence[str] | None = None,
-               cwd: str | Path | None = None, extra_env: Mapping[str, str] | None = None,
-               **popen: Any) -> subprocess.Popen[bytes]:
-        """Start a component process with the nucleus's environment, in its work folder.
-        Without ``argv`` the recipe's lifecycle ``run`` script is run through ``sh -c``
-        with its recipe variables filled in, as a nucleus runs it."""
-        name = self._name(component)
-        work = self.work_dir(name)
-        work.mkdir(parents=True, exist_ok=True)
-        if argv is None:
-            argv = run_step_argv(self.recipes[name], root_dir=self.root_dir, work_dir=work,
-                                 thing_name=self.thing_name)
-        env = self.component_env(name)
-        env.update(extra_env or {})
-        return subprocess.Popen(list(argv), cwd=cwd or work, env=env, **popen)
-
     # ---- control, from any thread --------------------------------------------------
 
     def get_configuration(self, key_path: Sequence[str] = (), *,
@@ -185,6 +183,10 @@ class EmulatedNucleus:
         name = self._name(component)
         changes = interpolate_tree(dict(changes), {"iot:thingName": self.thing_name})
         return self._call(lambda: self._store.update(name, changes, key_path))
+
+    def relayed_to_iot_core(self) -> dict[str, int]:
+        """Per topic, how many of the components' IPC publishes reached IoT Core."""
+        return self._call(lambda: dict(self._iotcore.relayed))
 
     def state_reports(self) -> list[StateReport]:
         return self._call(lambda: list(self._lifecycle.reports))
@@ -234,7 +236,7 @@ class EmulatedNucleus:
             raise NucleusError(f"cannot listen on {self.socket_path}: {err}") from err
         self._loop = loop
         self.link.start(self._iotcore.deliver)
-        if isinstance(self.link, MqttBridge):
+        if isinstance(self.link, (MqttBridge, TransportBridge)):
             bridge = self.link
             if not await loop.run_in_executor(None, bridge.wait_connected, broker_wait_s):
                 log.warning("no broker at %s:%s yet; IoT Core operations fail until it is up",
@@ -244,6 +246,8 @@ class EmulatedNucleus:
         if self._loop is None:
             return
         assert self._server is not None
+        if self._deployment is not None:  # while they can still talk to the nucleus
+            await asyncio.get_running_loop().run_in_executor(None, self.stop_components)
         self._server.close()
         for connection in list(self._connections):
             await connection.close()
@@ -289,7 +293,9 @@ class EmulatedNucleus:
         self._runner = runner
 
     def stop(self, *, timeout_s: float = 10.0) -> None:
-        """Stop serving: every component connection drops, as when a nucleus stops."""
+        """Stop the deployed components, then serving: every component connection drops,
+        as when a nucleus stops."""
+        self.stop_components()
         runner, self._runner = self._runner, None
         if runner is None:
             return
@@ -303,6 +309,11 @@ class EmulatedNucleus:
         self.stop()
         self.start()
 
+    def close(self) -> None:
+        """Stop the components and the nucleus and remove the root folder it made."""
+        self.stop()
+        self.remove_root()
+
     def remove_root(self) -> None:
         """Remove the temporary root folder the nucleus made for itself, if it made one."""
         if self._owns_root and self._loop is None:
@@ -314,8 +325,7 @@ class EmulatedNucleus:
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                  tb: TracebackType | None) -> None:
-        self.stop()
-        self.remove_root()
+        self.close()
 
     # ---- internals -----------------------------------------------------------------
 

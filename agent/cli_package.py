@@ -4,6 +4,9 @@
     edge-agent package model DIR --key KEYFILE --key-id ID --version N
                              [--target T [--arch A] | --all] [--reference DIR]
                              [--golden-count N] --out DIR
+    edge-agent package component --key KEYFILE --key-id ID --out DIR [--models DIR]
+                             [--model-version N ...] [--uri-base s3://BUCKET/PREFIX | file]
+                             [--s3-packages] [--trust-signing-key] [--wheel FILE]
 
 Hook into the main parser with :func:`add_package_arguments` (each sub-command
 sets ``func``); both commands return an exit code and raise AgentError.
@@ -49,6 +52,47 @@ def add_package_arguments(subparsers: Any) -> None:
     model.add_argument("--out", type=Path, required=True, help="directory for the packages")
     model.add_argument("--json", action="store_true", help="print one JSON line")
     model.set_defaults(func=package_model_main)
+    _add_component_arguments(package)
+
+
+def _add_component_arguments(package: Any) -> None:
+    from agent.greengrass.component import DEFAULT_RECIPES, PLACEHOLDER_BASE
+
+    component = package.add_parser(
+        "component", help="the agent and its model as Greengrass components (GDK layout)",
+        description="Write com.edgeinference.Agent and com.edgeinference.Model.<name> in the "
+                    "Greengrass Development Kit layout: gdk-config.json, recipe.yaml and "
+                    "greengrass-build/ (recipes with artifact URIs and SHA-256 digests, "
+                    "artifacts), plus greengrass-local/ for greengrass-cli local deployments.")
+    component.add_argument("--models", type=Path, default=Path("build/models"),
+                           help="built model directories (default: build/models)")
+    component.add_argument("--key", type=Path, required=True,
+                           help="private key that signs the model packages")
+    component.add_argument("--key-id", required=True, help="id of that key in trust stores")
+    component.add_argument("--out", type=Path, required=True,
+                           help="output folder; its component folders are replaced")
+    component.add_argument("--model-version", type=int, nargs="+", action="extend",
+                           dest="model_versions", metavar="N",
+                           help="model versions to package, one component version each "
+                                "(N -> N.0.0; default: every version in --models)")
+    component.add_argument("--uri-base", default=PLACEHOLDER_BASE,
+                           help="artifact URIs: GDK's placeholders (default), "
+                                "s3://BUCKET/PREFIX, or 'file' (file:// paths, read only by "
+                                "the emulated nucleus)")
+    component.add_argument("--s3-packages", action="store_true",
+                           help="the agent fetches s3:// model packages itself: depend on "
+                                "aws.greengrass.TokenExchangeService")
+    component.add_argument("--trust-signing-key", action="store_true",
+                           help="add the signing key to the agent's default trustedKeys")
+    component.add_argument("--wheel", type=Path, default=None,
+                           help="use this agent wheel instead of building one")
+    component.add_argument("--recipes", type=Path, default=DEFAULT_RECIPES,
+                           help="recipe templates and install-agent.sh (default: recipes/)")
+    component.add_argument("--bucket", default="edge-inference-components",
+                           help="gdk-config publish.bucket")
+    component.add_argument("--region", default="us-east-1", help="gdk-config publish.region")
+    component.add_argument("--json", action="store_true", help="print one JSON line")
+    component.set_defaults(func=package_component_main)
 
 
 def keys_generate_main(args: argparse.Namespace) -> int:
@@ -91,3 +135,48 @@ def package_model_main(args: argparse.Namespace) -> int:
         for path in built:
             print(path)
     return 0
+
+
+def package_component_main(args: argparse.Namespace) -> int:
+    from agent.greengrass.component import ComponentOptions, build_components
+
+    options = ComponentOptions(
+        models=args.models, key=args.key, key_id=args.key_id, out=args.out,
+        model_versions=tuple(args.model_versions or ()), uri_base=args.uri_base,
+        s3_packages=args.s3_packages, trust_signing_key=args.trust_signing_key,
+        wheel=args.wheel, recipes=args.recipes, bucket=args.bucket, region=args.region,
+        command=_component_command(args))
+    log = (lambda _message: None) if args.json else print
+    written = build_components(options, log=log)
+    if args.json:
+        print(json.dumps({"out": str(args.out), "components": [
+            {"name": c.name, "folder": str(c.folder), "versions": list(c.versions),
+             "recipes": [str(p) for p in c.recipes],
+             "artifacts": [str(p) for p in c.artifacts]} for c in written]}))
+        return 0
+    for c in written:
+        print(f"{c.name} {', '.join(c.versions)}: {len(c.artifacts)} artifact(s) in {c.folder}")
+        for recipe in c.recipes:
+            print(f"  {recipe}")
+    merges = " ".join(f"--merge {c.name}={c.versions[-1]}" for c in written)
+    local = args.out / "greengrass-local"
+    print(f"publish: cd {args.out}/<component> && gdk component publish")
+    print(f"deploy locally: sudo greengrass-cli deployment create --recipeDir {local}/recipes "
+          f"--artifactDir {local}/artifacts {merges}")
+    return 0
+
+
+def _component_command(args: argparse.Namespace) -> tuple[str, ...]:
+    """The command line that rebuilds these components (GDK's custom_build_command)."""
+    command = ["edge-agent", "package", "component", "--models", str(args.models.resolve()),
+               "--key", str(args.key.resolve()), "--key-id", args.key_id,
+               "--out", str(args.out.resolve()), "--uri-base", args.uri_base,
+               "--recipes", str(args.recipes.resolve()), "--bucket", args.bucket,
+               "--region", args.region]
+    if args.model_versions:
+        command += ["--model-version", *map(str, args.model_versions)]
+    command += ["--s3-packages"] * args.s3_packages + \
+        ["--trust-signing-key"] * args.trust_signing_key
+    if args.wheel is not None:
+        command += ["--wheel", str(args.wheel.resolve())]
+    return tuple(command)

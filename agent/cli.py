@@ -161,6 +161,9 @@ def build_parser() -> argparse.ArgumentParser:
     tdemo.add_argument("--board", default="jetson_nano_r32")
     tdemo.add_argument("--seconds", type=float, default=10.0)
     tdemo.set_defaults(func=cmd_demo_telemetry)
+    from agent.demo.fleet_cli import add_fleet_demo_arguments
+
+    add_fleet_demo_arguments(demo_sub)
 
     bench = sub.add_parser("bench", help="benchmarks (ratios measured in one run)")
     bench_sub = bench.add_subparsers(dest="bench_command", required=True)

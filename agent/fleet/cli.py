@@ -15,14 +15,14 @@ from __future__ import annotations
 import argparse
 import json
 import time
-from collections.abc import Mapping
-from dataclasses import asdict, fields
+from dataclasses import asdict
 from pathlib import Path
 from urllib.parse import urlparse
 
 from agent.errors import ConfigError
 from agent.fleet.controller import TERMINAL, FleetController
 from agent.fleet.registry import FleetRegistry, load_fleet_file
+from agent.fleet.report import write_report
 from agent.fleet.spec import load_spec
 from agent.fleet.state import ControllerState
 from agent.protocol.signing import Signer
@@ -199,29 +199,12 @@ def _abort(args: argparse.Namespace) -> int:
 
 def _report(args: argparse.Namespace) -> int:
     with _open(args) as state:
-        record = state.rollout(args.rollout_id)
-        if record is None:
-            raise ConfigError(f"no rollout {args.rollout_id!r}")
-        report = {"rollout": asdict(record),
-                  "assignments": [_plain(a) for a in state.assignments(args.rollout_id)],
-                  "decisions": [_plain(d) for d in state.decisions(args.rollout_id)]}
-        args.out.mkdir(parents=True, exist_ok=True)
-        path = args.out / f"{args.rollout_id}.json"
-        path.write_text(json.dumps(report, indent=2, default=str))
+        written = write_report(state, args.rollout_id, args.out)
+    for path in written:
         print(path)
-        try:
-            from agent.fleet.timeline import write_timeline
-        except ImportError:  # matplotlib is in the controller extra, not on devices
-            print("no PNG timeline: pip install 'edge-inference-agent[controller]'")
-            return 0
-        print(write_timeline(state, args.rollout_id, args.out / f"{args.rollout_id}.png"))
+    if len(written) == 1:
+        print("no PNG timeline: pip install 'edge-inference-agent[controller]'")
     return 0
-
-
-def _plain(record: object) -> dict[str, object]:
-    """A dataclass as JSON-ready fields (read-only mappings become dicts)."""
-    return {f.name: dict(v) if isinstance(v := getattr(record, f.name), Mapping) else v
-            for f in fields(record)}  # type: ignore[arg-type]
 
 
 def add_fleet_arguments(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]

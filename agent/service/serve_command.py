@@ -61,7 +61,8 @@ def config_from_args(args: argparse.Namespace,
     raw.update(greengrass or {})
     thing = args.thing or raw.get("thingName") or os.environ.get("AWS_IOT_THING_NAME")
     flags = {
-        "thingName": thing, "modelDir": args.model, "initialPackage": args.initial_package, "backend": args.backend,
+        "thingName": thing, "modelDir": args.model, "initialPackage": args.initial_package,
+        "backend": args.backend,
         "source": args.source, "rateHz": args.rate, "stateDir": args.state_dir,
         "metricsIntervalSeconds": args.metrics_interval,
         "heartbeatIntervalSeconds": args.heartbeat_interval, "board": args.board,

@@ -1,0 +1,1 @@
+"""End-to-end demonstrations: an emulated fleet of Greengrass devices and a controller."""

@@ -1,0 +1,98 @@
+"""The device's first model from a signed package (a model component's artifacts): the
+package that fits the device is chosen and staged like any swap; anything else leaves
+the store empty and says why."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from agent.device.profile import DeviceProfile, detect_profile
+from agent.emulation.boards import board_root
+from agent.errors import ArtifactMissingError, ConfigError, TargetMismatchError
+from agent.protocol.signing import Signer, TrustStore
+from agent.service.agent import AgentService
+from agent.service.config import load_config
+from agent.service.first_model import choose_package, install_first_model
+from agent.swap.errors import UnknownPackageKeyError
+from agent.swap.package import build_package
+from agent.swap.package_keys import keys_generate
+from agent.swap.store import ModelStore
+
+
+def _profile(board: str) -> DeviceProfile:
+    return detect_profile(root=board_root(board), emulate=True)
+
+
+@pytest.fixture(scope="module")
+def component(built_models: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[
+        Path, TrustStore]:
+    """A model component's artifacts folder: digits v1 for three targets + the testset."""
+    tmp = tmp_path_factory.mktemp("component")
+    keys = keys_generate(tmp / "keys", "ctl")
+    signer = Signer.from_file(keys.private, key_id="ctl")
+    folder = tmp / "artifacts"
+    for artifact in ("rasp4b-x86_64", "jetson_nano-x86_64", "linux_x86_64-x86_64",
+                     "rasp4b-aarch64"):
+        build_package(built_models / "digits-v1", artifact, signer=signer, out_dir=folder,
+                      version=1)
+    shutil.copy(built_models / "digits-v1" / "testset.npz", folder)
+    return folder, TrustStore.from_text({"ctl": keys.public.read_text()})
+
+
+@pytest.mark.parametrize(("board", "suffix"), [("rpi4_64", "rasp4b-x86_64"),
+                                               ("jetson_nano_r32", "jetson_nano-x86_64"),
+                                               ("x86_laptop", "linux_x86_64-x86_64")])
+def test_the_package_for_the_device_is_chosen(component: tuple[Path, TrustStore], board: str,
+                                              suffix: str) -> None:
+    folder, _ = component
+    assert choose_package(folder, _profile(board)).name.endswith(f"-{suffix}.tar.gz")
+
+
+def test_installed_through_staging_and_current(component: tuple[Path, TrustStore],
+                                               tmp_path: Path) -> None:
+    folder, trust = component
+    with ModelStore(tmp_path / "models") as store:
+        version_id = install_first_model(folder, store=store, trust=trust,
+                                         profile=_profile("rpi4_64"),
+                                         work_dir=tmp_path / "staging", min_version=0,
+                                         golden_timeout_s=10)
+        assert store.current() == version_id and store.trial() is None
+        assert store.manifest(version_id)["target"] == "rasp4b"
+
+
+def test_untrusted_package_leaves_the_store_empty(component: tuple[Path, TrustStore],
+                                                  tmp_path: Path) -> None:
+    folder, _ = component
+    other = keys_generate(tmp_path / "other", "someone")
+    with ModelStore(tmp_path / "models") as store, pytest.raises(UnknownPackageKeyError):
+        install_first_model(folder, store=store,
+                            trust=TrustStore.from_text({"someone": other.public.read_text()}),
+                            profile=_profile("rpi4_64"), work_dir=tmp_path / "staging",
+                            min_version=0, golden_timeout_s=10)
+    with ModelStore(tmp_path / "models") as store:
+        assert store.current() is None and store.versions() == []
+    assert list((tmp_path / "staging").iterdir()) == []
+
+
+def test_no_package_fits_or_none_there(component: tuple[Path, TrustStore],
+                                       tmp_path: Path) -> None:
+    folder, _ = component
+    only_arm = tmp_path / "arm"
+    only_arm.mkdir()
+    shutil.copy(next(folder.glob("*-rasp4b-aarch64.tar.gz")), only_arm)
+    with pytest.raises(TargetMismatchError, match="rasp4b-aarch64"):
+        choose_package(only_arm, _profile("rpi4_64"))  # aarch64 code on this x86_64 machine
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ArtifactMissingError, match="no model packages"):
+        choose_package(tmp_path / "empty", _profile("rpi4_64"))
+    with pytest.raises(ArtifactMissingError, match="no such file"):
+        choose_package(tmp_path / "missing", _profile("rpi4_64"))
+
+
+def test_agent_without_any_model_says_so(tmp_path: Path) -> None:
+    config = load_config({"thingName": "t-1", "stateDir": str(tmp_path / "state")})
+    with pytest.raises(ConfigError, match="initialPackage nor modelDir"):
+        AgentService(config=config).start()

@@ -32,7 +32,7 @@ from agent.emulation.nucleus import (
     UnresolvedVariableError,
 )
 from agent.emulation.nucleus.recipe import Recipe, host_platform
-from agent.emulation.nucleus.semver import satisfies
+from agent.greengrass.versions import satisfies
 
 APP, DATA, OTHER = "com.example.App", "com.example.Data", "com.example.Other"
 OS, ARCH = host_platform()

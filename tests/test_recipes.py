@@ -15,7 +15,8 @@ import pytest
 
 from agent.emulation.nucleus.errors import IpcServiceError
 from agent.emulation.nucleus.policy import MQTT_PROXY, AccessPolicy
-from agent.emulation.nucleus.recipe import Recipe, interpolate, load_recipe_data
+from agent.emulation.nucleus.recipe import Recipe, load_recipe_data
+from agent.emulation.nucleus.variables import interpolate
 from agent.errors import ConfigError
 from agent.greengrass import agent_rules
 from agent.greengrass.agent_rules import PUBLISH, SUBSCRIBE, agent_problems, agent_topics
@@ -164,6 +165,9 @@ def set_run(script: str, index: int = 1) -> Callable[[dict[str, Any]], None]:
      "Manifests[1].Lifecycle.run: {secrets:token} does not resolve: unknown namespace "
      "'secrets'"),
     ("run {work:dir}", "Manifests[1].Lifecycle.run: {work:dir} does not resolve: work has path"),
+    ("run {com.edgeinference.Model.digits:iot:thingName}",
+     "Manifests[1].Lifecycle.run: {com.edgeinference.Model.digits:iot:thingName} does not "
+     "resolve: iot is only a component's own, not a dependency's"),
     ("run {artifacts:decompressedPath}", "Manifests[1].Lifecycle.run: "
      "{artifacts:decompressedPath} names no folder: no artifact has Unarchive: ZIP"),
     ("sh {artifacts:path}/setup.sh", "Manifests[1].Lifecycle.run: {artifacts:path}/setup.sh "

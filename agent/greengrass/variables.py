@@ -6,7 +6,9 @@ scripts: ``artifacts`` (``path``, ``decompressedPath``), ``work`` (``path``), ``
 of another component resolves only when that component is a direct dependency; one that
 does not resolve is left in the script as written, so the script runs with a literal
 ``{configuration:/nope}`` in it. In configuration, ``interpolateComponentConfiguration``
-fills in ``{iot:thingName}`` only. Each function returns ``(key path, message)`` pairs.
+fills in ``{iot:thingName}`` only. Variables are read as the nucleus reads them
+(:func:`agent.emulation.nucleus.variables.find_variables`), but not after a ``$``:
+``${VAR:-x}`` is the shell's. Each function returns ``(key path, message)`` pairs.
 """
 
 from __future__ import annotations
@@ -16,17 +18,39 @@ from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-from agent.emulation.nucleus.recipe import STEP_NAMES, Lifecycle, Manifest, Recipe, lookup_pointer
+from agent.emulation.nucleus.recipe import STEP_NAMES, Lifecycle, Manifest, Recipe
+from agent.emulation.nucleus.variables import (
+    CONFIGURATION,
+    PATH_KEYS,
+    SYSTEM_KEYS,
+    Variable,
+    find_variables,
+    lookup_pointer,
+)
 
 Found = list[tuple[str, str]]
-_TOKEN = re.compile(r"(?<!\$)\{([^{}]*)\}")  # ${VAR:-x} is the shell's, not a variable
-_SAME = re.compile(r"([.\w]+):([^:}]+)")
-_CROSS = re.compile(r"([.\w-]+):([.\w]+):([^:}]+)")
-_SYSTEM = {"artifacts": ("path", "decompressedPath"), "work": ("path",),
-           "kernel": ("rootPath",), "iot": ("thingName",)}
-_FILE_REF = re.compile(r"(?<!\$)\{(?:([.\w-]+):)?artifacts:(path|decompressedPath)\}/"
-                       r"([^/\s\"'`;|&<>()$]+)")
-_DEP_ARTIFACTS = re.compile(r"(?<!\$)\{([.\w-]+):artifacts:(?:path|decompressedPath)\}")
+_FILE_NAME = re.compile(r"/([^/\s\"'`;|&<>()$]+)")  # after {artifacts:path}
+
+
+def _variables(text: str) -> list[Variable]:
+    """The recipe variables in ``text``; ``${VAR:-x}`` is the shell's, not a variable."""
+    return [v for v in find_variables(text) if not text[:v.start].endswith("$")]
+
+
+def _artifact_paths(text: str) -> list[Variable]:
+    """The ``{[Component:]artifacts:path|decompressedPath}`` variables in ``text``."""
+    return [v for v in _variables(text)
+            if v.namespace == "artifacts" and v.key in PATH_KEYS["artifacts"]]
+
+
+def _file_refs(text: str) -> Iterator[tuple[str, str, str]]:
+    """(component or "", path key, file name) of each ``{artifacts:path}/file`` in ``text``."""
+    end = 0
+    for variable in _artifact_paths(text):
+        name = _FILE_NAME.match(text, variable.end) if variable.start >= end else None
+        if name is not None:
+            end = name.end()
+            yield variable.component or "", variable.key, name.group(1)
 
 
 def key_path(parts: Iterable[str | int]) -> str:
@@ -87,11 +111,11 @@ def lifecycle_problems(recipe: Recipe, dependencies: Mapping[str, Recipe]) -> Fo
                                                                      recipe.lifecycle)]
     found: Found = []
     for where, text, manifest in places:
-        for token in _TOKEN.findall(text):
-            message = _variable_problem(recipe, dependencies, token)
+        for variable in _variables(text):
+            message = _variable_problem(recipe, dependencies, variable)
             if message:
-                found.append((where, f"{{{token}}} {message}"))
-        for component, kind, name in _FILE_REF.findall(text):
+                found.append((where, f"{variable.text} {message}"))
+        for component, kind, name in _file_refs(text):
             source = recipe if not component else dependencies.get(component)
             if source is not None:
                 message = _file_problem(source, manifest if not component else None,
@@ -102,28 +126,25 @@ def lifecycle_problems(recipe: Recipe, dependencies: Mapping[str, Recipe]) -> Fo
 
 
 def _variable_problem(recipe: Recipe, dependencies: Mapping[str, Recipe],
-                      token: str) -> str | None:
-    cross, same = _CROSS.fullmatch(token), _SAME.fullmatch(token)
-    if cross:
-        component, namespace, key = cross.groups()
+                      variable: Variable) -> str | None:
+    component, namespace, key = variable.component, variable.namespace, variable.key
+    owner: Recipe | None = recipe
+    if component is not None:
         if component not in recipe.component_dependencies:
             return (f"does not resolve: {component} is not in ComponentDependencies "
                     "(only direct dependencies resolve)")
         owner = dependencies.get(component)
-        if namespace == "configuration":
+        if namespace == CONFIGURATION:
             return None if owner is None else _pointer_problem(
                 owner.default_configuration(), key, f"{component}'s DefaultConfiguration")
-    elif same:
-        namespace, key = same.groups()
-        owner = recipe
-        if namespace == "configuration":
-            return _pointer_problem(recipe.default_configuration(), key, "DefaultConfiguration")
-    else:
-        return None  # not a recipe variable (shell braces, JSON...): the nucleus skips it
-    if namespace not in _SYSTEM:
+    elif namespace == CONFIGURATION:
+        return _pointer_problem(recipe.default_configuration(), key, "DefaultConfiguration")
+    if namespace not in SYSTEM_KEYS:
         return f"does not resolve: unknown namespace {namespace!r}"
-    if key not in _SYSTEM[namespace]:
-        return f"does not resolve: {namespace} has {', '.join(_SYSTEM[namespace])}"
+    if component is not None and not variable.known:
+        return f"does not resolve: {namespace} is only a component's own, not a dependency's"
+    if key not in SYSTEM_KEYS[namespace]:
+        return f"does not resolve: {namespace} has {', '.join(SYSTEM_KEYS[namespace])}"
     if key == "decompressedPath" and owner is not None and not any(
             a.unarchive == "ZIP" for m in owner.manifests for a in m.artifacts):
         return "names no folder: no artifact has Unarchive: ZIP"
@@ -157,19 +178,18 @@ def _file_problem(source: Recipe, manifest: Manifest | None, component: str, kin
 def configuration_problems(recipe: Recipe) -> Found:
     """Variables in ``DefaultConfiguration`` other than ``{iot:thingName}``."""
     base: list[str | int] = ["ComponentConfiguration", "DefaultConfiguration"]
-    return [(where, f"{{{token}}} stays as written: only {{iot:thingName}} is interpolated in "
-                    "configuration (interpolateComponentConfiguration)")
+    return [(where, f"{variable.text} stays as written: only {{iot:thingName}} is "
+                    "interpolated in configuration (interpolateComponentConfiguration)")
             for where, text in tree_strings(base, recipe.default_configuration())
-            for token in _TOKEN.findall(text)
-            if token != "iot:thingName" and (_SAME.fullmatch(token) or _CROSS.fullmatch(token))]
+            for variable in _variables(text) if variable.name != "iot:thingName"]
 
 
 def permission_problems(recipe: Recipe, dependencies: Mapping[str, Recipe]) -> Found:
     """The reference: another component reads a dependency's artifacts only when their
     Read (or Execute) permission is ALL."""
-    read = {match.group(1) for m in recipe.manifests if m.lifecycle is not None
+    read = {variable.component for m in recipe.manifests if m.lifecycle is not None
             for _, text in lifecycle_strings("", m.lifecycle)
-            for match in _DEP_ARTIFACTS.finditer(text)}
+            for variable in _artifact_paths(text) if variable.component is not None}
     return [(f"{name}: Manifests[{i}].Artifacts[{j}].Permission.Read",
              f"must be ALL: {recipe.component_name} reads {artifact.file_name} through "
              f"{{{name}:artifacts:path}}")

@@ -2,15 +2,19 @@
 
 Greengrass versions components as ``major.minor.patch`` and picks a dependency's version
 with an npm range: comparators joined by spaces all hold (``>=1.0.0 <2.0.0``), ``||``
-separates alternatives, ``^1.2.0`` and ``~1.2.0`` are the caret and tilde ranges,
-``1.x`` / ``1.2`` / ``*`` are partial versions and ``1.0.0 - 1.4.0`` is a hyphen range.
-Pre-release versions sort before their release and match only comparators that name one.
+separates alternatives, ``1.2.3`` / ``=1.2.3`` is that version, ``^1.2.0`` and ``~1.2.0``
+are the caret and tilde ranges, ``1.x`` / ``1.2.*`` / ``1.2`` / ``*`` are partial versions
+and ``1.0.0 - 1.4.0`` is a hyphen range. Pre-release versions sort before their release
+(``1.0.0-rc.1 < 1.0.0``) and match only comparators that name one of the same
+``major.minor.patch``. The recipe checker and the emulated nucleus's component store both
+use this module; a malformed version or range is a ConfigError.
 """
 
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from functools import total_ordering
 
 from agent.errors import ConfigError
 
@@ -21,9 +25,11 @@ _PARTIAL = re.compile(r"v?(\d+|[xX*])(?:\.(\d+|[xX*]))?(?:\.(\d+|[xX*]))?"
 _COMPARATOR = re.compile(r"(>=|<=|>|<|=|\^|~)?\s*([^\s<>=^~]+)")
 
 
-@dataclass(frozen=True, order=True)
+@total_ordering
+@dataclass(frozen=True)
 class Version:
-    """A semantic version; pre-releases sort before their release."""
+    """A semantic version; pre-releases sort before their release, and their identifiers
+    as semver orders them (numbers numerically, and below words: ``rc.2 < rc.10 < rc.a``)."""
 
     major: int
     minor: int
@@ -42,6 +48,15 @@ class Version:
     @property
     def triple(self) -> tuple[int, int, int]:
         return self.major, self.minor, self.patch
+
+    def _key(self) -> tuple[int, int, int, bool, tuple[tuple[int, int | str], ...]]:
+        pre = tuple((0, p) if isinstance(p, int) else (1, p) for p in self.pre)
+        return self.major, self.minor, self.patch, self.release, pre
+
+    def __lt__(self, other: object) -> bool:
+        if not isinstance(other, Version):
+            return NotImplemented
+        return self._key() < other._key()
 
     def __str__(self) -> str:
         pre = "-" + ".".join(str(p) for p in self.pre) if not self.release else ""
@@ -105,6 +120,9 @@ def parse_range(requirement: str) -> list[list[Comparator]]:
             high = _bounds("<=", hyphen.group(2))
             alternatives.append(low + high)
             continue
+        unread = _COMPARATOR.sub("", text).strip()
+        if unread:
+            raise ConfigError(f"version requirement {requirement!r}: cannot read {unread!r}")
         comparators: list[Comparator] = []
         for op, version in _COMPARATOR.findall(text) or [("", "*")]:
             comparators += _bounds(op or "", version)

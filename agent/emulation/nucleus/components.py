@@ -26,7 +26,8 @@ from pathlib import Path
 
 from agent.emulation.nucleus.errors import NucleusError, RecipeError
 from agent.emulation.nucleus.recipe import Manifest, Recipe, host_platform
-from agent.emulation.nucleus.semver import Version, satisfies
+from agent.errors import ConfigError
+from agent.greengrass.versions import Version, satisfies
 
 RECIPE_SUFFIXES = (".yaml", ".yml", ".json")
 # Dependencies a device may get from elsewhere than the store (the nucleus itself, its
@@ -63,6 +64,14 @@ class LifecycleError(DeploymentError):
         super().__init__(message, component=component)
         self.log_path = log_path
         self.timed_out = timed_out
+
+
+def _meets(version: Version | str, requirement: str) -> bool:
+    """:func:`satisfies`, a malformed requirement being a RecipeError."""
+    try:
+        return satisfies(version, requirement)
+    except ConfigError as err:
+        raise RecipeError(str(err)) from err
 
 
 def providable(name: str) -> bool:
@@ -114,7 +123,10 @@ class ComponentStore:
         self._recipes: dict[str, dict[Version, Recipe]] = {}
         for recipe in recipes:
             name = recipe.component_name
-            version = Version.parse(recipe.component_version)
+            try:
+                version = Version.parse(recipe.component_version)
+            except ConfigError as err:
+                raise RecipeError(f"{name}: {err}") from err
             if version in self._recipes.get(name, {}):
                 raise RecipeError(f"{name} {version} is in the store twice")
             self._recipes.setdefault(name, {})[version] = recipe
@@ -165,7 +177,7 @@ class ComponentStore:
                 raise DependencyError(f"dependency cycle: {cycle}", component=name)
             if name in chosen:
                 have = chosen[name].component_version
-                if not satisfies(have, requirement):
+                if not _meets(have, requirement):
                     raise DependencyError(
                         f"{wanted_by} requires {name} {requirement}, but {name} {have} was "
                         "chosen for another component", component=name)
@@ -176,7 +188,7 @@ class ComponentStore:
                     return
                 raise DependencyError(f"{wanted_by} depends on {name}, which is not in the "
                                       "component store", component=name)
-            fits = [v for v in self.versions(name) if satisfies(v, requirement)]
+            fits = [v for v in self.versions(name) if _meets(v, requirement)]
             if not fits:
                 raise DependencyError(
                     f"{wanted_by} requires {name} {requirement!r}; the component store has "

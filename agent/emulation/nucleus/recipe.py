@@ -7,10 +7,8 @@ The typed model follows the recipe reference: component metadata, ``ComponentDep
 the nucleus and the GDK CLI read them (``Run`` and ``run`` are the same step); anything
 the reference does not define is refused, naming the key.
 
-:func:`interpolate` replaces recipe variables the way the nucleus does in lifecycle
-scripts: ``{artifacts:path}``, ``{work:path}``, ``{iot:thingName}``,
-``{configuration:/json/pointer}`` and their cross-component forms such as
-``{com.example.Dep:artifacts:path}``; a variable it cannot resolve stays as written.
+Recipe variables (``{artifacts:path}``, ``{Dep:configuration:/port}``...) are read and filled
+in by :mod:`agent.emulation.nucleus.variables`.
 """
 
 from __future__ import annotations
@@ -31,11 +29,6 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from agent.emulation.nucleus.errors import RecipeError
 
 _STRICT = ConfigDict(extra="forbid", populate_by_name=True, frozen=True)
-# [Component:]namespace:key, as the nucleus's interpolation patterns take them.
-_VARIABLE = re.compile(r"\{((?:[.\w-]+:)?(?:artifacts:path|artifacts:decompressedPath|work:path"
-                       r"|configuration:[^:}]*)|iot:thingName|kernel:rootPath)\}")
-_CONFIGURATION = re.compile(r"(?:(?P<component>[.\w-]+):)?configuration:(?P<pointer>[^:}]*)")
-_MISSING = object()
 
 
 class _RecipeModel(BaseModel):
@@ -235,66 +228,3 @@ def host_platform() -> tuple[str, str]:
             "i686": "x86", "i386": "x86"}.get(machine, "arm" if machine.startswith("arm")
                                                else machine)
     return host.system().lower(), arch
-
-
-def lookup_pointer(document: Any, pointer: str) -> Any:
-    """The value at a JSON pointer (RFC 6901) in ``document``; ``KeyError`` if none."""
-    if pointer == "":
-        return document
-    if not pointer.startswith("/"):
-        raise KeyError(pointer)
-    value = document
-    for raw in pointer[1:].split("/"):
-        token = raw.replace("~1", "/").replace("~0", "~")
-        if isinstance(value, Mapping) and token in value:
-            value = value[token]
-        elif isinstance(value, list) and token.isdigit() and int(token) < len(value):
-            value = value[int(token)]
-        else:
-            raise KeyError(pointer)
-    return value
-
-
-def configuration_text(value: Any) -> str:
-    """A configuration value as the nucleus writes it into a script: scalars as text
-    (``null``, ``true``), objects and lists as compact JSON with sorted keys."""
-    if isinstance(value, Mapping | list):
-        return json.dumps(value, sort_keys=True, separators=(",", ":"))
-    if value is None or isinstance(value, bool):
-        return json.dumps(value)
-    return str(value)
-
-
-def interpolate(text: str, variables: Mapping[str, str], *,
-                configuration: Mapping[str, Any] | None = None,
-                configurations: Mapping[str, Mapping[str, Any]] | None = None) -> str:
-    """Replace the recipe variables that ``variables`` names (``{iot:thingName}``,
-    ``{work:path}``, ``{com.example.Dep:artifacts:path}``...); ``{configuration:/ptr}``
-    also resolves in ``configuration`` (this component's) and ``{Dep:configuration:/ptr}``
-    in ``configurations[Dep]``. Unknown ones stay as written, as a real nucleus leaves them."""
-    def replace(match: re.Match[str]) -> str:
-        name = match.group(1)
-        if name in variables:
-            return variables[name]
-        found = _CONFIGURATION.fullmatch(name)
-        if found is not None:
-            component = found.group("component")
-            source = configuration if component is None else (configurations or {}).get(component)
-            if source is not None:
-                try:
-                    return configuration_text(lookup_pointer(source, found.group("pointer")))
-                except KeyError:
-                    pass
-        return match.group(0)
-
-    return _VARIABLE.sub(replace, text)
-
-
-def interpolate_tree(value: Any, variables: Mapping[str, str]) -> Any:
-    if isinstance(value, str):
-        return interpolate(value, variables)
-    if isinstance(value, dict):
-        return {k: interpolate_tree(v, variables) for k, v in value.items()}
-    if isinstance(value, list):
-        return [interpolate_tree(v, variables) for v in value]
-    return value

@@ -46,7 +46,8 @@ from agent.emulation.nucleus.lifecycle import ComponentUpdate, Lifecycle, StateR
 from agent.emulation.nucleus.loop_thread import LoopThread, call_in_loop
 from agent.emulation.nucleus.policy import AccessPolicy, check_policy_ids_unique
 from agent.emulation.nucleus.pubsub import LocalPubSub
-from agent.emulation.nucleus.recipe import Recipe, interpolate_tree
+from agent.emulation.nucleus.recipe import Recipe
+from agent.emulation.nucleus.variables import interpolate_tree
 from agent.transport.mqtt_config import MqttConfig
 
 log = logging.getLogger(__name__)

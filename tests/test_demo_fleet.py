@@ -87,3 +87,25 @@ def test_ctrl_c_stops_everything(built_models: Path, tmp_path: Path) -> None:
     assert process.returncode == 130, "".join(seen) + rest
     assert "every process the demo started has been stopped" in rest
     assert _left_running(out) == []
+
+
+@pytest.mark.slow
+def test_short_demo_over_mutual_tls(built_models: Path, tmp_path: Path) -> None:
+    """``--endpoint`` as with AWS IoT Core: every nucleus and the controller connect with
+    a client certificate to a broker that requires one (mosquitto stands in for IoT Core)."""
+    from mqtt_brokers import running_mosquitto
+
+    from agent.brokers.certs import make_test_pki
+    from agent.brokers.mosquitto import MosquittoTls
+
+    pki = make_test_pki(tmp_path / "pki")
+    tls = MosquittoTls(cafile=pki.ca_cert, certfile=pki.server_cert, keyfile=pki.server_key,
+                       require_certificate=True)
+    with running_mosquitto(tmp_path / "broker", tls=tls) as broker:
+        options = DemoOptions(out=tmp_path / "demo", models=built_models, devices=4,
+                              bake_s=3.0, shadow_s=3.0, endpoint=f"localhost:{broker.port}",
+                              cert=pki.client_cert, key=pki.client_key, ca=pki.ca_cert)
+        lines: list[str] = []
+        result = run_demo(options, say=lines.append)
+    assert result.ok, "\n".join(lines)
+    assert any("(mutual TLS)" in line for line in lines)

@@ -60,7 +60,10 @@ def open_broker(options: DemoOptions, workdir: Path) -> Iterator[Broker]:
         missing = [name for name in ("cert", "key", "ca") if getattr(options, name) is None]
         if missing:
             raise ConfigError(f"--endpoint needs --{' --'.join(missing)} (mutual TLS)")
-        yield Broker(options.endpoint, 8883, f"AWS IoT Core at {options.endpoint} (mutual TLS)",
+        host, _, port = options.endpoint.partition(":")
+        if port and not port.isdigit():
+            raise ConfigError(f"--endpoint wants HOST or HOST:PORT, got {options.endpoint!r}")
+        yield Broker(host, int(port or 8883), f"{options.endpoint} (mutual TLS)",
                      cert=options.cert, key=options.key, ca=options.ca)
         return
     if options.mosquitto:

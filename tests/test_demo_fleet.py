@@ -44,6 +44,9 @@ def test_short_demo_end_to_end(built_models: Path, tmp_path: Path) -> None:
     assert result.offline_device is not None, text
     assert f"{result.offline_device} was rolled back to digits-v2 when it returned" in text
     assert result.devices[result.offline_device]["starts"] == 2
+    # Taken offline as a nucleus stops a component: it answered SIGTERM in time.
+    assert result.devices[result.offline_device]["stops"] == [
+        "FINISHED: exited 0 on SIGTERM"], result.devices[result.offline_device]
 
     for thing, device in result.devices.items():
         assert device["online"], thing

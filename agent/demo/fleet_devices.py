@@ -32,6 +32,7 @@ class EmulatedDevice:
         self.config = dict(config)
         self.nucleus: EmulatedNucleus | None = None
         self.starts = 0
+        self.stops: list[str] = []  # how each stop ended: "FINISHED: exited 0 on SIGTERM"
 
     @property
     def thing(self) -> str:
@@ -58,12 +59,16 @@ class EmulatedDevice:
         if not venv.exists() and not venv.is_symlink():
             os.symlink(sys.prefix, venv)
 
-    def stop(self, *, timeout_s: float = 20.0) -> None:
+    def stop(self, *, timeout_s: float | None = None) -> None:
+        """Stop the agent as a nucleus does (SIGTERM, then SIGKILL after the nucleus's
+        5 s unless ``timeout_s`` says otherwise), then the nucleus."""
         nucleus, self.nucleus = self.nucleus, None
         if nucleus is None:
             return
         try:
             nucleus.stop_components(timeout_s=timeout_s)
+            last = [s for s in nucleus.lifecycle_states(AGENT)][-1:]
+            self.stops += [f"{s.state}: {s.detail}" for s in last]
         finally:
             with contextlib.suppress(Exception):
                 nucleus.stop()
@@ -81,12 +86,13 @@ class EmulatedDevice:
         """What its nucleus saw: lifecycle states (nucleus and component side) and, per
         channel, the agent's IPC publishes the nucleus relayed to IoT Core."""
         if self.nucleus is None:
-            return {"online": False, "starts": self.starts}
+            return {"online": False, "starts": self.starts, "stops": list(self.stops)}
         relayed: dict[str, int] = {}
         for topic, count in self.nucleus.relayed_to_iot_core().items():
             channel = topic.rsplit("/", 1)[-1]
             relayed[channel] = relayed.get(channel, 0) + count
-        return {"online": True, "starts": self.starts, "board": self.device.board,
+        return {"online": True, "starts": self.starts, "stops": list(self.stops),
+                "board": self.device.board,
                 "group": self.device.group,
                 "states": [f"{state} ({source})" for state, source
                            in self.nucleus.component_states(AGENT)],

@@ -13,8 +13,8 @@ import pytest
 from cloud import CloudSubscriber
 
 from agent.brokers.mosquitto import MosquittoBroker, find_mosquitto
-from agent.emulation.nucleus.recipe import Recipe
 from agent.emulation.nucleus.server import EmulatedNucleus
+from agent.greengrass.recipe import Recipe
 from agent.protocol.messages import Metrics
 from agent.service.agent import AgentService
 from agent.service.config import load_config

@@ -31,7 +31,7 @@ from agent.emulation.nucleus import (
     PlatformError,
     UnresolvedVariableError,
 )
-from agent.emulation.nucleus.recipe import Recipe, host_platform
+from agent.greengrass.recipe import Recipe, host_platform
 from agent.greengrass.versions import satisfies
 
 APP, DATA, OTHER = "com.example.App", "com.example.Data", "com.example.Other"

@@ -13,7 +13,8 @@ import pytest
 
 from agent.emulation.nucleus import NucleusError, Recipe, RecipeError
 from agent.emulation.nucleus.errors import IpcServiceError
-from agent.emulation.nucleus.policy import MQTT_PROXY, AccessPolicy, resource_pattern
+from agent.emulation.nucleus.policy import authorize
+from agent.greengrass.access_policy import MQTT_PROXY, AccessPolicy, resource_pattern
 from agent.transport.base import TransportError
 from agent.transport.ipc import IpcTransport
 
@@ -55,15 +56,15 @@ def test_the_agent_recipe_grants_exactly_its_topics() -> None:
     policy = AccessPolicy.from_configuration(component=recipe.component_name,
                                              configuration=config, thing_name="pi-7")
     for channel in ("register", "heartbeat", "metrics", "events", "state", "ack"):
-        policy.check(service=MQTT_PROXY, operation=PUBLISH, resource=f"edge/pi-7/{channel}")
-    policy.check(service=MQTT_PROXY, operation=SUBSCRIBE, resource="edge/pi-7/commands")
-    policy.check(service=MQTT_PROXY, operation=SUBSCRIBE, resource="edge/groups/+/commands")
+        authorize(policy, service=MQTT_PROXY, operation=PUBLISH, resource=f"edge/pi-7/{channel}")
+    authorize(policy, service=MQTT_PROXY, operation=SUBSCRIBE, resource="edge/pi-7/commands")
+    authorize(policy, service=MQTT_PROXY, operation=SUBSCRIBE, resource="edge/groups/+/commands")
     refused = [(PUBLISH, "edge/pi-7/commands"), (PUBLISH, "edge/pi-8/metrics"),
                (SUBSCRIBE, "edge/pi-7/metrics"), (SUBSCRIBE, "edge/#"),
                ("aws.greengrass#PublishToTopic", "edge/pi-7/metrics")]
     for operation, resource in refused:
         with pytest.raises(IpcServiceError) as caught:
-            policy.check(service=MQTT_PROXY, operation=operation, resource=resource)
+            authorize(policy, service=MQTT_PROXY, operation=operation, resource=resource)
         assert caught.value.shape == "aws.greengrass#UnauthorizedError"
         assert caught.value.message == (
             f"Principal com.edgeinference.Agent is not authorized to perform "

@@ -18,7 +18,7 @@ from awsiot.greengrasscoreipc import model
 from awsiot.greengrasscoreipc.clientv2 import GreengrassCoreIPCClientV2
 
 from agent.emulation.nucleus import EmulatedNucleus, Recipe
-from agent.emulation.nucleus.recipe import host_platform
+from agent.greengrass.recipe import host_platform
 
 RECIPE = Path(__file__).resolve().parents[1] / "recipes" / "com.edgeinference.Agent.yaml"
 AGENT = "com.edgeinference.Agent"

@@ -20,8 +20,8 @@ from agent.cli import main
 from agent.device.elf import host_arch
 from agent.device.profile import detect_profile
 from agent.emulation.boards import board_root
-from agent.emulation.nucleus.recipe import Recipe
 from agent.greengrass.component import PLACEHOLDER_BASE
+from agent.greengrass.recipe import Recipe
 from agent.greengrass.recipe_check import check_recipe_file
 from agent.protocol.signing import TrustStore
 from agent.service.first_model import choose_package

@@ -13,19 +13,18 @@ from typing import Any
 
 import pytest
 
-from agent.emulation.nucleus.errors import IpcServiceError
-from agent.emulation.nucleus.policy import MQTT_PROXY, AccessPolicy
-from agent.emulation.nucleus.recipe import Recipe, load_recipe_data
-from agent.emulation.nucleus.variables import interpolate
 from agent.errors import ConfigError
 from agent.greengrass import agent_rules
+from agent.greengrass.access_policy import MQTT_PROXY, AccessDeniedError, AccessPolicy
 from agent.greengrass.agent_rules import PUBLISH, SUBSCRIBE, agent_problems, agent_topics
+from agent.greengrass.recipe import Recipe, load_recipe_data
 from agent.greengrass.recipe_check import (
     RecipeCheckError,
     check_recipe,
     check_recipe_file,
     find_problems,
 )
+from agent.greengrass.recipe_variables import interpolate
 from agent.greengrass.versions import satisfies
 from agent.protocol.topics import EXTRA_CHANNELS, UP_CHANNELS, Topics
 
@@ -91,7 +90,7 @@ def test_the_nucleus_policy_from_the_recipe_allows_exactly_the_agent_topics() ->
         policy.check(service=MQTT_PROXY, operation=SUBSCRIBE, resource=topic)
     for operation, resource in [(PUBLISH, "edge/dev-2/metrics"), (SUBSCRIBE, "edge/dev-2/commands"),
                                 (PUBLISH, "edge/dev-1/commands"), (SUBSCRIBE, "edge/#")]:
-        with pytest.raises(IpcServiceError, match="not authorized"):
+        with pytest.raises(AccessDeniedError, match="not authorized"):
             policy.check(service=MQTT_PROXY, operation=operation, resource=resource)
 
 

@@ -19,8 +19,8 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from agent.emulation.nucleus.policy import MQTT_PROXY, PolicyBody
 from agent.errors import ConfigError
+from agent.greengrass.access_policy import MQTT_PROXY, PolicyBody
 from agent.greengrass.variables import key_path
 from agent.protocol.messages import UpMessage
 from agent.protocol.topics import DEFAULT_PREFIX, EXTRA_CHANNELS, Topics

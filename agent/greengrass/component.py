@@ -38,7 +38,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from agent.emulation.nucleus.recipe import Recipe, load_recipe_data
 from agent.errors import ConfigError
 from agent.greengrass.gdk import (
     LOCAL_DEPLOYMENT,
@@ -51,6 +50,7 @@ from agent.greengrass.gdk import (
     write_project,
     write_recipe,
 )
+from agent.greengrass.recipe import Recipe, load_recipe_data
 from agent.greengrass.recipe_check import (
     AGENT_COMPONENT,
     DIGEST_ALGORITHM,

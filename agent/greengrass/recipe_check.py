@@ -36,8 +36,8 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
-from agent.emulation.nucleus.recipe import Recipe, load_recipe_data
 from agent.errors import AgentError, ConfigError
+from agent.greengrass.recipe import Recipe, load_recipe_data
 from agent.greengrass.variables import (
     configuration_problems,
     key_path,

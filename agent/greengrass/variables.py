@@ -7,7 +7,7 @@ of another component resolves only when that component is a direct dependency; o
 does not resolve is left in the script as written, so the script runs with a literal
 ``{configuration:/nope}`` in it. In configuration, ``interpolateComponentConfiguration``
 fills in ``{iot:thingName}`` only. Variables are read as the nucleus reads them
-(:func:`agent.emulation.nucleus.variables.find_variables`), but not after a ``$``:
+(:func:`agent.greengrass.recipe_variables.find_variables`), but not after a ``$``:
 ``${VAR:-x}`` is the shell's. Each function returns ``(key path, message)`` pairs.
 """
 
@@ -18,8 +18,8 @@ from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-from agent.emulation.nucleus.recipe import STEP_NAMES, Lifecycle, Manifest, Recipe
-from agent.emulation.nucleus.variables import (
+from agent.greengrass.recipe import STEP_NAMES, Lifecycle, Manifest, Recipe
+from agent.greengrass.recipe_variables import (
     CONFIGURATION,
     PATH_KEYS,
     SYSTEM_KEYS,

@@ -21,13 +21,12 @@ from agent.emulation.nucleus.errors import (
     FramingError,
     IpcServiceError,
     NucleusError,
-    RecipeError,
 )
 from agent.emulation.nucleus.lifecycle import ComponentUpdate, Deferral, StateReport
-from agent.emulation.nucleus.recipe import Recipe
 from agent.emulation.nucleus.runner import ComponentState
 from agent.emulation.nucleus.server import EmulatedNucleus
 from agent.emulation.nucleus.variables import UnresolvedVariableError
+from agent.greengrass.recipe import Recipe, RecipeError
 
 __all__ = [
     "ArtifactError",

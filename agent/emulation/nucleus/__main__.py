@@ -28,8 +28,8 @@ from typing import Any
 
 from agent.emulation.nucleus.components import DeploymentError
 from agent.emulation.nucleus.errors import NucleusError
-from agent.emulation.nucleus.recipe import Recipe
 from agent.emulation.nucleus.server import EmulatedNucleus
+from agent.greengrass.recipe import Recipe, RecipeError
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -124,7 +124,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             nucleus = EmulatedNucleus(recipes=[Recipe.load(p) for p in args.recipe],
                                       thing_name=args.thing, **options)
         return asyncio.run(_serve(nucleus, args.run, deploy=bool(args.store)))
-    except (NucleusError, ValueError) as err:
+    except (NucleusError, RecipeError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
 

@@ -29,7 +29,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from agent.emulation.nucleus.components import ArtifactError, ComponentStore
-from agent.emulation.nucleus.recipe import Artifact, Permission
+from agent.greengrass.recipe import Artifact, Permission
 
 _HASHES = {"SHA-256": "sha256", "SHA-384": "sha384", "SHA-512": "sha512", "SHA-1": "sha1",
            "MD5": "md5"}

@@ -24,9 +24,9 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from agent.emulation.nucleus.errors import NucleusError, RecipeError
-from agent.emulation.nucleus.recipe import Manifest, Recipe, host_platform
+from agent.emulation.nucleus.errors import NucleusError
 from agent.errors import ConfigError
+from agent.greengrass.recipe import Manifest, Recipe, RecipeError, host_platform
 from agent.greengrass.versions import Version, satisfies
 
 RECIPE_SUFFIXES = (".yaml", ".yml", ".json")

@@ -19,8 +19,6 @@ from typing import Any
 
 from agent.emulation.nucleus.artifacts import artifacts_path, decompressed_path, install_artifacts
 from agent.emulation.nucleus.components import DeploymentPlan, LifecycleError
-from agent.emulation.nucleus.errors import RecipeError
-from agent.emulation.nucleus.recipe import Recipe
 from agent.emulation.nucleus.runner import ComponentRunner, Phase, Step, lifecycle_steps
 from agent.emulation.nucleus.variables import (
     ComponentPaths,
@@ -28,6 +26,7 @@ from agent.emulation.nucleus.variables import (
     VariableScope,
     resolve_variables,
 )
+from agent.greengrass.recipe import Recipe, RecipeError
 
 
 def component_paths(root_dir: Path, recipe: Recipe) -> ComponentPaths:

@@ -1,10 +1,11 @@
 """Errors of the emulated nucleus::
 
     AgentError
-    └── NucleusError            the emulated nucleus cannot start or do what was asked
-        ├── RecipeError         a component recipe that cannot be loaded
-        ├── FramingError        bytes on the IPC socket that are not an event-stream message
-        └── IpcServiceError     an operation answered with a modeled Greengrass error
+    ├── NucleusError            the emulated nucleus cannot start or do what was asked
+    │   ├── FramingError        bytes on the IPC socket that are not an event-stream message
+    │   └── IpcServiceError     an operation answered with a modeled Greengrass error
+    └── RecipeError             a component recipe that cannot be loaded
+                                (:mod:`agent.greengrass.recipe`, re-exported by the package)
 """
 
 from __future__ import annotations
@@ -16,10 +17,6 @@ from agent.errors import AgentError
 
 class NucleusError(AgentError):
     """The emulated nucleus cannot start or do what was asked."""
-
-
-class RecipeError(NucleusError):
-    """A component recipe that cannot be loaded."""
 
 
 class FramingError(NucleusError):

@@ -24,11 +24,11 @@ from typing import Any
 from agent.emulation.nucleus.components import ComponentStore, DeploymentPlan
 from agent.emulation.nucleus.deployment import Deployment, variable_scope
 from agent.emulation.nucleus.env import component_env
-from agent.emulation.nucleus.errors import NucleusError, RecipeError
+from agent.emulation.nucleus.errors import NucleusError
 from agent.emulation.nucleus.lifecycle import StateReport
-from agent.emulation.nucleus.recipe import Recipe, host_platform
 from agent.emulation.nucleus.runner import ComponentState, lifecycle_steps
 from agent.emulation.nucleus.variables import resolve_variables
+from agent.greengrass.recipe import Recipe, RecipeError, host_platform
 
 
 class ComponentHosting:

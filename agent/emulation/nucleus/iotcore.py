@@ -23,8 +23,9 @@ from typing import Any, Protocol
 
 from agent.emulation.nucleus.errors import IpcServiceError, invalid_arguments, service_error
 from agent.emulation.nucleus.operations import Body, Operation, Stream
-from agent.emulation.nucleus.policy import MQTT_PROXY, AccessPolicy
+from agent.emulation.nucleus.policy import authorize
 from agent.emulation.nucleus.topic_filter import is_valid_filter, is_valid_topic, matches
+from agent.greengrass.access_policy import MQTT_PROXY, AccessPolicy
 
 log = logging.getLogger(__name__)
 _OP = "aws.greengrass#"
@@ -232,8 +233,8 @@ class IoTCoreProxy:
             raise invalid_arguments("Topic is required")
         if not isinstance(topic, str):
             raise invalid_arguments(f"invalid topic {topic!r}")
-        self._policy_for(stream.component).check(
-            service=MQTT_PROXY, operation=stream.operation, resource=topic)
+        authorize(self._policy_for(stream.component),
+                  service=MQTT_PROXY, operation=stream.operation, resource=topic)
         return topic
 
     def operations(self) -> list[Operation]:

@@ -8,8 +8,9 @@ from dataclasses import dataclass
 
 from agent.emulation.nucleus.errors import invalid_arguments
 from agent.emulation.nucleus.operations import Body, Operation, Stream
-from agent.emulation.nucleus.policy import PUBSUB, AccessPolicy
+from agent.emulation.nucleus.policy import authorize
 from agent.emulation.nucleus.topic_filter import is_valid_filter, is_valid_topic, matches
+from agent.greengrass.access_policy import PUBSUB, AccessPolicy
 
 _OP = "aws.greengrass#"
 FROM_OTHERS = "RECEIVE_MESSAGES_FROM_OTHERS"
@@ -34,8 +35,8 @@ class LocalPubSub:
             topic = request.get("topic")
             if not isinstance(topic, str) or not is_valid_topic(topic):
                 raise invalid_arguments(f"invalid topic {topic!r}")
-            self._policy_for(stream.component).check(
-                service=PUBSUB, operation=stream.operation, resource=topic)
+            authorize(self._policy_for(stream.component),
+                      service=PUBSUB, operation=stream.operation, resource=topic)
             message = request.get("publishMessage") or {}
             kinds = [k for k in ("jsonMessage", "binaryMessage") if message.get(k) is not None]
             if len(kinds) != 1:
@@ -54,8 +55,8 @@ class LocalPubSub:
             topic_filter = request.get("topic")
             if not isinstance(topic_filter, str) or not is_valid_filter(topic_filter):
                 raise invalid_arguments(f"invalid topic filter {topic_filter!r}")
-            self._policy_for(stream.component).check(
-                service=PUBSUB, operation=stream.operation, resource=topic_filter)
+            authorize(self._policy_for(stream.component),
+                      service=PUBSUB, operation=stream.operation, resource=topic_filter)
             sub = _Subscription(topic_filter, request.get("receiveMode") or "", stream)
 
             def activate() -> None:

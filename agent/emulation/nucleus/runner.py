@@ -35,8 +35,7 @@ from pathlib import Path
 from typing import Literal
 
 from agent.emulation.nucleus.components import LifecycleError
-from agent.emulation.nucleus.errors import RecipeError
-from agent.emulation.nucleus.recipe import Lifecycle, LifecycleStep
+from agent.greengrass.recipe import Lifecycle, LifecycleStep, RecipeError
 
 Phase = Literal["install", "startup", "run", "shutdown"]
 DEFAULT_TIMEOUT_S: dict[str, float | None] = {"install": 120.0, "startup": 120.0,

@@ -38,16 +38,16 @@ from agent.emulation.nucleus.config import ConfigStore, KeyPath, config_operatio
 from agent.emulation.nucleus.connection import Connection
 from agent.emulation.nucleus.deployment import Deployment
 from agent.emulation.nucleus.env import MAX_SOCKET_PATH, ipc_env
-from agent.emulation.nucleus.errors import NucleusError, RecipeError
+from agent.emulation.nucleus.errors import NucleusError
 from agent.emulation.nucleus.hosting import ComponentHosting
 from agent.emulation.nucleus.iotcore import IoTCoreLink, IoTCoreProxy, LoopbackIoTCore, MqttBridge
 from agent.emulation.nucleus.iotcore_transport import TransportBridge
 from agent.emulation.nucleus.lifecycle import ComponentUpdate, Lifecycle, StateReport
 from agent.emulation.nucleus.loop_thread import LoopThread, call_in_loop
-from agent.emulation.nucleus.policy import AccessPolicy, check_policy_ids_unique
 from agent.emulation.nucleus.pubsub import LocalPubSub
-from agent.emulation.nucleus.recipe import Recipe
-from agent.emulation.nucleus.variables import interpolate_tree
+from agent.greengrass.access_policy import AccessPolicy, check_policy_ids_unique
+from agent.greengrass.recipe import Recipe, RecipeError
+from agent.greengrass.recipe_variables import interpolate_tree
 from agent.transport.mqtt_config import MqttConfig
 
 log = logging.getLogger(__name__)

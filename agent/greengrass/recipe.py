@@ -5,10 +5,12 @@ The typed model follows the recipe reference: component metadata, ``ComponentDep
 ``accessControl``), and each manifest's platform, lifecycle and ``Artifacts`` (``URI``,
 ``Digest``, ``Algorithm``, ``Unarchive``, ``Permission``). Keys are matched in any case, as
 the nucleus and the GDK CLI read them (``Run`` and ``run`` are the same step); anything
-the reference does not define is refused, naming the key.
+the reference does not define is refused, naming the key (a :class:`RecipeError`).
 
-Recipe variables (``{artifacts:path}``, ``{Dep:configuration:/port}``...) are read and filled
-in by :mod:`agent.emulation.nucleus.variables`.
+Recipe variables (``{artifacts:path}``, ``{Dep:configuration:/port}``...) are read by
+:mod:`agent.greengrass.recipe_variables`; ``accessControl`` is read by
+:mod:`agent.greengrass.access_policy`. The emulated nucleus loads components with this
+model.
 """
 
 from __future__ import annotations
@@ -26,9 +28,13 @@ from urllib.parse import urlsplit
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from agent.emulation.nucleus.errors import RecipeError
+from agent.errors import AgentError
 
 _STRICT = ConfigDict(extra="forbid", populate_by_name=True, frozen=True)
+
+
+class RecipeError(AgentError):
+    """A component recipe (or its ``accessControl``) that cannot be loaded."""
 
 
 class _RecipeModel(BaseModel):

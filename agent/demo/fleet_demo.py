@@ -136,12 +136,15 @@ def run_demo(options: DemoOptions, *, say: Say = print) -> DemoResult:
                                      signer=signer, state=state)
         controller.start()
         stack.callback(controller.transport.close)
+        wait_until(controller.transport.is_connected, timeout_s=15,
+                   what=f"the controller to connect to {broker.describe}")
         say(f"== starting {options.devices} emulated Greengrass devices "
             "(nucleus -> install -> run)")
         devices = stack.enter_context(_fleet(options, store, broker, keys.public.read_text(),
                                              say))
         wait_until(lambda: len(controller.registry.devices()) >= len(devices),
-                   timeout_s=60, what="every device to register")
+                   timeout_s=60, what="every device to register (their logs: "
+                   f"{out / 'devices'}/<thing>/logs)")
         say(f"   {len(devices)} devices registered, serving "
             f"{_serving_summary(controller)}")
         outcomes, offline = _rollouts(options, controller, devices, specs, say)

@@ -7,11 +7,16 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from agent.errors import AgentError
 from agent.fleet.controller import TERMINAL, FleetController
 from agent.fleet.spec import parse_spec
 
 Say = Callable[[str], None]
 VERDICT_EVERY_S = 5.0
+
+
+class DemoTimeoutError(AgentError):
+    """Something the demo waits for did not happen in time (see its output folder's logs)."""
 Hook = Callable[[str], None]  # called with the rollout id on every tick
 
 
@@ -109,7 +114,7 @@ def drive(controller: FleetController, spec: dict[str, Any], *, say: Say,
         if record.status in (*TERMINAL, "paused"):
             break
         if time.monotonic() - started > timeout_s:
-            raise TimeoutError(f"{rollout_id} still {record.status} after {timeout_s:g} s")
+            raise DemoTimeoutError(f"{rollout_id} still {record.status} after {timeout_s:g} s")
         time.sleep(period_s)
     elapsed = time.monotonic() - started
     say(f"  => {record.status} after {elapsed:.1f} s"
@@ -145,7 +150,7 @@ def wait_until(check: Callable[[], bool], *, timeout_s: float, what: str,
     deadline = time.monotonic() + timeout_s
     while not check():
         if time.monotonic() > deadline:
-            raise TimeoutError(f"timed out after {timeout_s:g} s waiting for {what}")
+            raise DemoTimeoutError(f"timed out after {timeout_s:g} s waiting for {what}")
         if tick is not None:
             tick()
         time.sleep(period_s)

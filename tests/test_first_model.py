@@ -96,3 +96,39 @@ def test_agent_without_any_model_says_so(tmp_path: Path) -> None:
     config = load_config({"thingName": "t-1", "stateDir": str(tmp_path / "state")})
     with pytest.raises(ConfigError, match="initialPackage nor modelDir"):
         AgentService(config=config).start()
+
+
+def test_a_later_model_component_is_reported_not_served(built_models: Path,
+                                                        tmp_path: Path) -> None:
+    """A model component only installs the first model: a deployment that brings v2 while
+    v1 serves leaves v1 serving and says so (model changes go through rollouts)."""
+    import json
+
+    from agent.transport.memory import MemoryBroker, MemoryTransport
+
+    keys = keys_generate(tmp_path / "keys", "ctl")
+    signer = Signer.from_file(keys.private, key_id="ctl")
+    folders = {}
+    for name, version in (("digits-v1", 1), ("digits-v2", 2)):
+        folders[version] = tmp_path / f"component-{version}"
+        build_package(built_models / name, "rasp4b-x86_64", signer=signer,
+                      out_dir=folders[version], version=version)
+    broker = MemoryBroker()
+    seen: list[dict[str, object]] = []
+    cloud = MemoryTransport(broker=broker)
+    cloud.connect()
+    cloud.subscribe("edge/#", lambda _topic, payload: seen.append(json.loads(payload)))
+    for version in (1, 2):
+        config = load_config({"thingName": "t-1", "stateDir": str(tmp_path / "state"),
+                              "board": "rpi4_64", "initialPackage": str(folders[version]),
+                              "trustedKeys": {"ctl": keys.public.read_text()},
+                              "rateHz": 50, "source": "random"})
+        service = AgentService(config=config, transport=MemoryTransport(broker=broker))
+        service.start()
+        try:
+            assert service.router.blue.version == "digits-v1"
+        finally:
+            service.shutdown()
+    unused = [m for m in seen if m.get("kind") == "model_component_unused"]
+    assert len(unused) == 1, seen
+    assert unused[0]["data"] == {"offered": 2, "serving": "1"}

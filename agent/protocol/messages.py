@@ -60,6 +60,7 @@ EventKind = Literal[
     "stage_failed",  # a package could not be fetched, verified or loaded
     "model_activated",  # a model version started serving
     "update_deferred",  # a Greengrass deployment waits for a rollout (data: deployment_id)
+    "model_component_unused",  # a newer first-model package than the model served: roll it out
     "agent_error",  # anything else the operator should see
 ]
 Outcome = Literal["ok", "rejected", "failed"]

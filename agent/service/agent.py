@@ -40,7 +40,7 @@ from agent.runtime import DlrConfig, OnnxConfig, load_backend
 from agent.runtime.base import Backend
 from agent.service.commands import CommandProcessor, Result
 from agent.service.config import AgentConfig
-from agent.service.first_model import install_first_model
+from agent.service.first_model import install_first_model, offered_version
 from agent.service.inference import InferenceWorker
 from agent.service.outbox import Outbox
 from agent.service.swaps import SwapController, package_artifact, verify_package_files
@@ -127,6 +127,7 @@ class AgentService:
                                          handlers={"status": self._status,
                                                    **self.swaps.handlers()})
         self.updates.on_deferred = self._report_deferral
+        self._report_unused_package(config)
         if recovery.reason:
             self.outbox.event("local_rollback", f"on start: {recovery.reason}"[:512],
                               data={"version": recovery.rolled_back_from or "",
@@ -246,6 +247,21 @@ class AgentService:
             self.swaps.tick(rss_bytes=rss, soc_temp_c=temp)
         except AgentError as err:
             self.outbox.event("agent_error", f"variant check failed: {err}"[:512])
+
+    def _report_unused_package(self, config: AgentConfig) -> None:
+        """A model component only installs the first model: say so when a deployment
+        brought a package version other than the one serving."""
+        current = self.store.current()
+        if config.initial_package is None or current is None:
+            return
+        offered = offered_version(config.initial_package, self.profile)
+        serving = self.store.manifest(current).get("version")
+        if offered is not None and offered != serving:
+            self.outbox.event(
+                "model_component_unused",
+                f"the model component offers version {offered}; {self.router.blue.version} "
+                f"(version {serving}) keeps serving: model changes go through rollouts",
+                data={"offered": offered, "serving": str(serving)})
 
     def _report_deferral(self, deployment_id: str, reason: str) -> None:
         self.outbox.event("update_deferred", f"Greengrass deployment {deployment_id} "

@@ -72,6 +72,16 @@ def choose_package(location: Path, profile: DeviceProfile,
         f"available: {available}")
 
 
+def offered_version(location: Path, profile: DeviceProfile) -> int | None:
+    """The version of the package ``location`` offers this device (unverified: for a
+    report only), or None when it offers none."""
+    try:
+        candidate = _candidate(choose_package(location, profile), PackageLimits())
+    except (ArtifactMissingError, TargetMismatchError):
+        return None
+    return candidate.version if candidate else None
+
+
 def install_first_model(location: Path, *, store: ModelStore, trust: TrustStore,
                         profile: DeviceProfile, work_dir: Path, min_version: int,
                         golden_timeout_s: float) -> str:

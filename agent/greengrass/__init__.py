@@ -12,5 +12,7 @@
 * :mod:`~agent.greengrass.component`: ``edge-agent package component``, which writes the
   agent component and its model component (signed model packages) in the layout of the
   Greengrass Development Kit (:mod:`~agent.greengrass.gdk`), ready for ``gdk component
-  publish`` or a local ``greengrass-cli deployment create --recipeDir ... --artifactDir ...``.
+  publish`` or a local ``greengrass-cli deployment create --recipeDir ... --artifactDir ...``;
+  the recipes it fills in (artifact URIs and digests):
+  :mod:`~agent.greengrass.component_recipes`.
 """

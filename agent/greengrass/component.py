@@ -18,30 +18,32 @@ Writes, for each component, the layout of the Greengrass Development Kit (GDK)::
   boards, so a laptop emulating a Raspberry Pi or a Jetson finds its package) and
   ``testset.npz``, grouped by platform (x86_64 -> amd64, aarch64, armv7l -> arm).
 
-Written recipes carry each artifact's URI and its ``SHA-256`` digest and are checked with
-:func:`~agent.greengrass.recipe_check.check_recipe_file` before anything is moved into
-``OUT``: a failure leaves ``OUT`` as it was. Artifact URIs keep GDK's placeholders
-``s3://BUCKET_NAME/COMPONENT_NAME/COMPONENT_VERSION/<file>`` (``gdk component publish``
-fills them in; a local ``greengrass-cli deployment create --recipeDir ... --artifactDir
-...`` takes the files by name), or use ``s3://bucket/prefix/<Component>/<version>/<file>``,
-or ``file://`` paths for the emulated nucleus only (a real one downloads s3, greengrass
-and docker URIs).
+Written recipes (:mod:`~agent.greengrass.component_recipes`: artifact URIs and digests)
+are checked with :func:`~agent.greengrass.recipe_check.check_recipe_file` before anything
+is moved into ``OUT``: a failure leaves ``OUT`` as it was.
 """
 
 from __future__ import annotations
 
-import json
 import shutil
 import tempfile
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from agent.errors import ConfigError
+from agent.greengrass.component_recipes import (
+    FILE_URIS,
+    PLACEHOLDER_BASE,
+    PLATFORM_OF_ARCH,
+    TOKEN_EXCHANGE,
+    agent_recipe,
+    copy_data,
+    model_recipe,
+)
 from agent.greengrass.gdk import (
     LOCAL_DEPLOYMENT,
-    WHEEL_PREFIX,
     artifacts_dir,
     build_wheel,
     local_deployment,
@@ -51,23 +53,17 @@ from agent.greengrass.gdk import (
     write_recipe,
 )
 from agent.greengrass.recipe import Recipe, load_recipe_data
-from agent.greengrass.recipe_check import (
-    AGENT_COMPONENT,
-    DIGEST_ALGORITHM,
-    artifact_digest,
-    check_recipe_file,
-)
-from agent.model_dir import TESTSET, list_artifacts, model_label, read_model_info
-from agent.protocol.keys import public_key_b64, read_private_key
+from agent.greengrass.recipe_check import AGENT_COMPONENT, check_recipe_file
+from agent.model_dir import TESTSET, list_artifacts, read_model_info
 from agent.protocol.signing import Signer
 from agent.swap.package import build_package
 
-PLACEHOLDER_BASE = "s3://BUCKET_NAME/COMPONENT_NAME/COMPONENT_VERSION"
-FILE_URIS = "file"
-PLATFORM_OF_ARCH = {"x86_64": "amd64", "aarch64": "aarch64", "armv7l": "arm"}
 INSTALL_SCRIPT = "install-agent.sh"
-TOKEN_EXCHANGE = "aws.greengrass.TokenExchangeService"
 DEFAULT_RECIPES = Path(__file__).resolve().parents[2] / "recipes"
+
+__all__ = ["DEFAULT_RECIPES", "FILE_URIS", "INSTALL_SCRIPT", "PLACEHOLDER_BASE",
+           "PLATFORM_OF_ARCH", "TOKEN_EXCHANGE", "ComponentOptions", "WrittenComponent",
+           "build_components", "find_model_dirs"]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -177,13 +173,7 @@ def _template(path: Path) -> dict[str, Any]:
         raise ConfigError(f"recipe template {path}: no such file (pass --recipes DIR)")
     data = load_recipe_data(path)
     Recipe.parse(data, source=str(path))
-    return _copy(data)
-
-
-def _copy(data: Any) -> dict[str, Any]:
-    """A deep copy in which no two places share a value (YAML aliases become copies)."""
-    copied: dict[str, Any] = json.loads(json.dumps(data))
-    return copied
+    return copy_data(data)
 
 
 def _build(options: ComponentOptions, stage: Path, agent_data: dict[str, Any],
@@ -198,7 +188,7 @@ def _build(options: ComponentOptions, stage: Path, agent_data: dict[str, Any],
         for artifact, _ in list_artifacts(model_dir):
             build_package(model_dir, artifact, signer=signer, out_dir=files, version=number)
         shutil.copyfile(model_dir / TESTSET, files / TESTSET)
-        recipe = _model_recipe(model_data, model_name, version, model_dir, files, options)
+        recipe = model_recipe(model_data, model_name, version, model_dir, files, options)
         model_recipes[version] = write_recipe(stage, model_name, version, recipe)
     written.append(_finish(options, stage, model_name, model_data, model_recipes))
 
@@ -207,11 +197,11 @@ def _build(options: ComponentOptions, stage: Path, agent_data: dict[str, Any],
     agent_version = wheel_version(wheel)
     files = files.rename(files.parent / agent_version)
     shutil.copyfile(options.recipes / INSTALL_SCRIPT, files / INSTALL_SCRIPT)
-    recipe = _agent_recipe(agent_data, model_name, agent_version, files, sorted(models),
-                           options, signer)
-    agent_recipe = write_recipe(stage, AGENT_COMPONENT, agent_version, recipe)
+    recipe = agent_recipe(agent_data, model_name, agent_version, files, sorted(models),
+                          options, signer)
+    agent_path = write_recipe(stage, AGENT_COMPONENT, agent_version, recipe)
     written.insert(0, _finish(options, stage, AGENT_COMPONENT, agent_data,
-                              {agent_version: agent_recipe}))
+                              {agent_version: agent_path}))
 
     checks = {"require_digests": True, "forbid_yaml_aliases": True,
               "allow_file_uris": options.uri_base == FILE_URIS}
@@ -220,7 +210,7 @@ def _build(options: ComponentOptions, stage: Path, agent_data: dict[str, Any],
                           / version, **checks)
     for model_path in model_recipes.values():  # the dependency admits every model version
         model = Recipe.parse(load_recipe_data(model_path), source=str(model_path))
-        check_recipe_file(agent_recipe, dependencies={model_name: model}, artifacts_dir=files,
+        check_recipe_file(agent_path, dependencies={model_name: model}, artifacts_dir=files,
                           **checks)
     return written
 
@@ -245,83 +235,3 @@ def _wheel(options: ComponentOptions, files: Path, log: Callable[[str], None]) -
         return Path(shutil.copy2(options.wheel, files / options.wheel.name))
     log(f"{AGENT_COMPONENT}: building the agent wheel")
     return build_wheel(files)
-
-
-def _entry(base: Mapping[str, Any], path: Path, name: str, version: str,
-           options: ComponentOptions) -> dict[str, Any]:
-    if options.uri_base == FILE_URIS:  # where the file will be once moved into place
-        uri = (options.out.resolve() / path.relative_to(path.parents[5])).as_uri()
-    elif options.uri_base == PLACEHOLDER_BASE:
-        uri = f"{PLACEHOLDER_BASE}/{path.name}"
-    else:
-        uri = f"{options.uri_base.rstrip('/')}/{name}/{version}/{path.name}"
-    kept = {k: v for k, v in base.items() if k not in ("URI", "Digest", "Algorithm")}
-    return {"URI": uri, **kept, "Digest": artifact_digest(path), "Algorithm": DIGEST_ALGORITHM}
-
-
-def _agent_recipe(data: dict[str, Any], model_name: str, version: str, files: Path,
-                  model_versions: list[int], options: ComponentOptions,
-                  signer: Signer) -> dict[str, Any]:
-    recipe = _copy(data)
-    recipe["ComponentVersion"] = version
-    dependencies = recipe["ComponentDependencies"]
-    dependencies[model_name]["VersionRequirement"] = \
-        f">={model_versions[0]}.0.0 <{model_versions[-1] + 1}.0.0"
-    if options.s3_packages:
-        dependencies[TOKEN_EXCHANGE] = {"VersionRequirement": ">=2.0.0 <3.0.0",
-                                        "DependencyType": "HARD"}
-    if options.trust_signing_key:
-        configuration = recipe["ComponentConfiguration"]["DefaultConfiguration"]
-        public = public_key_b64(read_private_key(options.key).public_key())
-        configuration["trustedKeys"] = {**(configuration.get("trustedKeys") or {}),
-                                        signer.key_id: public}
-    built = {p.name: p for p in files.iterdir()}
-    for manifest in recipe["Manifests"]:
-        entries = []
-        for artifact in manifest.get("Artifacts", []):
-            file_name = artifact["URI"].rsplit("/", 1)[-1]
-            if file_name.endswith(".whl") and file_name.startswith(WHEEL_PREFIX):
-                file_name = next(n for n in built if n.endswith(".whl"))
-            if file_name not in built:
-                raise ConfigError(f"{AGENT_COMPONENT} template names {file_name}, which the "
-                                  f"build does not make (it makes {', '.join(sorted(built))})")
-            entries.append(_entry(artifact, built[file_name], AGENT_COMPONENT, version, options))
-        manifest["Artifacts"] = entries
-    return recipe
-
-
-def _model_recipe(data: dict[str, Any], name: str, version: str, model_dir: Path,
-                  files: Path, options: ComponentOptions) -> dict[str, Any]:
-    recipe = _copy(data)
-    recipe["ComponentVersion"] = version
-    by_platform: dict[str, list[tuple[bool, Path]]] = {}
-    emulated = []
-    for path, info in list_artifacts(model_dir):
-        platform = PLATFORM_OF_ARCH.get(info.arch)
-        if platform is None:
-            raise ConfigError(f"{path}: no Greengrass platform for architecture {info.arch}")
-        package = next(files.glob(f"*-{path.name}.tar.gz"))
-        by_platform.setdefault(platform, []).append((info.emulated, package))
-        if info.emulated:
-            emulated.append(path.name)
-    label = model_label(read_model_info(model_dir))
-    recipe["ComponentDescription"] = (
-        f"{label} compiled for each Neo target, as signed packages the edge inference agent "
-        "installs as its first model. The amd64 manifest also carries the x86_64 builds of "
-        f"emulated boards ({', '.join(emulated) or 'none'}), so a laptop emulating a board "
-        "finds its package.")
-    for manifest in recipe["Manifests"]:
-        platform = manifest.get("Platform", {}).get("architecture")
-        packages = by_platform.pop(platform, [])
-        if not packages:
-            raise ConfigError(f"{model_dir}: no {platform} artifacts (were the ARM cross "
-                              "builds skipped? run `edge-agent models build` with the "
-                              "cross compilers installed)")
-        base = (manifest.get("Artifacts") or [{}])[0]  # Permission, as the template gives it
-        manifest["Artifacts"] = [_entry(base, p, name, version, options)
-                                 for p in [*(p for _, p in sorted(packages)), files / TESTSET]]
-    if by_platform:
-        raise ConfigError(f"{name} template has no manifest for {', '.join(by_platform)}")
-    return recipe
-
-

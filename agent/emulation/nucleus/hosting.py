@@ -25,30 +25,23 @@ from agent.emulation.nucleus.components import ComponentStore, DeploymentPlan
 from agent.emulation.nucleus.deployment import Deployment, variable_scope
 from agent.emulation.nucleus.env import component_env
 from agent.emulation.nucleus.errors import NucleusError
+from agent.emulation.nucleus.identity import ComponentIdentity
 from agent.emulation.nucleus.lifecycle import StateReport
 from agent.emulation.nucleus.runner import ComponentState, lifecycle_steps
 from agent.emulation.nucleus.variables import resolve_variables
-from agent.greengrass.recipe import Recipe, RecipeError, host_platform
+from agent.greengrass.recipe import RecipeError, host_platform
 
 
-class ComponentHosting:
+class ComponentHosting(ComponentIdentity):
     """Component processes of a nucleus (the methods below are EmulatedNucleus's)."""
 
     root_dir: Path
-    thing_name: str
-    region: str
-    socket_path: str
-    _tokens: dict[str, str]
-    recipes: dict[str, Recipe]
     _plan: DeploymentPlan | None
     _deployment: Deployment | None
 
     # Provided by EmulatedNucleus.
     @property
     def running(self) -> bool:
-        raise NotImplementedError
-
-    def _name(self, component: str | None) -> str:
         raise NotImplementedError
 
     def get_configuration(self, key_path: Sequence[str] = (), *,

@@ -15,6 +15,8 @@ non-zero exit (or failed or timed-out install/startup) ERRORED. Retries into BRO
 not emulated. Stopping runs the ``shutdown`` step, then sends SIGTERM to the process
 group, waits the grace period (5 s by default, as the nucleus's ``Exec.close``) and sends
 SIGKILL; the component then is FINISHED.
+
+How a recipe's lifecycle becomes these steps: :mod:`~agent.emulation.nucleus.steps`.
 """
 
 from __future__ import annotations
@@ -22,8 +24,6 @@ from __future__ import annotations
 import atexit
 import contextlib
 import os
-import re
-import shutil
 import signal
 import subprocess
 import threading
@@ -35,14 +35,19 @@ from pathlib import Path
 from typing import Literal
 
 from agent.emulation.nucleus.components import LifecycleError
-from agent.greengrass.recipe import Lifecycle, LifecycleStep, RecipeError
+from agent.emulation.nucleus.steps import (
+    DEFAULT_TIMEOUT_S,
+    Phase,
+    Step,
+    lifecycle_steps,
+    should_skip,
+)
 
-Phase = Literal["install", "startup", "run", "shutdown"]
-DEFAULT_TIMEOUT_S: dict[str, float | None] = {"install": 120.0, "startup": 120.0,
-                                              "shutdown": 15.0, "run": None}
 STOP_GRACE_S = 5.0
-_SKIPIF = re.compile(r"(!?)\s*(exists|onpath) +(.+)")
 _RUNNERS: weakref.WeakSet[ComponentRunner] = weakref.WeakSet()
+
+__all__ = ["DEFAULT_TIMEOUT_S", "STOP_GRACE_S", "ComponentRunner", "ComponentState", "Phase",
+           "Step", "lifecycle_steps", "should_skip"]
 
 
 @dataclass(frozen=True)
@@ -59,54 +64,6 @@ class ComponentState:
 
     def __iter__(self) -> Iterator[str]:
         return iter((self.state, self.source))
-
-
-@dataclass(frozen=True)
-class Step:
-    """A lifecycle step with its recipe variables filled in."""
-
-    phase: Phase
-    script: str
-    setenv: Mapping[str, str]
-    timeout_s: float | None
-    skipif: str | None = None
-
-
-def lifecycle_steps(lifecycle: Lifecycle | None,
-                    fill: Callable[[str], str]) -> dict[Phase, Step]:
-    """The steps of a manifest's lifecycle, their scripts and Skipif put through ``fill``."""
-    steps: dict[Phase, Step] = {}
-    if lifecycle is None:
-        return steps
-    phases: tuple[Phase, ...] = ("install", "startup", "run", "shutdown")
-    for phase in phases:
-        raw = getattr(lifecycle, phase)
-        if raw is None:
-            continue
-        step = raw if isinstance(raw, LifecycleStep) else LifecycleStep(Script=raw)
-        skipif = fill(step.skipif) if step.skipif else None
-        if skipif is not None and _SKIPIF.fullmatch(skipif.strip()) is None:
-            raise RecipeError(f"{phase} Skipif {skipif!r} is not 'exists PATH' or "
-                              "'onpath EXECUTABLE'")
-        timeout = float(step.timeout) if step.timeout is not None else DEFAULT_TIMEOUT_S[phase]
-        steps[phase] = Step(phase=phase, script=fill(step.script), timeout_s=timeout,
-                            setenv={**lifecycle.setenv, **step.setenv}, skipif=skipif)
-    if "startup" in steps and "run" in steps:
-        raise RecipeError("a lifecycle has a startup or a run step, not both")
-    return steps
-
-
-def should_skip(skipif: str | None, env: Mapping[str, str]) -> bool:
-    if not skipif:
-        return False
-    match = _SKIPIF.fullmatch(skipif.strip())
-    assert match is not None  # checked by lifecycle_steps
-    negate, check, target = match.group(1), match.group(2), match.group(3).strip()
-    if check == "exists":
-        found = os.path.exists(os.path.expanduser(target))
-    else:
-        found = shutil.which(os.path.expanduser(target), path=env.get("PATH")) is not None
-    return found != bool(negate)
 
 
 def _kill_group(process: subprocess.Popen[bytes], sig: signal.Signals) -> None:

@@ -11,9 +11,10 @@ From threaded code (tests driving the real SDK client)::
         env = nucleus.component_env()   # socket path, SVCUID, thing name for the component
 
 ``start()``/``stop()`` run it on a background thread and may be repeated to emulate a
-nucleus restart: the socket path and the SVCUIDs stay the same, connections drop.
-The control methods (``update_configuration``, ``announce_component_update``...) may
-be called from any thread.
+nucleus restart: the socket path and the SVCUIDs stay the same, connections drop (see
+:mod:`~agent.emulation.nucleus.threaded`; the SVCUIDs and the IPC environment:
+:mod:`~agent.emulation.nucleus.identity`). The control methods (``update_configuration``,
+``announce_component_update``...) may be called from any thread.
 
 :meth:`EmulatedNucleus.from_store` and :meth:`deploy` install components from a component
 store and run their lifecycles as processes (see :mod:`agent.emulation.nucleus.hosting`).
@@ -25,7 +26,6 @@ import asyncio
 import logging
 import os
 import secrets
-import shutil
 import tempfile
 import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -37,7 +37,7 @@ from agent.emulation.nucleus.components import ComponentStore, DeploymentPlan
 from agent.emulation.nucleus.config import ConfigStore, KeyPath, config_operations
 from agent.emulation.nucleus.connection import Connection
 from agent.emulation.nucleus.deployment import Deployment
-from agent.emulation.nucleus.env import MAX_SOCKET_PATH, ipc_env
+from agent.emulation.nucleus.env import MAX_SOCKET_PATH
 from agent.emulation.nucleus.errors import NucleusError
 from agent.emulation.nucleus.hosting import ComponentHosting
 from agent.emulation.nucleus.iotcore import IoTCoreLink, IoTCoreProxy, LoopbackIoTCore, MqttBridge
@@ -45,6 +45,7 @@ from agent.emulation.nucleus.iotcore_transport import TransportBridge
 from agent.emulation.nucleus.lifecycle import ComponentUpdate, Lifecycle, StateReport
 from agent.emulation.nucleus.loop_thread import LoopThread, call_in_loop
 from agent.emulation.nucleus.pubsub import LocalPubSub
+from agent.emulation.nucleus.threaded import ThreadedNucleus
 from agent.greengrass.access_policy import AccessPolicy, check_policy_ids_unique
 from agent.greengrass.recipe import Recipe, RecipeError
 from agent.greengrass.recipe_variables import interpolate_tree
@@ -63,7 +64,7 @@ def parse_broker(broker: str | tuple[str, int]) -> tuple[str, int]:
     return host, int(port)
 
 
-class EmulatedNucleus(ComponentHosting):
+class EmulatedNucleus(ComponentHosting, ThreadedNucleus):
     """A nucleus for the components of ``recipes`` on the device ``thing_name``.
 
     ``broker`` (``host:port``) is the MQTT broker that plays AWS IoT Core, over MQTT 5 in
@@ -152,23 +153,6 @@ class EmulatedNucleus(ComponentHosting):
         roots = [plan.recipe(name) for name in plan.roots]
         recipes = roots + [r for r in plan.components if r.component_name not in plan.roots]
         return cls(recipes=recipes, thing_name=thing_name, plan=plan, **options)
-
-    # ---- identity and environment -------------------------------------------------
-
-    @property
-    def main_component(self) -> str:
-        return next(iter(self.recipes))
-
-    @property
-    def svcuid(self) -> str:
-        return self._tokens[self.main_component]
-
-    def svcuid_for(self, component: str) -> str:
-        return self._tokens[self._name(component)]
-
-    def ipc_env(self, component: str | None = None) -> dict[str, str]:
-        return ipc_env(socket_path=self.socket_path, svcuid=self.svcuid_for(self._name(component)),
-                       thing_name=self.thing_name, region=self.region)
 
     # ---- control, from any thread --------------------------------------------------
 
@@ -279,69 +263,7 @@ class EmulatedNucleus(ComponentHosting):
         finally:
             self._connections.discard(connection)
 
-    # ---- threaded lifecycle --------------------------------------------------------
-
-    def start(self, *, timeout_s: float = 10.0) -> None:
-        """Serve on a background thread until :meth:`stop`."""
-        if self._runner is not None:
-            raise NucleusError("the nucleus is already running")
-        runner = LoopThread(name="emulated-nucleus")
-        try:
-            runner.run(self.aopen(), timeout_s)
-        except BaseException:
-            runner.stop()
-            raise
-        self._runner = runner
-
-    def stop(self, *, timeout_s: float = 10.0) -> None:
-        """Stop the deployed components, then serving: every component connection drops,
-        as when a nucleus stops."""
-        self.stop_components()
-        runner, self._runner = self._runner, None
-        if runner is None:
-            return
-        try:
-            runner.run(self.aclose(), timeout_s)
-        finally:
-            runner.stop(timeout_s)
-            self._loop = None
-
-    def restart(self) -> None:
-        self.stop()
-        self.start()
-
-    def close(self) -> None:
-        """Stop the components and the nucleus and remove the root folder it made."""
-        self.stop()
-        self.remove_root()
-
-    def remove_root(self) -> None:
-        """Remove the temporary root folder the nucleus made for itself, if it made one."""
-        if self._owns_root and self._loop is None:
-            shutil.rmtree(self.root_dir, ignore_errors=True)
-
-    def __enter__(self) -> EmulatedNucleus:
-        self.start()
-        return self
-
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
-        self.close()
-
     # ---- internals -----------------------------------------------------------------
-
-    def _name(self, component: str | None) -> str:
-        if component is None:
-            return self.main_component
-        if component not in self.recipes:
-            raise NucleusError(f"no component {component!r} on this nucleus")
-        return component
-
-    def _authenticate(self, token: str) -> str | None:
-        for name, known in self._tokens.items():
-            if secrets.compare_digest(known, token):
-                return name
-        return None
 
     def _policy(self, component: str) -> AccessPolicy:
         cached = self._policies.get(component)

@@ -19,7 +19,7 @@ from __future__ import annotations
 import subprocess
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from agent.emulation.nucleus.components import ComponentStore, DeploymentPlan
 from agent.emulation.nucleus.deployment import Deployment, variable_scope
@@ -39,17 +39,14 @@ class ComponentHosting(ComponentIdentity):
     _plan: DeploymentPlan | None
     _deployment: Deployment | None
 
-    # Provided by EmulatedNucleus.
-    @property
-    def running(self) -> bool:
-        raise NotImplementedError
+    if TYPE_CHECKING:  # provided by EmulatedNucleus
+        @property
+        def running(self) -> bool: ...
 
-    def get_configuration(self, key_path: Sequence[str] = (), *,
-                          component: str | None = None) -> Any:
-        raise NotImplementedError
+        def get_configuration(self, key_path: Sequence[str] = (), *,
+                              component: str | None = None) -> Any: ...
 
-    def state_reports(self) -> list[StateReport]:
-        raise NotImplementedError
+        def state_reports(self) -> list[StateReport]: ...
 
     # ---- one process ---------------------------------------------------------------
 

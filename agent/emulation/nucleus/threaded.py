@@ -17,6 +17,7 @@ import asyncio
 import shutil
 from pathlib import Path
 from types import TracebackType
+from typing import TYPE_CHECKING
 
 from typing_extensions import Self
 
@@ -32,15 +33,12 @@ class ThreadedNucleus:
     _loop: asyncio.AbstractEventLoop | None
     _runner: LoopThread | None  # when started from threaded code
 
-    # Provided by EmulatedNucleus (stop_components by ComponentHosting).
-    async def aopen(self, *, broker_wait_s: float = 5.0) -> None:
-        raise NotImplementedError
+    if TYPE_CHECKING:  # provided by EmulatedNucleus (stop_components by ComponentHosting)
+        async def aopen(self, *, broker_wait_s: float = 5.0) -> None: ...
 
-    async def aclose(self) -> None:
-        raise NotImplementedError
+        async def aclose(self) -> None: ...
 
-    def stop_components(self, *, timeout_s: float | None = None) -> None:
-        raise NotImplementedError
+        def stop_components(self, *, timeout_s: float | None = None) -> None: ...
 
     def start(self, *, timeout_s: float = 10.0) -> None:
         """Serve on a background thread until :meth:`stop`."""

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Literal, get_args
+from typing import Literal, TypeVar, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -96,7 +96,10 @@ def model_label(info: ModelInfo) -> str:
     return f"{info.name}-v{info.version}" + (f"-{info.variant}" if info.variant else "")
 
 
-def _read_json_model(path: Path, model: type[BaseModel]) -> BaseModel:
+_Model = TypeVar("_Model", bound=BaseModel)
+
+
+def _read_json_model(path: Path, model: type[_Model]) -> _Model:
     try:
         raw = path.read_text()
     except FileNotFoundError as err:
@@ -108,15 +111,11 @@ def _read_json_model(path: Path, model: type[BaseModel]) -> BaseModel:
 
 
 def read_model_info(model_dir: Path) -> ModelInfo:
-    info = _read_json_model(model_dir / MODEL_INFO, ModelInfo)
-    assert isinstance(info, ModelInfo)
-    return info
+    return _read_json_model(model_dir / MODEL_INFO, ModelInfo)
 
 
 def read_artifact_info(artifact_dir: Path) -> ArtifactInfo:
-    info = _read_json_model(artifact_dir / ARTIFACT_INFO, ArtifactInfo)
-    assert isinstance(info, ArtifactInfo)
-    return info
+    return _read_json_model(artifact_dir / ARTIFACT_INFO, ArtifactInfo)
 
 
 def artifact_dir_name(target: str, arch: str) -> str:

@@ -31,9 +31,10 @@ from pathlib import Path
 
 import numpy as np
 
+from agent.device.boards import generic_target
 from agent.device.elf import host_arch
 from agent.device.targets import DEFAULT_BUILD_TARGETS, NEO_TARGETS
-from agent.errors import ModelBuildError
+from agent.errors import DeviceProfileError, ModelBuildError
 from agent.model_dir import DLR_DIR, MODEL_INFO, ONNX_FILE, TESTSET, ModelInfo, TensorSpec
 from models.digits import train
 from models.digits.data import N_CLASSES, N_FEATURES, load_split
@@ -205,10 +206,10 @@ def _train_all(work: Path, train_dir: Path, test_dir: Path, log: Log) -> dict[st
 def host_target() -> str:
     """The generic ``linux_<arch>`` Neo target of this machine."""
     arch = host_arch()
-    for target in NEO_TARGETS.values():
-        if target.name.startswith("linux_") and target.arch == arch:
-            return target.name
-    raise ModelBuildError(f"no linux_* Neo target for host architecture {arch}")
+    try:
+        return generic_target(arch)
+    except DeviceProfileError as err:
+        raise ModelBuildError(f"no linux_* Neo target for host architecture {arch}") from err
 
 
 def plan_artifacts(spec: ModelSpec, compilers: dict[str, Compiler | None], *, cross: bool,

@@ -160,6 +160,7 @@ def verify_model_dir(model_dir: Path, *, limit: int | None = None) -> list[str]:
     reference = onnx_predict(model_dir / ONNX_FILE, x) if (model_dir / ONNX_FILE).is_file() \
         else None
     lines = []
+    has_libdlr = find_libdlr() is not None
     if reference is not None:
         lines.append(f"{model_dir.name}  onnx  accuracy {(reference.argmax(1) == y).mean():.4f}")
     for artifact, meta in list_artifacts(model_dir):
@@ -168,7 +169,7 @@ def verify_model_dir(model_dir: Path, *, limit: int | None = None) -> list[str]:
             lines.append(f"{label}  skipped (deliberately broken: {info.variant})")
             continue
         try:
-            if meta.arch == host_arch() and find_libdlr() is not None:
+            if meta.arch == host_arch() and has_libdlr:
                 out, how = dlr_predict(artifact, x), "libdlr"
             else:
                 out, how = runner_predict(artifact, x), "runner"

@@ -34,7 +34,7 @@ from agent.device.profile import detect_profile
 from agent.errors import AgentError, BackendUnavailableError
 from agent.loop.runner import InferenceLoop
 from agent.loop.sources import ReplaySource, load_testset
-from agent.resolve import resolve_model
+from agent.resolve import ResolvedModel, resolve_model
 from agent.runtime.dlr import DlrBackend
 from agent.runtime.onnx import OnnxBackend
 
@@ -90,13 +90,9 @@ def opt_out_of_dlr_phone_home() -> None:
         config.write_text(json.dumps({"enable_phone_home": False}))
 
 
-def build_loops(models: Path) -> tuple[dict[str, LoopFn], dict[str, Callable[[], object]],
-                                       dict[str, str]]:
+def build_loops(dlr_res: ResolvedModel, onnx_res: ResolvedModel
+                ) -> tuple[dict[str, LoopFn], dict[str, Callable[[], object]], dict[str, str]]:
     """The six loops, one-iteration bodies of four of them for the allocation measure."""
-    profile = detect_profile()
-    model_dir = models / "digits-v1"
-    dlr_res = resolve_model(model_dir, backend="dlr", profile=profile)
-    onnx_res = resolve_model(model_dir, backend="onnx", profile=profile)
     assert dlr_res.testset is not None
     x, y = load_testset(dlr_res.testset)
     rows = [x[i:i + 1] for i in range(len(x))]
@@ -113,8 +109,8 @@ def build_loops(models: Path) -> tuple[dict[str, LoopFn], dict[str, Callable[[],
 
     # Our loops check their own top-1 on the same 1-in-16 sample the harness checks.
     ours_ort = InferenceLoop(backend=onnx, make_source=replay, check_every=CHECK_EVERY)
-    ours_dlr = InferenceLoop(backend=DlrBackend(artifact_dir=dlr_res.load_dir),
-                             make_source=replay, check_every=CHECK_EVERY)
+    dlr_backend = DlrBackend(artifact_dir=dlr_res.load_dir)
+    ours_dlr = InferenceLoop(backend=dlr_backend, make_source=replay, check_every=CHECK_EVERY)
 
     # Each baseline body takes its next sample from a fresh cycle over the rows, the
     # way our loops' replay source does, so every timed loop starts at sample 0.
@@ -165,7 +161,7 @@ def build_loops(models: Path) -> tuple[dict[str, LoopFn], dict[str, Callable[[],
         return body
 
     # Baseline: the three C calls with arguments prebuilt, on a handle of its own.
-    lib = ours_dlr.backend.library.cdll  # type: ignore[attr-defined]
+    lib = dlr_backend.library.cdll
     handle = ctypes.c_void_p()
     href = ctypes.byref(handle)
     if lib.CreateDLRModel(href, str(dlr_res.load_dir).encode(), 1, 0):
@@ -225,8 +221,9 @@ def build_loops(models: Path) -> tuple[dict[str, LoopFn], dict[str, Callable[[],
         "alloc_dlrmodel": dlrmodel(),
         "control": control_body,
     }
-    info = {"onnxruntime": onnx.describe()["library"], "libdlr": ours_dlr.backend.describe()[
-        "library"], "dlr_version": ours_dlr.backend.describe()["version"]}
+    dlr_info = dlr_backend.describe()
+    info = {"onnxruntime": onnx.describe()["library"], "libdlr": dlr_info["library"],
+            "dlr_version": dlr_info["version"]}
     return loops, bodies, info
 
 
@@ -240,7 +237,10 @@ def measure_rss(backend: str, path: Path, inferences: int) -> float:
 
 def run_bench(models: Path, *, rounds: int, seconds: float,
               rss_inferences: int) -> dict[str, Any]:
-    loops, bodies, info = build_loops(models)
+    profile = detect_profile()
+    dlr_res = resolve_model(models / "digits-v1", backend="dlr", profile=profile)
+    onnx_res = resolve_model(models / "digits-v1", backend="onnx", profile=profile)
+    loops, bodies, info = build_loops(dlr_res, onnx_res)
     names = list(loops)
     per_round: dict[str, list[float]] = {name: [] for name in names}
     verified = 0
@@ -256,9 +256,6 @@ def run_bench(models: Path, *, rounds: int, seconds: float,
                                                                strict=True)), 3)
 
     alloc = {key: round(bytes_per_call(body), 1) for key, body in bodies.items()}
-    profile = detect_profile()
-    dlr_dir = resolve_model(models / "digits-v1", backend="dlr", profile=profile).load_dir
-    onnx_file = resolve_model(models / "digits-v1", backend="onnx", profile=profile).load_dir
     return {
         "ort_vs_naive": ratio("ours_onnx", "naive_onnx"),
         "ort_vs_iobinding": ratio("ours_onnx", "iobinding"),
@@ -270,8 +267,8 @@ def run_bench(models: Path, *, rounds: int, seconds: float,
         "alloc_naive": alloc["alloc_naive"],
         "alloc_dlrmodel": alloc["alloc_dlrmodel"],
         "alloc_control_extra": round(alloc["control"] - alloc["alloc_dlr"], 1),
-        "rss_mb_dlr": measure_rss("dlr", dlr_dir, rss_inferences),
-        "rss_mb_onnx": measure_rss("onnx", onnx_file, rss_inferences),
+        "rss_mb_dlr": measure_rss("dlr", dlr_res.load_dir, rss_inferences),
+        "rss_mb_onnx": measure_rss("onnx", onnx_res.load_dir, rss_inferences),
         "verified": verified,
         "rounds": rounds,
         "seconds_per_loop": seconds,

@@ -29,10 +29,10 @@ import numpy as np
 
 from agent.bench.report import emit
 from agent.device.elf import host_arch
-from agent.device.profile import detect_profile
+from agent.device.profile import DeviceProfile, detect_profile
 from agent.loop.runner import InferenceLoop
 from agent.loop.sources import ReplaySource, load_testset
-from agent.protocol.signing import Signer
+from agent.protocol.signing import Signer, TrustStore
 from agent.resolve import resolve_model
 from agent.runtime import DlrConfig, load_backend
 from agent.runtime.base import Backend
@@ -59,8 +59,8 @@ class StampedSource(ReplaySource):
         return super().fill()
 
 
-def _backend(models: Path, name: str) -> Backend:
-    res = resolve_model(models / name, backend="dlr", profile=detect_profile())
+def _backend(models: Path, name: str, profile: DeviceProfile) -> Backend:
+    res = resolve_model(models / name, backend="dlr", profile=profile)
     return load_backend(res.load_dir, DlrConfig())
 
 
@@ -81,9 +81,10 @@ def run_bench(models: Path, *, rate_hz: float, flips: int, shadow_rounds: int,
     # The agent's own setting (AgentConfig.gil_switch_interval_seconds): background Python
     # work hands the interpreter back to the serving thread within half a millisecond.
     sys.setswitchinterval(AgentConfig.model_fields["gil_switch_interval_seconds"].default)
+    profile = detect_profile()
     x, y = load_testset(models / "digits-v1" / "testset.npz")
     capacity = int(rate_hz * 120) + 1000
-    loop = InferenceLoop(backend=_backend(models, "digits-v1"), rate_hz=rate_hz,
+    loop = InferenceLoop(backend=_backend(models, "digits-v1", profile), rate_hz=rate_hz,
                          make_source=lambda b: StampedSource(capacity=capacity, buffer=b[0],
                                                              x=x, y=y))
     source: StampedSource = loop.source  # type: ignore[assignment]
@@ -103,21 +104,18 @@ def run_bench(models: Path, *, rate_hz: float, flips: int, shadow_rounds: int,
             target = f"linux_{host_arch()}-{host_arch()}"
             package = build_package(models / "digits-v2", target, signer=signer,
                                     out_dir=work, version=2)
-            from agent.protocol.signing import TrustStore
-
             trust = TrustStore.from_files({"bench": keys.public})
             stage_from = time.perf_counter_ns()
-            staged = stage(package, trust=trust, min_version=0, profile=detect_profile(),
+            staged = stage(package, trust=trust, min_version=0, profile=profile,
                            work_dir=work / "staging")
             artifact, label = package_artifact(staged.dir)
             router.load_green(load_backend(artifact, DlrConfig()), label)
             stage_to = time.perf_counter_ns()
-            v2_artifact = artifact
 
             flip_times = []
             for i in range(flips):
                 if router.green is None and router.previous is None:
-                    router.load_green(load_backend(v2_artifact, DlrConfig()), label)
+                    router.load_green(load_backend(artifact, DlrConfig()), label)
                 time.sleep(0.01)  # keep loading apart from the flip: it is measured above
                 flip_times.append(time.perf_counter_ns())
                 if i % 2 == 0:
@@ -138,7 +136,8 @@ def run_bench(models: Path, *, rate_hz: float, flips: int, shadow_rounds: int,
     gaps = [_gap_straddling(stamps, t) for t in flip_times]
     failed = sum(lane.stats.errors for lane in lanes)
 
-    shadow_ratio = _shadow_overhead(models, x, y, rounds=shadow_rounds, seconds=shadow_seconds)
+    shadow_ratio = _shadow_overhead(models, profile, x, y, rounds=shadow_rounds,
+                                    seconds=shadow_seconds)
     loop.close()
     return {
         "failed_inferences": failed,
@@ -153,12 +152,12 @@ def run_bench(models: Path, *, rate_hz: float, flips: int, shadow_rounds: int,
     }
 
 
-def _shadow_overhead(models: Path, x: np.ndarray, y: np.ndarray, *, rounds: int,
-                     seconds: float) -> float:
-    loop = InferenceLoop(backend=_backend(models, "digits-v1"),
+def _shadow_overhead(models: Path, profile: DeviceProfile, x: np.ndarray, y: np.ndarray, *,
+                     rounds: int, seconds: float) -> float:
+    loop = InferenceLoop(backend=_backend(models, "digits-v1", profile),
                          make_source=lambda b: ReplaySource(buffer=b[0], x=x, y=y))
     router = VariantRouter(loop=loop, blue_version="digits-v1")
-    router.load_green(_backend(models, "digits-v2"), "digits-v2")
+    router.load_green(_backend(models, "digits-v2", profile), "digits-v2")
     ratios = []
     for r in range(rounds):
         results = {}

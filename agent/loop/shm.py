@@ -86,9 +86,6 @@ class ShmRing:
         view: np.ndarray = np.ndarray(shape, dtype=dtype, buffer=_buf(self.shm), offset=offset)
         return view
 
-    def slot_word(self, index: int, word: int) -> int:
-        return int(self.words[(self.slot_offset(index) // 8) + word])
-
     def set_slot_word(self, index: int, word: int, value: int) -> None:
         self.words[(self.slot_offset(index) // 8) + word] = value
 

@@ -2,8 +2,8 @@
 
 The C API is bound with ctypes (see :mod:`agent.runtime.dlr_lib` for why the
 ``dlr`` package is never imported). The hot path is two C calls with arguments
-built once at :meth:`DlrBackend.bind`: ``SetDLRInput`` from the caller's buffer
-and ``RunDLRModel``. Outputs are numpy views on the runtime's own output
+built once at :meth:`DlrBackend.bind`: ``SetDLRInputTensor`` from the caller's
+buffer and ``RunDLRModel``. Outputs are numpy views on the runtime's own output
 tensors (``GetDLROutputPtr``), which the TVM graph executor allocates once per
 model, so reading a result copies nothing.
 """

@@ -198,4 +198,4 @@ def validate_artifact(artifact_dir: Path) -> GraphSummary:
     if not inputs:
         raise _corrupt(graph_path, "graph has no free input")
     return GraphSummary(inputs=inputs, outputs=graph.outputs,
-                        params={n: params[n] for n in params}, kernels=graph.kernels)
+                        params=params, kernels=graph.kernels)

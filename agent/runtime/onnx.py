@@ -69,7 +69,7 @@ def _import_ort() -> Any:
     return onnxruntime
 
 
-def _static_shape(raw: Sequence[Any], name: str) -> tuple[int, ...]:
+def _static_shape(raw: Sequence[Any]) -> tuple[int, ...]:
     # A symbolic batch dimension is served at batch 1: the loop runs one sample at a time.
     return tuple(d if isinstance(d, int) and d > 0 else 1 for d in raw) or (1,)
 
@@ -114,7 +114,7 @@ class OnnxBackend:
         if dtype is None:
             raise ModelLoadError(f"{self.model_path.name}: unsupported tensor type {arg.type}")
         return TensorSpec(name=arg.name, dtype=as_dtype(dtype),
-                          shape=_static_shape(arg.shape, arg.name))
+                          shape=_static_shape(arg.shape))
 
     def bind(self, inputs: Sequence[np.ndarray]) -> tuple[np.ndarray, ...]:
         check_input_buffers(self.inputs, inputs)

@@ -21,7 +21,6 @@ import numpy as np
 from models.export.tvm_format import Entry, Graph, Kernel
 
 Fault = Literal["slow", "crash", "segfault", "hang"]
-FAULTS: tuple[Fault, ...] = ("slow", "crash", "segfault", "hang")
 SLOW_SLEEP_MS = 20
 
 # Shared by compiled.so and runner.c: the DLPack/TVM ABI, declared rather than

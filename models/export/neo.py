@@ -77,8 +77,6 @@ TARGET_CFLAGS: dict[tuple[str, str], tuple[str, ...]] = {
 }
 
 SHARED_FLAGS: tuple[str, ...] = ("-shared", "-fPIC")
-NEO_FILES: tuple[str, ...] = ("compiled.so", "compiled.params", "compiled_model.json",
-                              "compiled.meta")
 RUNNER_SOURCE = "runner.c"
 RUNNER_BINARY = "runner"
 

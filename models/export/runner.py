@@ -15,6 +15,8 @@ bad usage or files, 3 when a kernel reports an error.
 
 from __future__ import annotations
 
+import math
+
 from models.export.kernels import ABI_HEADER
 from models.export.tvm_format import Graph
 
@@ -195,12 +197,8 @@ def runner_source(graph: Graph) -> str:
         op_rows.append(
             f'  {{"{kernel.func_name}", {len(args)}, {{{", ".join(map(str, args))}}}}},'
         )
-    input_size = 1
-    for dim in graph.input.shape:
-        input_size *= dim
-    output_size = 1
-    for dim in entries[-1].shape:
-        output_size *= dim
+    input_size = math.prod(graph.input.shape)
+    output_size = math.prod(entries[-1].shape)
     head, body = _BODY.split("static void* read_file", 1)
     tables = "\n".join(
         [

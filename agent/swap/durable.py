@@ -1,9 +1,9 @@
 """File-system steps of the model store, each safe against a crash at any instant.
 
 Small whole files (manifest, marker, trial, rollback record) go through
-:func:`agent.protocol.durable.atomic_write`. The two pointers get their own copy of that
-sequence here only because the crash points must sit *inside* it: between the fsync of
-the temp file and the rename, and between the rename and the directory fsync.
+:func:`agent.protocol.durable.atomic_write`; the two pointers too, with crash points
+*inside* that sequence: between the fsync of the temp file and the rename, and between
+the rename and the directory fsync.
 """
 
 from __future__ import annotations
@@ -16,12 +16,14 @@ from pathlib import Path
 from agent.protocol.durable import atomic_write
 from agent.swap.crash import crash_point
 
-TMP_SUFFIX = ".tmp"
+TMP_SUFFIX = ".tmp"  # of atomic_write's hidden temp files: ``.<name>.<pid>.tmp``
 
 
-def temp_name(path: Path) -> Path:
-    """The hidden temp file beside ``path`` (same pattern as ``atomic_write``'s)."""
-    return path.with_name(f".{path.name}.{os.getpid()}{TMP_SUFFIX}")
+def write_chunk(fd: int, data: bytes) -> None:
+    """Write all of ``data`` to ``fd`` (``os.write`` may write less than asked)."""
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
 
 
 def fsync_dir(path: Path) -> None:

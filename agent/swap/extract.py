@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import IO
 
 from agent.swap.crash import crash_point
+from agent.swap.durable import fsync_dir, write_chunk
 from agent.swap.errors import (
     PackageFormatError,
     StagingIOError,
@@ -75,7 +76,7 @@ def extract_archive(archive: Path, dest: Path, *,
             files = _write_members(tar, members, tmp)
         try:
             os.rename(tmp, dest)
-            _fsync_dir(dest.parent)
+            fsync_dir(dest.parent)
         except OSError as err:
             raise staging_io_error(err, f"moving the unpacked files to {dest}") from err
     except BaseException:
@@ -204,7 +205,7 @@ def _write_members(tar: tarfile.TarFile, members: list[tarfile.TarInfo],
             crash_point("mid-extract")
     try:
         for directory in sorted({p for p in root.rglob("*") if p.is_dir()} | {root}):
-            _fsync_dir(directory)
+            fsync_dir(directory)
     except OSError as err:
         raise staging_io_error(err, "syncing the unpacked files") from err
     return written
@@ -216,7 +217,7 @@ def _write_file(source: IO[bytes], target: Path, size: int) -> ExtractedFile:
     fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
     try:
         while chunk := source.read(CHUNK):
-            write_chunk(fd, chunk)
+            write_chunk(fd, chunk)  # the one place extraction writes data; tests fail it
             digest.update(chunk)
             written += len(chunk)
         if written != size:
@@ -225,18 +226,3 @@ def _write_file(source: IO[bytes], target: Path, size: int) -> ExtractedFile:
     finally:
         os.close(fd)
     return ExtractedFile(sha256=digest.hexdigest(), size=written)
-
-
-def write_chunk(fd: int, data: bytes) -> None:
-    """Write all of ``data`` (the one place extraction writes file data; tests fail it)."""
-    view = memoryview(data)
-    while view:
-        view = view[os.write(fd, view):]
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

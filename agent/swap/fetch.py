@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from agent.swap.crash import crash_point
+from agent.swap.durable import write_chunk
 from agent.swap.errors import (
     DigestMismatchError,
     FetchError,
@@ -87,7 +88,7 @@ class _Sink:
             raise PackageTooLargeError(
                 f"{source} is larger than the cap of {self.max_bytes} bytes; stopped there")
         try:
-            write_chunk(self._fd, chunk)
+            write_chunk(self._fd, chunk)  # the one place a download writes; tests fail it
         except OSError as err:
             raise staging_io_error(err, f"writing {self.partial.name}") from err
         self.digest.update(chunk)
@@ -105,13 +106,6 @@ class _Sink:
     def close(self) -> None:
         with contextlib.suppress(OSError):
             os.close(self._fd)
-
-
-def write_chunk(fd: int, data: bytes) -> None:
-    """Write all of ``data`` (the one place a download writes; tests make it fail)."""
-    view = memoryview(data)
-    while view:
-        view = view[os.write(fd, view):]
 
 
 def fetch(url: str | Path, dest: Path, *, expected_sha256: str | None, max_bytes: int,

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from agent.errors import ConfigError
 from agent.protocol.keys import generate_keypair
+from agent.swap.durable import write_chunk
 
 PRIVATE_SUFFIX = ".key"
 PUBLIC_SUFFIX = ".pub"
@@ -45,9 +46,7 @@ def _write_new(path: Path, data: bytes, *, mode: int) -> None:
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
     try:
         os.fchmod(fd, mode)  # the umask may have narrowed it; 0600 must be exact
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view):]
+        write_chunk(fd, data)
         os.fsync(fd)
     finally:
         os.close(fd)

@@ -36,6 +36,7 @@ from agent.device.selection import verify_artifact
 from agent.errors import ArtifactCorruptError
 from agent.model_dir import read_artifact_info
 from agent.protocol.signing import TrustStore
+from agent.swap.durable import fsync_dir
 from agent.swap.errors import (
     DigestMismatchError,
     MissingFileError,
@@ -151,11 +152,7 @@ def _move_into_place(unpacked: Path, final: Path) -> None:
         if final.exists():
             shutil.rmtree(final)
         os.rename(unpacked, final)
-        fd = os.open(final.parent, os.O_RDONLY | os.O_DIRECTORY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        fsync_dir(final.parent)
     except OSError as err:
         raise staging_io_error(err, f"moving the staged package to {final}") from err
 

@@ -212,9 +212,10 @@ def _digest_problem(digest: str | None, algorithm: str | None, required: bool) -
     return None
 
 
-def artifact_digest(path: Path) -> str:
-    """A file's ``Digest`` as a recipe carries it: base64 of its SHA-256."""
-    digest = hashlib.sha256()
+def artifact_digest(path: Path, hash_name: str = "sha256") -> str:
+    """A file's ``Digest`` as a recipe carries it: base64 of its hash (``hash_name`` as
+    :func:`hashlib.new` names it; SHA-256 unless told)."""
+    digest = hashlib.new(hash_name)
     with path.open("rb") as handle:
         while chunk := handle.read(1 << 20):
             digest.update(chunk)

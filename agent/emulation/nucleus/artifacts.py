@@ -18,8 +18,6 @@ work; a ``file://`` URI whose file is not there is read from its own path), copi
 
 from __future__ import annotations
 
-import base64
-import hashlib
 import os
 import re
 import shutil
@@ -30,6 +28,7 @@ from pathlib import Path
 
 from agent.emulation.nucleus.components import ArtifactError, ComponentStore
 from agent.greengrass.recipe import Artifact, Permission
+from agent.greengrass.recipe_check import artifact_digest
 
 _HASHES = {"SHA-256": "sha256", "SHA-384": "sha384", "SHA-512": "sha512", "SHA-1": "sha1",
            "MD5": "md5"}
@@ -50,15 +49,6 @@ def decompressed_path(root: Path, name: str, version: str) -> Path:
 def artifact_file_name(uri: str) -> str:
     """The file name an artifact URI gives: its last ``/`` (or ``:``) segment."""
     return re.split(r"[/:]", uri.rstrip("/"))[-1]
-
-
-def digest_of(path: Path, algorithm: str = "SHA-256") -> str:
-    """The recipe ``Digest`` of a file: base64 of its ``algorithm`` hash."""
-    hasher = hashlib.new(_HASHES[algorithm.upper()])
-    with path.open("rb") as stream:
-        for block in iter(lambda: stream.read(1 << 20), b""):
-            hasher.update(block)
-    return base64.b64encode(hasher.digest()).decode("ascii")
 
 
 def file_mode(permission: Permission) -> int:
@@ -116,7 +106,7 @@ def _check_digest(artifact: Artifact, path: Path, component: str) -> None:
     if algorithm.upper() not in _HASHES:
         raise ArtifactError(f"{component}: {path.name}: unknown digest Algorithm {algorithm!r}",
                             component=component)
-    actual = digest_of(path, algorithm)
+    actual = artifact_digest(path, _HASHES[algorithm.upper()])
     if actual != artifact.digest:
         path.unlink()
         raise ArtifactError(f"{component}: {path.name} does not match its {algorithm} Digest "

@@ -43,7 +43,7 @@ class ComponentIdentity:
     def ipc_env(self, component: str | None = None) -> dict[str, str]:
         """Only the variables a nucleus sets for a component's IPC (see also
         ``component_env``, the whole environment of its process)."""
-        return ipc_env(socket_path=self.socket_path, svcuid=self.svcuid_for(self._name(component)),
+        return ipc_env(socket_path=self.socket_path, svcuid=self._tokens[self._name(component)],
                        thing_name=self.thing_name, region=self.region)
 
     def _name(self, component: str | None) -> str:

@@ -24,8 +24,9 @@ from typing import Any, Protocol
 from agent.emulation.nucleus.errors import IpcServiceError, invalid_arguments, service_error
 from agent.emulation.nucleus.operations import Body, Operation, Stream
 from agent.emulation.nucleus.policy import authorize
-from agent.emulation.nucleus.topic_filter import is_valid_filter, is_valid_topic, matches
+from agent.emulation.nucleus.topic_filter import is_valid_filter, is_valid_topic
 from agent.greengrass.access_policy import MQTT_PROXY, AccessPolicy
+from agent.transport.matching import topic_matches
 
 log = logging.getLogger(__name__)
 _OP = "aws.greengrass#"
@@ -70,6 +71,19 @@ class LoopbackIoTCore:
 
     async def unsubscribe(self, topic_filter: str) -> None:
         return None
+
+
+async def broker_answer(future: concurrent.futures.Future[Any], what: str, timeout_s: float,
+                        *, errors: tuple[type[Exception], ...]) -> Any:
+    """The broker's answer to ``what``; an IPC ServiceError when it fails with one of
+    ``errors`` or does not come within ``timeout_s``."""
+    try:
+        return await asyncio.wait_for(asyncio.wrap_future(future), timeout_s)
+    except asyncio.TimeoutError as err:
+        raise service_error(f"{what} failed: no answer from the broker "
+                            f"within {timeout_s:g} s") from err
+    except errors as err:
+        raise service_error(f"{what} failed: {err}") from err
 
 
 class MqttBridge:
@@ -145,13 +159,8 @@ class MqttBridge:
         self._client = None
 
     async def _await(self, future: concurrent.futures.Future[Any], what: str) -> Any:
-        try:
-            return await asyncio.wait_for(asyncio.wrap_future(future), self._ack_timeout_s)
-        except asyncio.TimeoutError as err:
-            raise service_error(f"{what} failed: no answer from the broker "
-                                f"within {self._ack_timeout_s:g} s") from err
-        except Exception as err:  # awscrt raises its own AwsCrtError
-            raise service_error(f"{what} failed: {err}") from err
+        # awscrt raises its own AwsCrtError
+        return await broker_answer(future, what, self._ack_timeout_s, errors=(Exception,))
 
     async def publish(self, topic: str, payload: bytes, qos: int) -> None:
         from awscrt import mqtt5
@@ -224,7 +233,7 @@ class IoTCoreProxy:
         body = {"message": {"topicName": topic,
                             "payload": base64.b64encode(payload).decode()}}
         for sub in list(self._subscriptions):
-            if matches(sub.topic_filter, topic):
+            if topic_matches(sub.topic_filter, topic):
                 sub.stream.send_event(f"{_OP}IoTCoreMessage", body)
 
     def _authorize(self, stream: Stream, request: Body) -> str:

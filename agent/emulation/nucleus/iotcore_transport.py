@@ -14,7 +14,7 @@ import contextlib
 import threading
 
 from agent.emulation.nucleus.errors import service_error
-from agent.emulation.nucleus.iotcore import Deliver
+from agent.emulation.nucleus.iotcore import Deliver, broker_answer
 from agent.transport.base import TransportError
 from agent.transport.mqtt import MqttTransport
 from agent.transport.mqtt_config import MqttConfig
@@ -64,14 +64,8 @@ class TransportBridge:
         transport = self._transport
         if transport is None or not transport.is_connected():
             raise service_error(f"{what} failed: not connected to AWS IoT Core")
-        future = transport.publish(topic, payload, qos)
-        try:
-            await asyncio.wait_for(asyncio.wrap_future(future), self._ack_timeout_s)
-        except asyncio.TimeoutError as err:
-            raise service_error(f"{what} failed: no answer from the broker within "
-                                f"{self._ack_timeout_s:g} s") from err
-        except TransportError as err:
-            raise service_error(f"{what} failed: {err}") from err
+        await broker_answer(transport.publish(topic, payload, qos), what, self._ack_timeout_s,
+                            errors=(TransportError,))
 
     async def subscribe(self, topic_filter: str, qos: int) -> None:
         transport = self._transport

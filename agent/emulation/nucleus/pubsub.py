@@ -9,8 +9,9 @@ from dataclasses import dataclass
 from agent.emulation.nucleus.errors import invalid_arguments
 from agent.emulation.nucleus.operations import Body, Operation, Stream
 from agent.emulation.nucleus.policy import authorize
-from agent.emulation.nucleus.topic_filter import is_valid_filter, is_valid_topic, matches
+from agent.emulation.nucleus.topic_filter import is_valid_filter, is_valid_topic
 from agent.greengrass.access_policy import PUBSUB, AccessPolicy
+from agent.transport.matching import topic_matches
 
 _OP = "aws.greengrass#"
 FROM_OTHERS = "RECEIVE_MESSAGES_FROM_OTHERS"
@@ -30,13 +31,19 @@ class LocalPubSub:
         self._policy_for = policy_for
         self._subscriptions: list[_Subscription] = []
 
+    def _authorize(self, stream: Stream, request: Body, *, valid: Callable[[str], bool],
+                   what: str) -> str:
+        """The request's ``topic``, checked with ``valid`` and against the caller's policy."""
+        topic = request.get("topic")
+        if not isinstance(topic, str) or not valid(topic):
+            raise invalid_arguments(f"invalid {what} {topic!r}")
+        authorize(self._policy_for(stream.component),
+                  service=PUBSUB, operation=stream.operation, resource=topic)
+        return topic
+
     def operations(self) -> list[Operation]:
         async def publish(stream: Stream, request: Body) -> Body:
-            topic = request.get("topic")
-            if not isinstance(topic, str) or not is_valid_topic(topic):
-                raise invalid_arguments(f"invalid topic {topic!r}")
-            authorize(self._policy_for(stream.component),
-                      service=PUBSUB, operation=stream.operation, resource=topic)
+            topic = self._authorize(stream, request, valid=is_valid_topic, what="topic")
             message = request.get("publishMessage") or {}
             kinds = [k for k in ("jsonMessage", "binaryMessage") if message.get(k) is not None]
             if len(kinds) != 1:
@@ -45,18 +52,15 @@ class LocalPubSub:
             body = {kinds[0]: {"message": message[kinds[0]].get("message"),
                                "context": {"topic": topic}}}
             for sub in list(self._subscriptions):
-                if matches(sub.topic_filter, topic) and not (
+                if topic_matches(sub.topic_filter, topic) and not (
                         sub.receive_mode == FROM_OTHERS
                         and sub.stream.component == stream.component):
                     sub.stream.send_event(f"{_OP}SubscriptionResponseMessage", body)
             return {}
 
         async def subscribe(stream: Stream, request: Body) -> Body:
-            topic_filter = request.get("topic")
-            if not isinstance(topic_filter, str) or not is_valid_filter(topic_filter):
-                raise invalid_arguments(f"invalid topic filter {topic_filter!r}")
-            authorize(self._policy_for(stream.component),
-                      service=PUBSUB, operation=stream.operation, resource=topic_filter)
+            topic_filter = self._authorize(stream, request, valid=is_valid_filter,
+                                           what="topic filter")
             sub = _Subscription(topic_filter, request.get("receiveMode") or "", stream)
 
             def activate() -> None:

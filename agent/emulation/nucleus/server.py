@@ -193,14 +193,6 @@ class EmulatedNucleus(ComponentHosting, ThreadedNucleus):
         return update
 
     @property
-    def component_updates(self) -> list[ComponentUpdate]:
-        return self._call(lambda: list(self._lifecycle.updates))
-
-    def connected_components(self) -> list[str]:
-        return self._call(lambda: sorted(c.component for c in self._connections
-                                         if c.component is not None and not c.closed))
-
-    @property
     def running(self) -> bool:
         return self._loop is not None
 

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 from types import FrameType
 
+from agent.cli_mqtt import add_mqtt_tls_arguments
 from agent.demo.fleet_options import DemoOptions
 
 
@@ -24,11 +25,8 @@ def add_fleet_demo_arguments(demo_sub: argparse._SubParsersAction) -> None:  # t
                                         "starting one")
     fleet.add_argument("--mosquitto", action="store_true",
                        help="start mosquitto rather than the embedded broker")
-    fleet.add_argument("--endpoint", help="AWS IoT Core endpoint (mutual TLS), with "
-                                          "--cert --key --ca")
-    fleet.add_argument("--cert", type=Path)
-    fleet.add_argument("--key", type=Path)
-    fleet.add_argument("--ca", type=Path)
+    add_mqtt_tls_arguments(fleet, endpoint_help="AWS IoT Core endpoint (mutual TLS), with "
+                                                "--cert --key --ca")
     fleet.add_argument("--thing-prefix", default="demo",
                        help="thing names are PREFIX-<group>-<n>")
     fleet.set_defaults(func=cmd_demo_fleet)

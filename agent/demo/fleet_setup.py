@@ -6,10 +6,10 @@ import contextlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import urlparse
 
 from agent.brokers.embedded import EmbeddedBroker
 from agent.brokers.mosquitto import MosquittoBroker, find_mosquitto
+from agent.cli_mqtt import broker_address
 from agent.demo.fleet_options import DemoOptions
 from agent.errors import ConfigError
 from agent.transport.mqtt_config import MqttConfig
@@ -51,19 +51,17 @@ def open_broker(options: DemoOptions, workdir: Path) -> Iterator[Broker]:
     if options.broker and options.endpoint:
         raise ConfigError("give --broker or --endpoint, not both")
     if options.broker:
-        url = urlparse(options.broker)
-        if url.scheme not in ("mqtt", "tcp") or not url.hostname:
-            raise ConfigError(f"--broker wants mqtt://HOST:PORT, got {options.broker!r}")
-        yield Broker(url.hostname, url.port or 1883, f"{options.broker} (given)")
+        host, port = broker_address(options.broker)
+        yield Broker(host, port, f"{options.broker} (given)")
         return
     if options.endpoint:
         missing = [name for name in ("cert", "key", "ca") if getattr(options, name) is None]
         if missing:
             raise ConfigError(f"--endpoint needs --{' --'.join(missing)} (mutual TLS)")
-        host, _, port = options.endpoint.partition(":")
-        if port and not port.isdigit():
+        endpoint, _, tls_port = options.endpoint.partition(":")
+        if tls_port and not tls_port.isdigit():
             raise ConfigError(f"--endpoint wants HOST or HOST:PORT, got {options.endpoint!r}")
-        yield Broker(host, int(port or 8883), f"{options.endpoint} (mutual TLS)",
+        yield Broker(endpoint, int(tls_port or 8883), f"{options.endpoint} (mutual TLS)",
                      cert=options.cert, key=options.key, ca=options.ca)
         return
     if options.mosquitto:

@@ -19,12 +19,13 @@ from dataclasses import asdict
 from pathlib import Path
 from urllib.parse import urlparse
 
+from agent.cli_mqtt import add_mqtt_tls_arguments
 from agent.errors import ConfigError
 from agent.fleet.controller import TERMINAL, FleetController
 from agent.fleet.registry import FleetRegistry, load_fleet_file
 from agent.fleet.report import write_report
 from agent.fleet.spec import load_spec
-from agent.fleet.state import ControllerState
+from agent.fleet.state import ControllerState, RolloutRecord, RolloutStatus
 from agent.protocol.signing import Signer
 from agent.transport.mqtt import MqttTransport
 from agent.transport.mqtt_config import MqttConfig
@@ -42,10 +43,8 @@ def add_rollout_arguments(sub: argparse._SubParsersAction) -> None:  # type: ign
                              help="run a rollout to its end, in the foreground")
     start.add_argument("spec", type=Path)
     start.add_argument("--broker", help="mqtt://HOST:PORT")
-    start.add_argument("--endpoint", help="AWS IoT Core endpoint (mutual TLS)")
-    start.add_argument("--cert", type=Path)
-    start.add_argument("--key-file", type=Path, help="TLS private key for --endpoint")
-    start.add_argument("--ca", type=Path)
+    add_mqtt_tls_arguments(start, endpoint_help="AWS IoT Core endpoint (mutual TLS)",
+                           key_flag="--key-file", key_help="TLS private key for --endpoint")
     start.add_argument("--key", type=Path, required=True, help="controller signing key")
     start.add_argument("--key-id", required=True)
     start.add_argument("--fleet", type=Path, help="YAML {groups: {name: [things]}}")
@@ -100,7 +99,7 @@ def _start(args: argparse.Namespace) -> int:
             controller.tick()
             record = state.rollout(rollout_id)
             assert record is not None
-            line = _progress(controller, rollout_id)
+            line = _progress(controller, record)
             if line != last:
                 print(line, flush=True)
                 last = line
@@ -120,8 +119,7 @@ def _settle(controller: FleetController, rollout_id: str, timeout_s: float) -> N
     """Wait (bounded) for the devices to acknowledge their rollback."""
     deadline = time.monotonic() + timeout_s
     while True:
-        rollbacks = [a for a in controller.state.assignments(rollout_id)
-                     if a.action == "rollback"]
+        rollbacks = controller.state.assignments(rollout_id, action="rollback")
         acked = sum(a.outcome is not None for a in rollbacks)
         if acked == len(rollbacks) or time.monotonic() > deadline:
             break
@@ -131,12 +129,10 @@ def _settle(controller: FleetController, rollout_id: str, timeout_s: float) -> N
              "they return" if acked < len(rollbacks) else ""), flush=True)
 
 
-def _progress(controller: FleetController, rollout_id: str) -> str:
-    record = controller.state.rollout(rollout_id)
-    assert record is not None
-    run = controller.running.get(rollout_id)
+def _progress(controller: FleetController, record: RolloutRecord) -> str:
+    run = controller.running.get(record.rollout_id)
     name = run.steps[record.step_index].name if run else "-"
-    acks = controller.state.assignments(rollout_id, step_index=record.step_index)
+    acks = controller.state.assignments(record.rollout_id, step_index=record.step_index)
     done = sum(a.outcome is not None for a in acks)
     verdict = run.verdict.status if run and run.verdict else "-"
     return (f"  [{record.status}] step {record.step_index + 1} {name}: {done}/{len(acks)} "
@@ -178,22 +174,24 @@ def _list(args: argparse.Namespace) -> int:
 
 
 def _promote(args: argparse.Namespace) -> int:
-    with _open(args) as state:
-        record = state.rollout(args.rollout_id)
-        if record is None or record.status != "paused":
-            raise ConfigError(f"{args.rollout_id} is not paused")
-        state.set_status(args.rollout_id, "running", reason="promoted by operator")
-        state.log(args.rollout_id, "operator", detail={"action": "promote"})
-    return 0
+    return _operator(args, "promote", from_statuses=("paused",), to="running",
+                     reason="promoted by operator", refusal="is not paused")
 
 
 def _abort(args: argparse.Namespace) -> int:
+    return _operator(args, "abort", from_statuses=("running", "paused"), to="aborted",
+                     reason="aborted by operator", refusal="is not running or paused")
+
+
+def _operator(args: argparse.Namespace, action: str, *, from_statuses: tuple[str, ...],
+              to: RolloutStatus, reason: str, refusal: str) -> int:
+    """Set a rollout's status for the controller's next tick, and log who did it."""
     with _open(args) as state:
         record = state.rollout(args.rollout_id)
-        if record is None or record.status in TERMINAL:
-            raise ConfigError(f"{args.rollout_id} is not running or paused")
-        state.set_status(args.rollout_id, "aborted", reason="aborted by operator")
-        state.log(args.rollout_id, "operator", detail={"action": "abort"})
+        if record is None or record.status not in from_statuses:
+            raise ConfigError(f"{args.rollout_id} {refusal}")
+        state.set_status(args.rollout_id, to, reason=reason)
+        state.log(args.rollout_id, "operator", detail={"action": action})
     return 0
 
 

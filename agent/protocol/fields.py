@@ -30,7 +30,6 @@ Text = Annotated[str, Field(max_length=MAX_TEXT)]
 Percent = Annotated[int, Field(ge=0, le=100)]
 
 Variant = Literal["blue", "green"]
-VARIANTS: tuple[Variant, ...] = ("blue", "green")
 VariantMode = Literal["serve", "shadow", "weighted"]
 
 

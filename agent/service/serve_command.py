@@ -16,8 +16,8 @@ import signal
 import sys
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlparse
 
+from agent.cli_mqtt import add_mqtt_tls_arguments, broker_address
 from agent.errors import ConfigError
 from agent.service.config import AgentConfig, load_config, read_config_file
 from agent.transport.base import Transport, TransportError
@@ -44,11 +44,8 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--trusted-key", action="append", default=[], metavar="ID=PATH",
                         help="a controller public key the device trusts (repeatable)")
     parser.add_argument("--broker", help="direct MQTT to mqtt://HOST:PORT (plain TCP)")
-    parser.add_argument("--endpoint", help="direct MQTT with mutual TLS to this endpoint "
-                                           "(AWS IoT Core), with --cert --key --ca")
-    parser.add_argument("--cert", type=Path)
-    parser.add_argument("--key", type=Path)
-    parser.add_argument("--ca", type=Path)
+    add_mqtt_tls_arguments(parser, endpoint_help="direct MQTT with mutual TLS to this "
+                                                 "endpoint (AWS IoT Core), with --cert --key --ca")
     parser.add_argument("--embedded-broker", action="store_true",
                         help="start an in-process MQTT broker and connect to it")
     parser.add_argument("--log-level", default="INFO")
@@ -83,10 +80,8 @@ def config_from_args(args: argparse.Namespace,
         raw["trustedKeys"] = keys
     client_id = thing or "edge-agent"
     if args.broker:
-        url = urlparse(args.broker)
-        if url.scheme not in ("mqtt", "tcp") or not url.hostname:
-            raise ConfigError(f"--broker wants mqtt://HOST:PORT, got {args.broker!r}")
-        raw["mqtt"] = {"host": url.hostname, "port": url.port or 1883, "clientId": client_id}
+        host, port = broker_address(args.broker)
+        raw["mqtt"] = {"host": host, "port": port, "clientId": client_id}
     elif args.endpoint:
         raw["mqtt"] = {"host": args.endpoint, "clientId": client_id, "certPath": args.cert,
                        "keyPath": args.key, "caPath": args.ca}

@@ -19,7 +19,7 @@ from waits import wait_for
 
 from agent.fleet.sim_device import SimContext, SimDevice
 from agent.fleet.sim_model import BucketModel, ModelBehaviour, resolve_profiles
-from agent.fleet.simulate import SimulatedFleet, assign_groups
+from agent.fleet.simulate import SimulatedFleet, assign_groups, fresh_keys
 from agent.protocol.codec import decode, encode
 from agent.protocol.commands import (
     Command,
@@ -31,19 +31,12 @@ from agent.protocol.commands import (
     StatusCommand,
     Target,
 )
-from agent.protocol.keys import generate_keypair
 from agent.protocol.messages import Ack, Event, Metrics, Register, State
-from agent.protocol.signing import Signer, TrustStore
+from agent.protocol.signing import Signer
 
 DEVICES = 500
 GREEN = {"digits-v2": ModelBehaviour(median_ms=2.0),
          "digits-v1-slow": ModelBehaviour(median_ms=25.0, agreement=0.9)}
-
-
-def _keys() -> tuple[Signer, TrustStore]:
-    pair = generate_keypair("controller-1")
-    return (Signer(private_key=pair.private_key(), key_id=pair.key_id),
-            TrustStore(keys={pair.key_id: pair.public_key()}))
 
 
 def _stage(target: Target, seq: int, version: str, rollout: str = "r1") -> StageCommand:
@@ -114,7 +107,7 @@ class Cloud:
 
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Any, ...]]:
-    signer, trust = _keys()
+    signer, trust = fresh_keys("controller-1")
     with running_mosquitto(tmp_path_factory.mktemp("mosquitto")) as broker:
         cloud = Cloud(broker.host, broker.port)
         fleet = SimulatedFleet(
@@ -258,7 +251,7 @@ def test_group_shares_are_exact() -> None:
 
 
 def test_device_messages_validate_without_broker(tmp_path: Path) -> None:
-    signer, trust = _keys()
+    signer, trust = fresh_keys("controller-1")
     ctx = SimContext(rng=np.random.default_rng(1), ids=random.Random(1),
                      buckets=BucketModel(), blue=ModelBehaviour(), green=GREEN, breach=None,
                      blue_accuracy=0.98, inference_rate_hz=100.0, trial_s=600.0,
@@ -284,7 +277,7 @@ def test_breach_serves_on_cohort_until_rolled_back() -> None:
     from agent.fleet.sim_model import BreachSpec
     from agent.protocol.commands import RollbackCommand
 
-    signer, trust = _keys()
+    signer, trust = fresh_keys("controller-1")
     ctx = SimContext(rng=np.random.default_rng(2), ids=random.Random(2),
                      buckets=BucketModel(), blue=ModelBehaviour(), green=GREEN,
                      breach=BreachSpec(label="digits-v2", cohort="canary"),

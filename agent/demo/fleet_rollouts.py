@@ -10,6 +10,7 @@ from typing import Any
 from agent.errors import AgentError
 from agent.fleet.controller import TERMINAL, FleetController
 from agent.fleet.spec import parse_spec
+from agent.fleet.state import RolloutRecord
 
 Say = Callable[[str], None]
 VERDICT_EVERY_S = 5.0
@@ -17,6 +18,8 @@ VERDICT_EVERY_S = 5.0
 
 class DemoTimeoutError(AgentError):
     """Something the demo waits for did not happen in time (see its output folder's logs)."""
+
+
 Hook = Callable[[str], None]  # called with the rollout id on every tick
 
 
@@ -54,7 +57,8 @@ class Narrator:
         self._verdict = ""
         self._verdict_said = 0.0
 
-    def tick(self) -> None:
+    def tick(self) -> RolloutRecord:
+        """Say what changed; return the rollout's record as read for it."""
         state = self.controller.state
         record = state.rollout(self.rollout_id)
         assert record is not None
@@ -91,6 +95,7 @@ class Narrator:
                     changed or time.monotonic() - self._verdict_said > VERDICT_EVERY_S):
                 self._verdict, self._verdict_said = verdict.status, time.monotonic()
                 self.say(f"    guardrails: {text}")
+        return record
 
 
 def drive(controller: FleetController, spec: dict[str, Any], *, say: Say,
@@ -106,11 +111,9 @@ def drive(controller: FleetController, spec: dict[str, Any], *, say: Say,
     narrator = Narrator(controller, rollout_id, say)
     while True:
         controller.tick()
-        narrator.tick()
+        record = narrator.tick()  # the status changes only in controller.tick()
         if hook is not None:
             hook(rollout_id)
-        record = controller.state.rollout(rollout_id)
-        assert record is not None
         if record.status in (*TERMINAL, "paused"):
             break
         if time.monotonic() - started > timeout_s:
@@ -133,9 +136,8 @@ def _settle(controller: FleetController, rollout_id: str, narrator: Narrator, sa
     deadline = time.monotonic() + timeout_s
     while True:
         narrator.tick()
-        rollbacks = [a for a in controller.state.assignments(rollout_id)
-                     if a.action == "rollback"]
-        pending = sorted(a.thing for a in rollbacks if a.outcome is None)
+        pending = sorted(a.thing for a in controller.state.assignments(
+            rollout_id, action="rollback") if a.outcome is None)
         if not pending or time.monotonic() > deadline:
             break
         controller.tick()

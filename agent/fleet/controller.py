@@ -52,6 +52,10 @@ class _Running:
     breach_seen_at: float | None = None  # the newest report the breaching verdict saw
     rolled_back_at: float | None = None
     verdict: Verdict | None = None
+    things: frozenset[str] = field(init=False)  # every step's, to route reports by
+
+    def __post_init__(self) -> None:
+        self.things = frozenset(t for s in self.steps for t in s.things)
 
 
 class FleetController:
@@ -117,7 +121,7 @@ class FleetController:
             self.metrics_ingested += 1
             self._latest.setdefault(message.thing, deque(maxlen=4)).append(message)
             for run in self.running.values():
-                if any(message.thing in s.things for s in run.steps):
+                if message.thing in run.things:
                     run.reports.append(message)
                     run.last_report_at = time.time()
                     run.heard[message.thing] = self.clock()
@@ -130,7 +134,7 @@ class FleetController:
                     # Only a breach by this rollout's candidate counts (a device restarting
                     # after an earlier trial reports its own rollback too).
                     if message.data.get("version") == run.spec.model and \
-                            any(message.thing in s.things for s in run.steps):
+                            message.thing in run.things:
                         run.device_breaches.append(message)
 
     def _catch_up(self, thing: str) -> None:

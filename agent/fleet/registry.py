@@ -73,13 +73,6 @@ class FleetRegistry:
         self._devices: dict[str, Device] = {}
         self._registered_groups: dict[str, frozenset[str]] = {}
 
-    def merge_groups(self, groups: Mapping[str, Iterable[str]]) -> None:
-        """Add (or replace) fleet-file groups, e.g. from :func:`load_fleet_file`."""
-        for name, things in groups.items():
-            self._file_groups[name] = frozenset(things)
-        for thing in list(self._devices):
-            self._refresh_groups(thing)
-
     def observe(self, message: Register | Heartbeat, *, now: float | None = None) -> bool:
         """Record a fresh register or heartbeat; False for a heartbeat of an unknown
         device (ask it to register, e.g. with a status request)."""
@@ -100,17 +93,6 @@ class FleetRegistry:
             device, last_seen=at, boot_id=message.boot_id,
             models=MappingProxyType({str(k): v for k, v in message.models.items()}))
         return True
-
-    def touch(self, thing: str, *, now: float | None = None) -> None:
-        """Any other fresh message of ``thing`` also proves it online."""
-        device = self._devices.get(thing)
-        if device is not None:
-            self._devices[thing] = replace(device,
-                                           last_seen=self._clock() if now is None else now)
-
-    def forget(self, thing: str) -> None:
-        self._devices.pop(thing, None)
-        self._registered_groups.pop(thing, None)
 
     def get(self, thing: str) -> Device | None:
         return self._devices.get(thing)
@@ -154,7 +136,3 @@ class FleetRegistry:
         groups = set(self._registered_groups.get(thing, frozenset()))
         groups.update(name for name, things in self._file_groups.items() if thing in things)
         return frozenset(groups)
-
-    def _refresh_groups(self, thing: str) -> None:
-        device = self._devices[thing]
-        self._devices[thing] = replace(device, groups=self._groups_of(thing))

@@ -25,11 +25,11 @@ from agent.fleet.simulate import (
     SimulatedFleet,
     _broker,
     _groups,
+    add_broker_arguments,
+    fresh_keys,
 )
 from agent.fleet.spec import parse_spec
 from agent.fleet.state import ControllerState
-from agent.protocol.keys import generate_keypair
-from agent.protocol.signing import Signer, TrustStore
 from agent.transport.mqtt import MqttTransport
 from agent.transport.mqtt_config import MqttConfig
 
@@ -37,10 +37,7 @@ CANDIDATE = "digits-v2"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    where = parser.add_mutually_exclusive_group(required=True)
-    where.add_argument("--broker", help="mqtt://HOST:PORT (plain TCP)")
-    where.add_argument("--embedded", action="store_true",
-                       help="start a local broker (mosquitto if installed, else amqtt)")
+    add_broker_arguments(parser)
     parser.add_argument("--devices", type=int, default=1000)
     parser.add_argument("--groups", default="canary=0.05,fleet=0.95")
     parser.add_argument("--report-interval", type=float, default=10.0)
@@ -54,9 +51,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run_scenario(args: argparse.Namespace) -> dict[str, Any]:
-    pair = generate_keypair("fleet-controller")
-    signer = Signer(private_key=pair.private_key(), key_id=pair.key_id)
-    trust = TrustStore(keys={pair.key_id: pair.public_key()})
+    signer, trust = fresh_keys("fleet-controller")
     with tempfile.TemporaryDirectory(prefix="fleet-sim-") as tmp, \
             _broker(args) as (host, port), ControllerState(path=Path(tmp) / "c.db") as state:
         controller = FleetController(
@@ -91,7 +86,7 @@ def run_scenario(args: argparse.Namespace) -> dict[str, Any]:
                 "strategy": {"type": "canary", "group": "canary", "bake_s": args.bake},
                 "guardrails": {"min_samples": 100, "min_devices": 2, "max_p99_ratio": 3.0},
                 "timing": {"step_timeout_s": args.timeout}})
-            controller.start_rollout(spec)
+            rollout_id = controller.start_rollout(spec)
             tick_cpu = 0.0
             status = "running"
             while status not in (*TERMINAL, "paused") and time.monotonic() < deadline:
@@ -99,14 +94,13 @@ def run_scenario(args: argparse.Namespace) -> dict[str, Any]:
                 began = time.thread_time()
                 controller.tick()
                 tick_cpu += time.thread_time() - began
-                record = state.rollout("sim-canary")
+                record = state.rollout(rollout_id)
                 status = record.status if record else "missing"
-            run = controller.finished.get("sim-canary")
-            rollbacks = [a for a in state.assignments("sim-canary") if a.action == "rollback"]
+            run = controller.finished.get(rollout_id)
+            rollbacks = state.assignments(rollout_id, action="rollback")
             while any(a.outcome is None for a in rollbacks) and time.monotonic() < deadline:
                 time.sleep(0.1)
-                rollbacks = [a for a in state.assignments("sim-canary")
-                             if a.action == "rollback"]
+                rollbacks = state.assignments(rollout_id, action="rollback")
             last_ack = max((a.acked_at or 0.0 for a in rollbacks), default=0.0)
         finally:
             fleet.stop()

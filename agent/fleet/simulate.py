@@ -47,8 +47,8 @@ from agent.protocol.signing import Signer, TrustStore
 
 __all__ = [
     "BreachReport", "BreachSpec", "DeviceView", "FleetHook", "FleetStats", "ModelBehaviour",
-    "SimulatedFleet", "SimulationError", "SimulationRun", "add_simulate_arguments",
-    "assign_groups", "simulate_main",
+    "SimulatedFleet", "SimulationError", "SimulationRun", "add_broker_arguments",
+    "add_simulate_arguments", "assign_groups", "fresh_keys", "simulate_main",
 ]
 
 
@@ -73,11 +73,23 @@ class SimulationRun:
 FleetHook = Callable[[SimulationRun], Mapping[str, Any]]
 
 
-def add_simulate_arguments(parser: argparse.ArgumentParser) -> None:
+def add_broker_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--broker`` or ``--embedded``, for :func:`_broker`."""
     where = parser.add_mutually_exclusive_group(required=True)
     where.add_argument("--broker", help="mqtt://HOST:PORT (plain TCP)")
     where.add_argument("--embedded", action="store_true",
                        help="start a local broker (mosquitto if installed, else amqtt)")
+
+
+def fresh_keys(key_id: str) -> tuple[Signer, TrustStore]:
+    """A new controller key, and a trust store holding only it."""
+    pair = generate_keypair(key_id)
+    return (Signer(private_key=pair.private_key(), key_id=pair.key_id),
+            TrustStore(keys={pair.key_id: pair.public_key()}))
+
+
+def add_simulate_arguments(parser: argparse.ArgumentParser) -> None:
+    add_broker_arguments(parser)
     parser.add_argument("--devices", type=int, default=1000)
     parser.add_argument("--groups", default="canary=0.05,fleet=0.95",
                         help="NAME=SHARE,... splits the fleet; NAME,NAME puts all in each")
@@ -161,9 +173,7 @@ def simulate_main(args: argparse.Namespace, *, hook: FleetHook | None = None) ->
             paths[key_id] = Path(path)
         trust = TrustStore.from_files(paths)
     else:
-        pair = generate_keypair("fleet-sim")
-        signer = Signer(private_key=pair.private_key(), key_id=pair.key_id)
-        trust = TrustStore(keys={pair.key_id: pair.public_key()})
+        signer, trust = fresh_keys("fleet-sim")
     breach = None
     if args.breach:
         label, _, cohort = args.breach.partition("@")

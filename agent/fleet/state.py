@@ -357,15 +357,13 @@ class ControllerState:
         return _assignment(rows[0]) if rows else None
 
     def assignments(self, rollout_id: str, *, step_index: int | None = None,
-                    thing: str | None = None) -> list[Assignment]:
+                    thing: str | None = None, action: Action | None = None) -> list[Assignment]:
         sql = f"SELECT {_ASSIGNMENT_COLUMNS} FROM assignments WHERE rollout_id=?"
         params: list[Any] = [rollout_id]
-        if step_index is not None:
-            sql += " AND step_index=?"
-            params.append(step_index)
-        if thing is not None:
-            sql += " AND thing=?"
-            params.append(thing)
+        for column, value in (("step_index", step_index), ("thing", thing), ("action", action)):
+            if value is not None:
+                sql += f" AND {column}=?"
+                params.append(value)
         rows = self._query(sql + " ORDER BY thing, rollout_seq", tuple(params))
         return [_assignment(row) for row in rows]
 

@@ -6,6 +6,11 @@ and the groups of a fleet file (``{groups: {name: [things]}}``) merged in.
 own clock is never consulted. The hardware class (the unit canaries are
 spread over and guardrails judge) is the Neo target unless ``classify`` says
 otherwise.
+
+A heartbeat carries the device's groups and profile too, so a controller that
+started after its devices (and missed their register messages) knows each one
+within a heartbeat interval; the newest groups a device reports, by either
+message, are the ones kept.
 """
 
 from __future__ import annotations
@@ -74,24 +79,31 @@ class FleetRegistry:
         self._registered_groups: dict[str, frozenset[str]] = {}
 
     def observe(self, message: Register | Heartbeat, *, now: float | None = None) -> bool:
-        """Record a fresh register or heartbeat; False for a heartbeat of an unknown
-        device (ask it to register, e.g. with a status request)."""
+        """Record a fresh register or heartbeat; True if the device is known afterwards.
+
+        A heartbeat of an unknown device registers it when it carries ``profile`` and
+        ``groups``; False for one without them (an older agent: ask it to register, with
+        an ``announce`` command)."""
         at = self._clock() if now is None else now
-        if isinstance(message, Register):
-            self._registered_groups[message.thing] = frozenset(message.groups)
+        models = MappingProxyType({str(k): v for k, v in message.models.items()})
+        device = self._devices.get(message.thing)
+        profile, groups = message.profile, message.groups
+        if isinstance(message, Register) or device is None:
+            if profile is None or groups is None:
+                return False
+            self._registered_groups[message.thing] = frozenset(groups)
             self._devices[message.thing] = Device(
-                thing=message.thing, groups=self._groups_of(message.thing),
-                profile=message.profile, hardware_class=self._classify(message.profile),
-                models=MappingProxyType({str(k): v for k, v in message.models.items()}),
-                last_seen=at,
+                thing=message.thing, groups=self._groups_of(message.thing), profile=profile,
+                hardware_class=self._classify(profile), models=models, last_seen=at,
                 boot_id=message.boot_id)
             return True
-        device = self._devices.get(message.thing)
-        if device is None:
-            return False
-        self._devices[message.thing] = replace(
-            device, last_seen=at, boot_id=message.boot_id,
-            models=MappingProxyType({str(k): v for k, v in message.models.items()}))
+        if groups is not None:
+            self._registered_groups[message.thing] = frozenset(groups)
+            device = replace(device, groups=self._groups_of(message.thing))
+        if profile is not None and profile != device.profile:
+            device = replace(device, profile=profile, hardware_class=self._classify(profile))
+        self._devices[message.thing] = replace(device, last_seen=at, boot_id=message.boot_id,
+                                               models=models)
         return True
 
     def get(self, thing: str) -> Device | None:

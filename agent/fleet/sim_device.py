@@ -6,6 +6,12 @@ device returns ``(channel, payload)`` pairs; the fleet decides whether they go o
 (an offline device's are dropped). Hot messages (metrics, heartbeats) are built as
 plain dicts in the wire's canonical JSON; rare ones (register, ack, event, state) go
 through the pydantic schemas and :func:`~agent.protocol.codec.encode`.
+
+Commands are answered as :class:`~agent.service.swaps.SwapController` answers them,
+with the same ack ``data`` codes: a stage during a trial is refused (``on_trial``);
+``confirm`` ends the trial of the rollout that promoted; ``rollback`` undoes only
+what its own rollout did (else ``nothing_to_roll_back``); ``announce`` sends a
+register. Heartbeats carry groups and profile.
 """
 
 from __future__ import annotations
@@ -32,6 +38,7 @@ from agent.protocol.signing import TrustStore
 from agent.telemetry.metrics import quantiles_of
 
 Out = tuple[str, bytes]  # (channel, payload)
+Answer = tuple[Outcome, str, dict[str, Any]]  # an ack's outcome, reason and data
 U = TypeVar("U", bound=UpMessage)
 _BUCKETS = len(BUCKET_EDGES_US) + 1
 _REMEMBERED_ACKS = 16
@@ -83,6 +90,7 @@ class SimDevice:
                  speed: float, connection: int, blue_label: str, ctx: SimContext,
                  now: float) -> None:
         self.thing, self.groups, self.profile, self.speed = thing, groups, profile, speed
+        self._profile_json = profile.info.model_dump(mode="json")  # for every heartbeat
         self.connection = connection
         self.ctx = ctx
         self.online = True
@@ -95,26 +103,37 @@ class SimDevice:
         self.breach_cleared_at: float | None = None
         self.boot(blue_label, now)
 
-    def boot(self, blue_label: str, now: float) -> None:
-        """A (re)start: new boot id, counters from zero, no candidate, no rollout."""
+    def boot(self, blue_label: str, now: float, *, blue_rollout: str | None = None,
+             previous: tuple[str, str | None] | None = None) -> None:
+        """A (re)start: new boot id, counters from zero, no candidate, no rollout. What the
+        store keeps: ``blue_rollout``, the rollout that promoted the model served, and
+        ``previous``, the (label, rollout) a rollback returns to."""
         self.boot_id = self.ctx.new_id()
         self.booted_at = self.advanced_at = self.window_start = now
         self.blue = new_lane(blue_label, 0, now)
+        self.blue_rollout = blue_rollout
         self.green: Lane | None = None
+        self.green_rollout: str | None = None  # the rollout that staged (or steers) green
         self.previous: Lane | None = None  # the blue before a promote, while on trial
-        self.previous_label: str | None = None  # what a rollback after the trial returns to
+        # What a rollback after the trial returns to, and the rollout that promoted it.
+        self.previous_label: str | None = previous[0] if previous else None
+        self.previous_rollout: str | None = previous[1] if previous else None
         self.green_series = -1
         self.mode, self.weights, self.sample_rate = "serve", (100, 0), 0.0
         self.green_since = now
         self.trial_started: float | None = None
+        self.trial_rollout: str | None = None
         self.rollout: tuple[str, int] | None = None
 
     def reboot(self, now: float) -> None:
         """A restart: a model on trial is dropped for the one before it (as the store does);
         the replay guard's marks are durable on a real device, so they stay."""
-        label = self.previous_label if self.trial_started is not None and \
-            self.previous_label is not None else self.blue.label
-        self.boot(label, now)
+        if self.trial_started is not None and self.previous_label is not None:
+            self.boot(self.previous_label, now, blue_rollout=self.previous_rollout)
+        else:
+            kept = None if self.previous_label is None else (self.previous_label,
+                                                             self.previous_rollout)
+            self.boot(self.blue.label, now, blue_rollout=self.blue_rollout, previous=kept)
         self._note_breach_cleared(now)
 
     # ---- envelope ---------------------------------------------------------------------
@@ -146,7 +165,7 @@ class SimDevice:
     def heartbeat(self, now: float) -> Out:
         body = self._envelope("heartbeat")
         body.update(uptime_s=round(now - self.booted_at, 3), boot_id=self.boot_id,
-                    models=self.models())
+                    models=self.models(), groups=list(self.groups), profile=self._profile_json)
         return "heartbeat", canonical_json(body)
 
     def metrics(self, now: float) -> Out:
@@ -210,7 +229,7 @@ class SimDevice:
                 blue_n += failed  # a failed green request is answered by blue
         self._serve(self.blue, blue_n)
         if self.trial_started is not None and now - self.trial_started >= self.ctx.trial_s:
-            self.trial_started = None  # the trial passed: the old blue is released
+            self.trial_started = self.trial_rollout = None  # passed: the old blue is released
             self.previous = None
 
     def _serve(self, lane: Lane, n: int) -> int:
@@ -259,18 +278,19 @@ class SimDevice:
                 return [self._message(Event, **rejection(err, topic=topic))]
             return [self._message(Ack, command_id=first.command_id,
                                   rollout_id=first.rollout_id, rollout_seq=first.rollout_seq,
-                                  outcome=first.outcome, reason=first.reason)]
+                                  outcome=first.outcome, reason=first.reason,
+                                  data=first.data)]
         except ProtocolError as err:
             return [self._message(Event, **rejection(err, topic=topic))]
         self.advance(now)  # traffic so far was served under the previous mode
         out: list[Out] = []
-        outcome, reason = self._apply(command, now, out)
+        outcome, reason, data = self._apply(command, now, out)
         self._note_breach_cleared(now)
         self.seq += 1
         ack = Ack(id=self.ctx.new_id(), thing=self.thing, seq=self.seq,
                   sent_at=int(self.ctx.wall_clock() * 1000), command_id=command.command_id,
                   rollout_id=command.rollout_id, rollout_seq=command.rollout_seq,
-                  outcome=outcome, reason=reason)
+                  outcome=outcome, reason=reason, data=data)
         self._acks[command.command_id] = ack
         while len(self._acks) > _REMEMBERED_ACKS:
             self._acks.popitem(last=False)
@@ -282,67 +302,112 @@ class SimDevice:
             self.guard.retire(self.rollout[0])  # its delayed commands are stale now
         self.rollout = (command.rollout_id, command.rollout_seq)
 
-    def _apply(self, command: Command, now: float, out: list[Out]) -> tuple[Outcome, str]:
+    def _apply(self, command: Command, now: float, out: list[Out]) -> Answer:
         args = command.args
         if isinstance(args, StageArgs):
-            if self.trial_started is not None:
-                return "rejected", "a promoted model is on trial: promote or roll back first"
-            self._enter(command)
-            self.green_series += 1
-            self.green = new_lane(args.version, self.green_series, now)
-            self.green_since = now
-            self.mode, self.weights = "serve", (100, 0)
-            return "ok", f"{args.version} staged"
+            return self._stage(command, args, now)
         if command.action == "status":
             out.append(self._message(State, in_reply_to=command.command_id,
                                      **self.state_fields(now)))
-            return "ok", ""
+            return "ok", "", {}
+        if command.action == "announce":
+            out.append(self.register())
+            return "ok", "register sent", {}
+        if command.action == "confirm":
+            return self._confirm(command)
         if command.action == "rollback":
-            self._enter(command)
-            dropped = self._roll_back(now)
-            if dropped is None:
-                return "rejected", "nothing to roll back to"
-            return "ok", f"{dropped} rolled back; {self.blue.label} serves"
+            return self._roll_back(command, now)
         if self.green is None:
-            return "rejected", f"cannot {command.action}: no candidate model is staged"
+            return "rejected", f"cannot {command.action}: no candidate model is staged", {}
         self._enter(command)
         if isinstance(args, ShadowArgs):
             self.mode, self.weights, self.sample_rate = "shadow", (100, 0), args.sample_rate
-            return "ok", f"shadowing {self.green.label}"
+            self.green_rollout = command.rollout_id
+            return "ok", f"shadowing {self.green.label}", {}
         if isinstance(args, SetWeightsArgs):
             self.mode, self.weights = "weighted", (args.blue, args.green)
-            return "ok", f"weights blue {args.blue} / green {args.green}"
+            self.green_rollout = command.rollout_id
+            return "ok", f"weights blue {args.blue} / green {args.green}", {}
         # promote: green becomes blue, on trial
         green = self.green
         self.previous, self.previous_label = self.blue, self.blue.label
+        self.previous_rollout, self.blue_rollout = self.blue_rollout, command.rollout_id
         self.blue = Lane(label=green.label, series=self.blue.series + 1, counts=green.counts,
                          errors=green.errors, checked=green.checked, correct=green.correct,
                          reported_at=green.reported_at)
-        self.green, self.mode, self.weights = None, "serve", (100, 0)
-        self.trial_started = now
+        self.green, self.green_rollout, self.mode, self.weights = None, None, "serve", (100, 0)
+        self.trial_started, self.trial_rollout = now, command.rollout_id
         out.append(self._message(
             Event, kind="model_activated",
             detail=f"{green.label} serves, on trial for {self.ctx.trial_s:g} s",
             data={"version": green.label, "role": "blue"}))
-        return "ok", f"{green.label} promoted (trial {self.ctx.trial_s:g} s)"
+        return "ok", f"{green.label} promoted (trial {self.ctx.trial_s:g} s)", \
+            {"model": green.label}
 
-    def _roll_back(self, now: float) -> str | None:
+    def _stage(self, command: Command, args: StageArgs, now: float) -> Answer:
+        if self.trial_started is not None:
+            label, owner = self.blue.label, self.trial_rollout or "unknown"
+            return "rejected", (f"{label} promoted by rollout {owner} is on trial: rollout "
+                                f"{owner} must confirm or roll it back first"), \
+                {"code": "on_trial", "trial_rollout_id": owner, "model": label}
+        self._enter(command)
+        self.green_series += 1
+        self.green = new_lane(args.version, self.green_series, now)
+        self.green_rollout = command.rollout_id
+        self.green_since = now
+        self.mode, self.weights = "serve", (100, 0)
+        data: dict[str, Any] = {"model": args.version}
+        if args.package_version is not None:  # the simulated package is the one asked for
+            data["package_version"] = args.package_version
+        return "ok", f"{args.version} staged", data
+
+    def _confirm(self, command: Command) -> Answer:
+        rollout, serving = command.rollout_id, self.blue.label
+        if self.trial_started is not None and self.trial_rollout == rollout:
+            self._enter(command)
+            self.trial_started = self.trial_rollout = None
+            self.previous = None
+            return "ok", f"{serving} confirmed", {"model": serving}
+        if self.trial_started is not None:
+            owner = self.trial_rollout or "unknown"
+            return "rejected", f"{serving} on trial was promoted by rollout {owner}, not " \
+                f"{rollout}", {"code": "other_rollout", "model": serving,
+                               "trial_rollout_id": owner}
+        if self.blue_rollout == rollout:
+            return "ok", f"{serving} already confirmed", {"model": serving}
+        return "rejected", f"nothing of rollout {rollout} to confirm; {serving} serves", \
+            {"code": "nothing_to_confirm", "model": serving}
+
+    def _roll_back(self, command: Command, now: float) -> Answer:
+        """Undo what the command's rollout did: its trial, its candidate, or the model it
+        promoted; anything else stays (an ok no-op)."""
+        rollout = command.rollout_id
         dropped = self.blue.label
-        if self.trial_started is not None and self.previous is not None:
+        if self.trial_started is not None and self.trial_rollout == rollout \
+                and self.previous is not None:
             old = self.previous
             self.blue = Lane(label=old.label, series=self.blue.series + 1, counts=old.counts,
                              errors=old.errors, checked=old.checked, correct=old.correct,
                              reported_at=old.reported_at)
-            self.previous, self.previous_label, self.trial_started = None, None, None
-        elif self.green is not None:
-            dropped, self.green = self.green.label, None
-        elif self.previous_label is not None:
+            self.blue_rollout = self.previous_rollout
+            self.previous, self.previous_label, self.previous_rollout = None, None, None
+            self.trial_started = self.trial_rollout = None
+        elif self.green is not None and self.green_rollout == rollout:
+            dropped, self.green, self.green_rollout = self.green.label, None, None
+        elif self.trial_started is None and self.blue_rollout == rollout:
+            if self.previous_label is None:
+                return "rejected", f"{dropped} of rollout {rollout} has no previous version " \
+                    "to go back to", {"code": "no_previous", "model": dropped}
             self.blue = new_lane(self.previous_label, self.blue.series + 1, now)
-            self.previous_label = None
+            self.blue_rollout = self.previous_rollout
+            self.previous_label = self.previous_rollout = None
         else:
-            return None
+            return "ok", f"nothing of rollout {rollout} on this device; {dropped} serves", \
+                {"code": "nothing_to_roll_back", "model": dropped}
+        self._enter(command)
         self.mode, self.weights = "serve", (100, 0)
-        return dropped
+        return "ok", f"{dropped} rolled back; {self.blue.label} serves", \
+            {"model": self.blue.label}
 
     def state_fields(self, now: float) -> dict[str, Any]:
         fields: dict[str, Any] = {"models": self.models(), "mode": self.mode,

@@ -4,12 +4,23 @@ Each action has its own class with its own typed ``args``, so a handler can
 ``match`` on the class and read ``command.args.url`` with a checked type. The
 wire form is one ``type: "command"`` message whose ``action`` picks the class::
 
-    stage        args: url, sha256, version[, size_bytes]   fetch and verify a package as green
-    shadow       args: sample_rate (0..1)                   copy that share of inputs to green
-    set_weights  args: blue, green (0..100, sum 100)        weighted split between the variants
-    promote      args: {}                                   green becomes blue
-    rollback     args: {}                                   back to blue only (or previous)
-    status       args: {}                                   answer with a ``state`` report
+    stage        args: url, sha256, version              fetch and verify a package as green
+                       [, size_bytes, package_version]
+    shadow       args: sample_rate (0..1)                copy that share of inputs to green
+    set_weights  args: blue, green (0..100, sum 100)     weighted split between the variants
+    promote      args: {}                                green becomes blue, on trial
+    confirm      args: {}                                the rollout succeeded: end the trial
+                                                         of the model it promoted
+    rollback     args: {}                                undo what this rollout did on the
+                                                         device (nothing of it: a no-op)
+    status       args: {}                                answer with a ``state`` report
+    announce     args: {}                                send a ``register`` now (discovery
+                                                         by a controller started later)
+
+``stage`` is refused unless the signed manifest's label is ``version`` (and, when
+given, its integer version is ``package_version``). ``rollback`` and ``confirm``
+act only on what the command's own rollout staged or promoted, so a late rollback
+of a rollout the device refused never undoes an earlier, successful one.
 
 ``command_id`` names the command; ``id`` names this transmission of it (a
 controller that re-sends a command re-signs it under a new ``id``). Commands are
@@ -39,7 +50,8 @@ from agent.protocol.fields import (
     new_message_id,
 )
 
-CommandAction = Literal["stage", "shadow", "set_weights", "promote", "rollback", "status"]
+CommandAction = Literal["stage", "shadow", "set_weights", "promote", "confirm", "rollback",
+                        "status", "announce"]
 PackageUrl = Annotated[str, Field(pattern=r"^(https|http|s3|file)://\S+$", max_length=2048)]
 Sha256 = Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
 SignatureText = Annotated[str, Field(min_length=1, max_length=256)]
@@ -68,8 +80,9 @@ class Weights(Schema):
 class StageArgs(Schema):
     url: PackageUrl
     sha256: Sha256
-    version: Name
+    version: Name  # the label the package's signed manifest must carry
     size_bytes: Count | None = None
+    package_version: Count | None = None  # the manifest's integer version, when checked
 
 
 class ShadowArgs(Schema):
@@ -131,6 +144,11 @@ class PromoteCommand(Command):
     args: NoArgs = Field(default_factory=NoArgs)
 
 
+class ConfirmCommand(Command):
+    action: Literal["confirm"] = "confirm"
+    args: NoArgs = Field(default_factory=NoArgs)
+
+
 class RollbackCommand(Command):
     action: Literal["rollback"] = "rollback"
     args: NoArgs = Field(default_factory=NoArgs)
@@ -141,11 +159,18 @@ class StatusCommand(Command):
     args: NoArgs = Field(default_factory=NoArgs)
 
 
+class AnnounceCommand(Command):
+    action: Literal["announce"] = "announce"
+    args: NoArgs = Field(default_factory=NoArgs)
+
+
 COMMAND_CLASSES: Mapping[str, type[Command]] = MappingProxyType({
     "stage": StageCommand,
     "shadow": ShadowCommand,
     "set_weights": SetWeightsCommand,
     "promote": PromoteCommand,
+    "confirm": ConfirmCommand,
     "rollback": RollbackCommand,
     "status": StatusCommand,
+    "announce": AnnounceCommand,
 })

@@ -6,7 +6,9 @@ from typing import Any
 
 from agent.loop.histogram import BUCKET_EDGES_US, BUCKETS_VERSION, quantile_us
 from agent.protocol.commands import (
+    AnnounceCommand,
     Command,
+    ConfirmCommand,
     PromoteCommand,
     RollbackCommand,
     SetWeightsArgs,
@@ -44,16 +46,16 @@ def example_up_messages() -> list[UpMessage]:
     counts[36], counts[37], counts[38], counts[45] = 5200, 3100, 640, 3  # ~4-6 ms, one slow
     p50, p90, p99 = (round(quantile_us(counts, BUCKET_EDGES_US, q), 3) for q in (0.5, 0.9, 0.99))
     env: dict[str, Any] = {"thing": THING, "sent_at": ISSUED_AT + 5_000}
+    profile = ProfileInfo(
+        board="Raspberry Pi 4 Model B Rev 1.4", board_family="raspberry_pi",
+        neo_target="rasp4b", arch="aarch64", reported_arch="aarch64", emulated=False,
+        os_bits=64, cpu_count=4, mem_total_bytes=3977547776, mem_available_bytes=3492433920)
     return [
         Register(seq=1000, groups=["canary", "kitchen"], agent_version="0.1.0",
-                 boot_id=BOOT_ID, models={"blue": "digits-v1"}, **env,
-                 profile=ProfileInfo(
-                     board="Raspberry Pi 4 Model B Rev 1.4", board_family="raspberry_pi",
-                     neo_target="rasp4b", arch="aarch64", reported_arch="aarch64",
-                     emulated=False, os_bits=64, cpu_count=4, mem_total_bytes=3977547776,
-                     mem_available_bytes=3492433920)),
+                 boot_id=BOOT_ID, models={"blue": "digits-v1"}, profile=profile, **env),
         Heartbeat(seq=1001, uptime_s=30.2, boot_id=BOOT_ID,
-                  models={"blue": "digits-v1", "green": "digits-v2"}, **env),
+                  models={"blue": "digits-v1", "green": "digits-v2"},
+                  groups=["canary", "kitchen"], profile=profile, **env),
         Metrics(seq=1002, boot_id=BOOT_ID, **env, variants={
             "blue": VariantMetrics(
                 model_version="digits-v1", rollout_id="r-2024-06-01", rollout_seq=3,
@@ -73,7 +75,14 @@ def example_up_messages() -> list[UpMessage]:
               trial=Trial(candidate="digits-v2", kind="weighted", elapsed_s=120.0),
               in_reply_to=None, **env),
         Ack(seq=1005, command_id="5b1e0c9a2f3d4e6b8a7c9d0e1f2a3b4c", rollout_id="r-2024-06-01",
-            rollout_seq=3, outcome="ok", **env),
+            rollout_seq=3, outcome="ok", reason="digits-v2 staged",
+            data={"model": "digits-v2", "package_version": 2}, **env),
+        Ack(seq=1006, command_id="6c2f1d0b3a4e5f7c9b8d0e1f2a3b4c5d", rollout_id="r-2024-06-02",
+            rollout_seq=1, outcome="rejected",
+            reason="digits-v2 promoted by rollout r-2024-06-01 is on trial: rollout "
+                   "r-2024-06-01 must confirm or roll it back first",
+            data={"code": "on_trial", "trial_rollout_id": "r-2024-06-01",
+                  "model": "digits-v2"}, **env),
     ]
 
 
@@ -85,10 +94,13 @@ def example_commands() -> list[Command]:
     return [
         StageCommand(rollout_seq=1, **common, args=StageArgs(
             url="https://models.example.com/digits-v2.tar.gz", sha256=sha, version="digits-v2",
-            size_bytes=1_048_576)),
+            size_bytes=1_048_576, package_version=2)),
         ShadowCommand(rollout_seq=2, args=ShadowArgs(sample_rate=0.25), **common),
         SetWeightsCommand(rollout_seq=3, args=SetWeightsArgs(blue=90, green=10), **common),
         PromoteCommand(rollout_seq=4, **common),
         RollbackCommand(rollout_seq=5, **common),
         StatusCommand(rollout_seq=6, **common),
+        ConfirmCommand(rollout_seq=7, **common),
+        AnnounceCommand(rollout_seq=1, rollout_id="announce", issued_at=ISSUED_AT,
+                        target=Target(kind="group", name="canary")),
     ]

@@ -9,11 +9,12 @@ Every message is a JSON object with ``v`` (schema version, now 1) and ``type``
     sent_at  Unix ms by the device's clock: informational only (a Pi has no RTC)
 
     register   groups, device profile, agent version, boot id, model per variant
-    heartbeat  uptime, boot id, model per variant (IPC has no MQTT last will)
+    heartbeat  uptime, boot id, model per variant, groups and profile (IPC has no MQTT
+               last will; a controller that missed the register learns the device here)
     metrics    per-variant counts and latency buckets (cumulative per boot), health
     event      guardrail breach, local rollback, rejected message, spool drop, ...
     state      models, variant mode, weights, rollout, trial; answers ``status``
-    ack        the outcome of a command
+    ack        the outcome of a command, with machine-readable ``data`` (see Ack)
 
 Commands (down) are in :mod:`agent.protocol.commands`. Latency travels as
 cumulative counts on the loop's fixed, versioned bucket edges, so the
@@ -113,6 +114,9 @@ class Heartbeat(UpMessage):
     uptime_s: NonNegative  # by the monotonic clock since this boot_id began
     boot_id: MessageId
     models: ModelVersions
+    # Optional for older agents; the agent always fills them.
+    groups: Annotated[list[GroupName], Field(max_length=64)] | None = None
+    profile: ProfileInfo | None = None
 
 
 class Buckets(Schema):
@@ -208,6 +212,23 @@ class State(UpMessage):
 
 
 class Ack(UpMessage):
+    """The outcome of one command. ``reason`` is for people; ``data`` for the controller:
+
+        code              why, machine-readable (absent when there is nothing to add):
+                          on_trial              stage refused: another promotion's trial runs
+                          label_mismatch        stage refused: the package is another build
+                          version_mismatch      stage refused: another package version
+                          other_rollout         confirm refused: another rollout's trial
+                          nothing_to_confirm    confirm refused: nothing of this rollout
+                          no_previous           rollback refused: nothing to go back to
+                          nothing_to_roll_back  rollback ok, a no-op: nothing of this rollout
+        model             stage: the package's label; otherwise the model serving after
+                          the command (promote, confirm, rollback) or on trial
+        package_version   the staged package's integer manifest version
+        expected          what the command expected (a label or a package version)
+        trial_rollout_id  the rollout whose promoted model is on trial
+    """
+
     channel = "ack"
     type: Literal["ack"] = "ack"
     command_id: Name
@@ -215,6 +236,7 @@ class Ack(UpMessage):
     rollout_seq: Seq
     outcome: Outcome
     reason: Text = ""
+    data: Annotated[dict[DataKey, Scalar], Field(max_length=32)] = Field(default_factory=dict)
 
 
 Message = Register | Heartbeat | Metrics | Event | State | Ack | Command

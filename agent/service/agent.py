@@ -125,6 +125,7 @@ class AgentService:
         self.commands = CommandProcessor(gate=CommandGate(trust=trust, guard=guard),
                                          outbox=self.outbox,
                                          handlers={"status": self._status,
+                                                   "announce": self._announce,
                                                    **self.swaps.handlers()})
         self.updates.on_deferred = self._report_deferral
         self._report_unused_package(config)
@@ -137,9 +138,7 @@ class AgentService:
 
         self.worker.start()
         self.commands.start()
-        self.outbox.send(Register, groups=config.thing_groups, profile=self.profile.to_dict(),
-                         agent_version=__version__, boot_id=self.stamper.boot_id,
-                         models=self.router.models())
+        self.register()
         self.drainer: SpoolDrainer | None = None
         if self.transport is not None:
             self._connect(self.transport)
@@ -268,9 +267,18 @@ class AgentService:
                           f"deferred: {reason}"[:512],
                           data={"deployment_id": deployment_id[:128]})
 
-    def heartbeat(self) -> None:
-        self.outbox.send(Heartbeat, uptime_s=round(time.monotonic() - self._started_at, 3),
+    def register(self) -> None:
+        """Tell the controller who this device is: on start, and on an ``announce``."""
+        self.outbox.send(Register, groups=self.config.thing_groups,
+                         profile=self.profile.to_dict(), agent_version=__version__,
                          boot_id=self.stamper.boot_id, models=self.router.models())
+
+    def heartbeat(self) -> None:
+        # Groups and profile ride along so that a controller that missed the register
+        # knows the device within one heartbeat interval.
+        self.outbox.send(Heartbeat, uptime_s=round(time.monotonic() - self._started_at, 3),
+                         boot_id=self.stamper.boot_id, models=self.router.models(),
+                         groups=self.config.thing_groups, profile=self.profile.to_dict())
 
     def report_metrics(self) -> None:
         rollout = self.swaps.rollout
@@ -310,6 +318,10 @@ class AgentService:
     def _status(self, command: Command) -> Result:
         self.outbox.send(State, in_reply_to=command.command_id, **self._state_fields())
         return Result("ok")
+
+    def _announce(self, _command: Command) -> Result:
+        self.register()
+        return Result("ok", "register sent")
 
     # ---- stop -----------------------------------------------------------------------
 

@@ -7,15 +7,21 @@ admitted command, a ``rejected_message`` event for anything that fails the
 gate (malformed, oversized, unsigned, forged, untrusted, revoked, for another
 device, replayed, stale). A replayed command is answered with its first ack
 again, so a controller that re-sends after a lost ack converges.
+
+Every command is logged (logger ``edge_agent.commands``): its outcome at INFO
+when applied, at WARNING when rejected or failed, and every gate rejection at
+WARNING with its error, so a device's own log tells why it refused something.
 """
 
 from __future__ import annotations
 
+import logging
 import queue
 import threading
 from collections import OrderedDict
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
 
 from agent.protocol.commands import Command
 from agent.protocol.errors import ProtocolError, ReplayError
@@ -23,11 +29,18 @@ from agent.protocol.gate import CommandGate, rejection
 from agent.protocol.messages import Ack, Event, Outcome
 from agent.service.outbox import Outbox
 
+AckScalar = str | int | float | bool | None
+log = logging.getLogger("edge_agent.commands")
+
 
 @dataclass(frozen=True)
 class Result:
+    """A handler's answer: the ack's ``outcome``, ``reason`` (for people) and ``data``
+    (for the controller: ``code``, ``model``, ... see :class:`~agent.protocol.messages.Ack`)."""
+
     outcome: Outcome
     reason: str = ""
+    data: Mapping[str, AckScalar] = field(default_factory=lambda: MappingProxyType({}))
 
 
 Handler = Callable[[Command], Result]
@@ -54,6 +67,7 @@ class CommandProcessor:
         try:
             self._queue.put_nowait((topic, payload))
         except queue.Full:
+            log.warning("command queue full: message on %s dropped", topic)
             self.outbox.event("rejected_message", "command queue full: message dropped",
                               data={"code": "overload", "topic": topic[:256]})
 
@@ -68,9 +82,11 @@ class CommandProcessor:
         try:
             command = self.gate.admit(payload)
         except ReplayError as err:
+            log.warning("replayed command on %s: %s", topic, err)
             self._reack(err, topic)
             return
         except ProtocolError as err:
+            log.warning("command on %s rejected (%s): %s", topic, err.code, err)
             self.rejected += 1
             self.outbox.send(Event, **rejection(err, topic=topic))
             return
@@ -84,13 +100,22 @@ class CommandProcessor:
             except Exception as err:  # a failed action is acked, never fatal to the agent
                 result = Result("failed", f"{type(err).__name__}: {err}"[:512])
         self.handled += 1
+        self._log(command, result)
         ack = self.outbox.send(Ack, command_id=command.command_id,
                                rollout_id=command.rollout_id, rollout_seq=command.rollout_seq,
-                               outcome=result.outcome, reason=result.reason)
+                               outcome=result.outcome, reason=result.reason,
+                               data=dict(result.data))
         if ack is not None:
             self._acks[command.command_id] = ack
             while len(self._acks) > _MAX_REMEMBERED_ACKS:
                 self._acks.popitem(last=False)
+
+    @staticmethod
+    def _log(command: Command, result: Result) -> None:
+        level = logging.INFO if result.outcome == "ok" else logging.WARNING
+        log.log(level, "command %s %s of rollout %s seq %d: %s — %s", command.action,
+                command.command_id, command.rollout_id, command.rollout_seq, result.outcome,
+                result.reason or "done")
 
     def _reack(self, err: ReplayError, topic: str) -> None:
         first = self._acks.get(err.related_id or "")
@@ -100,7 +125,7 @@ class CommandProcessor:
             return
         self.outbox.send(Ack, command_id=first.command_id, rollout_id=first.rollout_id,
                          rollout_seq=first.rollout_seq, outcome=first.outcome,
-                         reason=first.reason)
+                         reason=first.reason, data=first.data)
 
     def stop(self) -> None:
         self._queue.put(None)

@@ -3,9 +3,10 @@
 Layout under ``root``::
 
     lock                  advisory flock: one owning process at a time
-    current               {"version_id": "v3", "since": 12}  (absent: no model yet)
+    current               {"version_id": "v3", "since": 12, "rollout_id": "r-7"}
+                          (absent: no model yet)
     previous              {"version_id": "v2", "since": 12}  (absent: nothing to go back to)
-    trial                 {"version_id": "v3", "trial_s": 600.0,
+    trial                 {"version_id": "v3", "trial_s": 600.0, "rollout_id": "r-7",
                            "from_current": "v2", "from_previous": "v1"}  while v3 is on trial
     rollback              a rollback in progress (redo intent; recovery finishes it)
     last_rollback.json    {"from": "v3", "to": "v2", "previous": "v1", "reason": ..., "since": 13}
@@ -20,6 +21,14 @@ Layout under ``root``::
 found), never from a clock: a Raspberry Pi has no RTC. A trial's deadline is a
 duration counted on this process's monotonic clock; a restart during a trial
 fails the trial.
+
+A pointer's ``rollout_id`` names the fleet rollout that promoted the version (absent:
+none did, or it is not known, as in files written before it was kept). It moves with
+the version: a promotion keeps the old current's in ``previous``, and the trial record
+keeps both (``from_current_rollout``, ``from_previous_rollout``), so that undoing a
+promotion restores the pointers exactly. A rollback's ``to_rollout`` and
+``previous_rollout`` do the same for the pointers it sets. The agent scopes a fleet
+rollback to what the asking rollout did by this id.
 
 Every multi-file change is journaled so that a SIGKILL at any instant, followed by
 :meth:`ModelStore.recover`, leaves ``current`` and ``previous`` on complete
@@ -76,6 +85,7 @@ MANIFEST = "manifest.json"
 VERIFIED = "VERIFIED"
 TRASH_PREFIX = ".trash-"
 _VERSION_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,127}")
+_ROLLOUT_ID = re.compile(r"[A-Za-z0-9_:.\-]{1,128}")  # the protocol's name characters
 
 
 class StoreError(AgentError):
@@ -126,6 +136,9 @@ class Trial:
     trial_s: float
     from_current: str | None
     from_previous: str | None
+    rollout_id: str | None = None  # the rollout that promoted ``version_id``
+    from_current_rollout: str | None = None
+    from_previous_rollout: str | None = None
 
 
 @dataclass(frozen=True)
@@ -136,6 +149,8 @@ class Rollback:
     to_version: str | None
     previous: str | None
     reason: str
+    to_rollout: str | None = None  # the rollout ids the two pointers get
+    previous_rollout: str | None = None
 
 
 @dataclass(frozen=True)
@@ -190,6 +205,22 @@ def _optional_id(obj: Mapping[str, Any], key: str, path: Path) -> str | None:
     if not isinstance(value, str) or not _VERSION_ID.fullmatch(value):
         raise StoreCorruptError(f"{path}: {key} {value!r} is not a version id")
     return value
+
+
+def _optional_rollout(obj: Mapping[str, Any], key: str, path: Path) -> str | None:
+    value = obj.get(key)
+    if value is None:
+        return None
+    if not isinstance(value, str) or not _ROLLOUT_ID.fullmatch(value):
+        raise StoreCorruptError(f"{path}: {key} {value!r} is not a rollout id")
+    return value
+
+
+def _with_rollouts(record: dict[str, Any], **rollouts: str | None) -> dict[str, Any]:
+    """``record`` plus the rollout ids that are known: an unknown one is left out, so files
+    written without rollouts read the same as before."""
+    record.update({key: value for key, value in rollouts.items() if value is not None})
+    return record
 
 
 def _lock(path: Path) -> int:
@@ -247,6 +278,10 @@ class ModelStore:
     def previous(self) -> str | None:
         return self._pointer("previous")
 
+    def current_rollout(self) -> str | None:
+        """The rollout that promoted the current version (None: none did, or not known)."""
+        return self._pointer_rollout("current")
+
     def versions(self) -> list[str]:
         """Complete versions, oldest added first."""
         seqs = self._seqs()
@@ -275,7 +310,11 @@ class ModelStore:
             raise StoreCorruptError(f"{path}: missing version_id or trial_s")
         return Trial(version_id=version_id, trial_s=float(trial_s),
                      from_current=_optional_id(obj, "from_current", path),
-                     from_previous=_optional_id(obj, "from_previous", path))
+                     from_previous=_optional_id(obj, "from_previous", path),
+                     rollout_id=_optional_rollout(obj, "rollout_id", path),
+                     from_current_rollout=_optional_rollout(obj, "from_current_rollout", path),
+                     from_previous_rollout=_optional_rollout(obj, "from_previous_rollout",
+                                                             path))
 
     def trial_remaining_s(self) -> float | None:
         """Seconds left in the running trial; None if none runs. 0.0 for a trial that this
@@ -327,26 +366,33 @@ class ModelStore:
             atomic_write(vdir / VERIFIED, _json_bytes({"seq": seq}))
         return vdir / PACKAGE
 
-    def promote(self, version_id: str, *, trial_s: float) -> None:
+    def promote(self, version_id: str, *, trial_s: float, rollout_id: str | None = None) -> None:
         """Make ``version_id`` current (the old current becomes previous) on trial for
-        ``trial_s`` seconds; end the trial with :meth:`confirm_trial` or :meth:`rollback`."""
+        ``trial_s`` seconds; end the trial with :meth:`confirm_trial` or :meth:`rollback`.
+        ``rollout_id`` (the rollout promoting it) is kept in the ``current`` pointer."""
         self._check_open()
         self._require_complete(version_id)
         if not (math.isfinite(trial_s) and trial_s > 0):
             raise ValueError("trial_s must be a positive, finite number of seconds")
+        if rollout_id is not None and not _ROLLOUT_ID.fullmatch(rollout_id):
+            raise ValueError(f"rollout id {rollout_id!r} is not a protocol name")
         if self.trial() is not None:
             raise TrialPendingError("a trial is running: confirm or roll it back first")
         current, previous = self.current(), self.previous()
         if version_id == current:
             raise StoreError(f"version {version_id} is already current")
-        record = {"version_id": version_id, "trial_s": trial_s,
-                  "from_current": current, "from_previous": previous}
+        current_rollout, previous_rollout = self.current_rollout(), self._pointer_rollout(
+            "previous")
+        record = _with_rollouts({"version_id": version_id, "trial_s": trial_s,
+                                 "from_current": current, "from_previous": previous},
+                                rollout_id=rollout_id, from_current_rollout=current_rollout,
+                                from_previous_rollout=previous_rollout)
         with _io(f"promoting {version_id}"):
             atomic_write(self.root / "trial", _json_bytes(record))
             crash_point("after-trial-marker")
             since = self._next_number()
-            self._set_pointer("previous", current, since)
-            self._set_pointer("current", version_id, since)
+            self._set_pointer("previous", current, since, current_rollout)
+            self._set_pointer("current", version_id, since, rollout_id)
         self._trial_clock = (version_id, self._clock())
 
     def confirm_trial(self) -> str:
@@ -415,6 +461,11 @@ class ModelStore:
         obj = _read_json(path)
         return None if obj is None else _optional_id(obj, "version_id", path)
 
+    def _pointer_rollout(self, name: str) -> str | None:
+        path = self.root / name
+        obj = _read_json(path)
+        return None if obj is None else _optional_rollout(obj, "rollout_id", path)
+
     def _pointer_since(self, name: str) -> int:
         try:
             obj = _read_json(self.root / name)
@@ -423,18 +474,30 @@ class ModelStore:
         since = None if obj is None else obj.get("since")
         return since if isinstance(since, int) else 0
 
-    def _set_pointer(self, name: str, version_id: str | None, since: int) -> None:
+    def _set_pointer(self, name: str, version_id: str | None, since: int,
+                     rollout_id: str | None = None) -> None:
         if version_id is None:
             remove_file(self.root / name)
-        elif self._pointer_or_none(name) != version_id:
-            switch_pointer(self.root / name,
-                           _json_bytes({"version_id": version_id, "since": since}))
+        elif self._record_or_none(name) != (version_id, rollout_id):
+            switch_pointer(self.root / name, _json_bytes(_with_rollouts(
+                {"version_id": version_id, "since": since}, rollout_id=rollout_id)))
 
     def _pointer_or_none(self, name: str) -> str | None:
         try:
             return self._pointer(name)
         except StoreCorruptError:
             return None
+
+    def _record_or_none(self, name: str) -> tuple[str | None, str | None] | None:
+        """(version id, rollout id) of a pointer; None if it is unreadable."""
+        try:
+            return self._pointer(name), self._pointer_rollout(name)
+        except StoreCorruptError:
+            return None
+
+    def _rollout_or_none(self, name: str) -> str | None:
+        record = self._record_or_none(name)
+        return None if record is None else record[1]
 
     def _seq(self, version_id: str) -> int | None:
         try:
@@ -494,13 +557,16 @@ class ModelStore:
         current = self.current()
         if trial is not None:
             return Rollback(from_version=trial.version_id, to_version=trial.from_current,
-                            previous=trial.from_previous, reason=reason)
+                            previous=trial.from_previous, reason=reason,
+                            to_rollout=trial.from_current_rollout,
+                            previous_rollout=trial.from_previous_rollout)
         target = self.previous()
         if target is None:
             return None
         exclude = frozenset({current} if current is not None else ())
         return Rollback(from_version=current, to_version=target, reason=reason,
-                        previous=self._newest_before(target, exclude=exclude))
+                        previous=self._newest_before(target, exclude=exclude),
+                        to_rollout=self._pointer_rollout("previous"))
 
     def _execute(self, plan: Rollback) -> None:
         """Journal ``plan`` (redo intent), then apply it."""
@@ -511,8 +577,8 @@ class ModelStore:
 
     def _apply(self, plan: Rollback) -> None:
         since = self._next_number()
-        self._set_pointer("current", plan.to_version, since)
-        self._set_pointer("previous", plan.previous, since)
+        self._set_pointer("current", plan.to_version, since, plan.to_rollout)
+        self._set_pointer("previous", plan.previous, since, plan.previous_rollout)
         atomic_write(self.root / "last_rollback.json", self._rollback_json(plan, since))
         remove_file(self.root / "trial")
         remove_file(self.root / "rollback")
@@ -520,8 +586,10 @@ class ModelStore:
 
     @staticmethod
     def _rollback_json(plan: Rollback, since: int | None = None) -> bytes:
-        record: dict[str, Any] = {"from": plan.from_version, "to": plan.to_version,
-                                  "previous": plan.previous, "reason": plan.reason}
+        record = _with_rollouts({"from": plan.from_version, "to": plan.to_version,
+                                 "previous": plan.previous, "reason": plan.reason},
+                                to_rollout=plan.to_rollout,
+                                previous_rollout=plan.previous_rollout)
         if since is not None:
             record["since"] = since
         return _json_bytes(record)
@@ -533,4 +601,6 @@ class ModelStore:
             raise StoreCorruptError(f"{path}: no reason")
         return Rollback(from_version=_optional_id(obj, "from", path),
                         to_version=_optional_id(obj, "to", path),
-                        previous=_optional_id(obj, "previous", path), reason=reason)
+                        previous=_optional_id(obj, "previous", path), reason=reason,
+                        to_rollout=_optional_rollout(obj, "to_rollout", path),
+                        previous_rollout=_optional_rollout(obj, "previous_rollout", path))

@@ -91,12 +91,15 @@ class StoreRecovery:
             reason = f"restarted during trial of {trial.version_id}"
             store._execute(Rollback(from_version=trial.version_id, reason=reason,
                                     to_version=trial.from_current,
-                                    previous=trial.from_previous))
+                                    previous=trial.from_previous,
+                                    to_rollout=trial.from_current_rollout,
+                                    previous_rollout=trial.from_previous_rollout))
             self.rolled_back_from = trial.version_id
             self.reasons.append(reason)
         else:  # died inside promote(), before current moved: undo the rest
             since = store._next_number()
-            store._set_pointer("previous", trial.from_previous, since)
+            store._set_pointer("previous", trial.from_previous, since,
+                               trial.from_previous_rollout)
             remove_file(store.root / "trial")
             self.reasons.append(f"promotion of {trial.version_id} did not complete")
 
@@ -111,8 +114,10 @@ class StoreRecovery:
             return
         failed = frozenset({current} if current is not None else ())
         previous = store._pointer_or_none("previous")
+        target_rollout = None  # a version found by search: which rollout promoted it is lost
         if previous is not None and previous not in failed and self._usable(previous):
             target: str | None = previous
+            target_rollout = store._rollout_or_none("previous")
         else:  # a version served before the failed one (it passed its trial) beats a newer one
             target = (store._newest_before(current, usable=self._usable, exclude=failed)
                       or store._newest_before(None, usable=self._usable, exclude=failed))
@@ -121,7 +126,8 @@ class StoreRecovery:
         new_previous = (None if target is None else
                         store._newest_before(target, usable=self._usable, exclude=failed))
         store._execute(Rollback(from_version=current, to_version=target,
-                                previous=new_previous, reason=reason))
+                                previous=new_previous, reason=reason,
+                                to_rollout=target_rollout))
         self.rolled_back_from = self.rolled_back_from or current
         self.reasons.append(reason)
 

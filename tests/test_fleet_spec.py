@@ -11,7 +11,14 @@ import yaml
 
 from agent.fleet.errors import FleetFileError, SpecError
 from agent.fleet.registry import FleetRegistry, load_fleet_file
-from agent.fleet.spec import Canary, Linear, load_spec, parse_spec
+from agent.fleet.spec import (
+    Canary,
+    GuardrailSpec,
+    Linear,
+    effective_guardrails,
+    load_spec,
+    parse_spec,
+)
 from agent.protocol.messages import Heartbeat, ProfileInfo, Register
 
 SHA = "ab" * 32
@@ -75,7 +82,14 @@ def test_valid_spec_loads_from_yaml_and_json(tmp_path: Path) -> None:
     ({"weights": [-5, 100]}, "weights[0]", "must be >= 0"),
     ({"weights": [50, 20, 100]}, "weights[1]", "above the previous"),
     ({"weights": [10, 50]}, "weights[1]", "last weight must be 100"),
-    ({"guardrails": {"max_error_rate": 0.01}}, "guardrails.min_samples", "is required"),
+    ({"guardrails": {"max_error_rate": 1.5}}, "guardrails.max_error_rate", "must be <= 1"),
+    ({"guardrails": {"max_p99_ratio": 0}}, "guardrails.max_p99_ratio", "must be > 0"),
+    ({"guardrails": {"min_samples": 0}}, "guardrails.min_samples", "must be >= 1"),
+    ({"guardrails": {"min_samples": None}}, "guardrails.min_samples", "cannot be off"),
+    ({"guardrails": {"min_devices": "off"}}, "guardrails.min_devices", "cannot be off"),
+    ({"guardrails": {"max_p99_ratio": True}}, "guardrails.max_p99_ratio", "a number, null or off"),
+    ({"guardrails": {"max_p99": 5}}, "guardrails.max_p99", "not a known field"),
+    ({"guardrails": "off"}, "guardrails", "cannot be off as a whole"),
     ({"strategy": {"type": "canary", "bake_s": 60}}, "strategy.percent", "exactly one"),
     ({"strategy": {"type": "canary", "group": "lab", "bake_s": 60}}, "strategy.group",
      "must be one of groups"),
@@ -93,6 +107,76 @@ def test_bad_spec_names_the_field(overrides: dict[str, Any], field: str, words: 
     assert caught.value.field == field
     assert str(caught.value).startswith(f"{field}: ")
     assert words in str(caught.value)
+
+
+def test_partial_guardrails_keep_the_other_defaults() -> None:
+    spec = parse_spec(spec_data(guardrails={"min_samples": 50}))
+    g = spec.guardrails
+    assert g.min_samples == 50
+    assert (g.min_devices, g.max_p99_ratio, g.min_p99_excess_us, g.max_error_rate,
+            g.min_agreement, g.install_failure_pct, g.install_failure_min_devices) == (
+        1, 2.0, 500.0, 0.01, 0.9, 20.0, 1)
+    assert (g.max_p99_us, g.max_soc_temp_c, g.max_rss_bytes) == (None, None, None)
+    assert effective_guardrails(g) == [
+        "min_samples: 50 (spec)",
+        "min_devices: 1 (default)",
+        "max_p99_us: not set",
+        "max_p99_ratio: 2.0 (default)",
+        "min_p99_excess_us: 500.0 (default)",
+        "max_error_rate: 0.01 (default)",
+        "min_agreement: 0.9 (default)",
+        "max_soc_temp_c: not set",
+        "max_rss_bytes: not set",
+        "install_failure_pct: 20.0 (default)",
+        "install_failure_min_devices: 1 (default)",
+    ]
+
+
+@pytest.mark.parametrize("block", ["missing", None, {}])
+def test_guardrails_block_is_optional(block: object) -> None:
+    """Left out, or ``guardrails:`` with nothing under it (YAML null): every default."""
+    data = spec_data(guardrails=block)
+    if block == "missing":
+        del data["guardrails"]
+    g = parse_spec(data).guardrails
+    assert g == GuardrailSpec() and not g.model_fields_set
+    assert all(line.endswith(("(default)", "not set")) for line in effective_guardrails(g))
+
+
+def test_null_and_off_disable_a_limit(tmp_path: Path) -> None:
+    # a bare `off` is False to YAML 1.1: it must disable, never mean a limit of 0
+    (tmp_path / "r.yaml").write_text(
+        yaml.safe_dump({k: v for k, v in spec_data().items() if k != "guardrails"})
+        + "guardrails:\n  min_agreement: off\n  max_error_rate: ~\n"
+          "  install_failure_pct: 'OFF'\n  max_rss_bytes: null\n  max_p99_us: 20000\n")
+    g = load_spec(tmp_path / "r.yaml").guardrails
+    assert (g.min_agreement, g.max_error_rate, g.install_failure_pct, g.max_rss_bytes) == (
+        None, None, None, None)
+    lines = effective_guardrails(g)
+    for name in ("min_agreement", "max_error_rate", "install_failure_pct", "max_rss_bytes"):
+        assert f"{name}: off (disabled in the spec)" in lines
+    assert "max_p99_us: 20000.0 (spec)" in lines
+    assert "max_p99_ratio: 2.0 (default)" in lines
+    assert "max_soc_temp_c: not set" in lines
+
+
+@pytest.mark.parametrize("guardrails", [
+    {"min_samples": 50},
+    {"min_agreement": "off", "max_error_rate": None, "max_p99_us": 15000, "max_rss_bytes": 10**9},
+    None,
+])
+def test_stored_spec_round_trips(guardrails: dict[str, Any] | None) -> None:
+    spec = parse_spec(spec_data(guardrails=guardrails))
+    stored = json.loads(spec.model_dump_json())
+    assert stored["guardrails"]["min_agreement"] == (None if guardrails and "min_agreement"
+                                                      in guardrails else 0.9)
+    assert parse_spec(stored) == spec
+    # Stored, every limit is explicit (a resumed rollout keeps the limits it started with),
+    # so a limit that was not set reads back as disabled.
+    again = parse_spec(stored).guardrails
+    assert again.model_fields_set == set(GuardrailSpec.model_fields)
+    assert all(line.endswith(("(spec)", "(disabled in the spec)"))
+               for line in effective_guardrails(again))
 
 
 def test_unknown_group_names_its_index() -> None:

@@ -10,8 +10,24 @@ A spec is YAML or JSON (``load_spec``)::
                linear_steps: 3, step_interval_s: 300}
     shadow: {duration_s: 900, sample_rate: 0.2}      # optional, before the strategy
     weights: [10, 50, 100]                            # optional green ramp per step
-    guardrails: {min_samples: 500, max_p99_ratio: 1.5, max_error_rate: 0.01}
+    guardrails: {min_samples: 500, max_p99_ratio: 1.5, min_agreement: off}  # optional
     timing: {step_timeout_s: 600, stale_after_s: 60}
+
+**Guardrails default per key.** Every limit has a fleet-wide default
+(:class:`GuardrailSpec`) and a ``guardrails:`` block overrides only the keys it
+names: ``{min_samples: 50}`` still checks the p99 ratio, the error rate, the
+agreement and install failures at their defaults. A limit written as ``null``
+(``~``) or ``off`` is disabled (stored as None). ``max_p99_us``,
+``max_soc_temp_c`` and ``max_rss_bytes`` depend on the model and the hardware,
+so they have no default and are checked only when a spec sets them. The
+qualifiers ``min_samples``, ``min_devices``, ``min_p99_excess_us`` and
+``install_failure_min_devices`` cannot be switched off. Leaving the block out
+(or empty) means every default; :func:`effective_guardrails` says, per limit,
+what applies and where it came from.
+
+A spec stored with ``model_dump_json`` carries every limit explicitly (disabled
+ones as ``null``), so a rollout resumed from the controller's database keeps the
+limits it started with even if the defaults change later.
 
 Every error names its field: ``strategy.steps: must be >= 1``. Checks that need
 the fleet (unknown groups, a Neo target without a package) are in
@@ -26,7 +42,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from typing_extensions import Self
 
 from agent.fleet.errors import SpecError
@@ -101,22 +125,68 @@ class Shadow(_Spec):
     sample_rate: Annotated[float, Field(gt=0.0, le=1.0)]
 
 
-class GuardrailSpec(_Spec):
-    """Fleet guardrails; a limit left out is not checked."""
+def _limit(value: object) -> object:
+    """A limit may be disabled with ``null`` or ``off``."""
+    # YAML 1.1 (PyYAML's safe_load) reads a bare ``off`` as False: without this, False
+    # would validate as 0 and ``max_error_rate: off`` would allow no errors at all.
+    if value is False or (isinstance(value, str) and value.strip().lower() == "off"):
+        return None
+    if value is True:
+        raise ValueError("must be a number, null or off")
+    return value
 
-    min_samples: Annotated[int, Field(ge=1)]  # green inferences per class / group
-    min_devices: Annotated[int, Field(ge=1)] = 1  # reporting devices per class / group
-    max_p99_us: Annotated[float, Field(gt=0.0)] | None = None
-    max_p99_ratio: Annotated[float, Field(gt=0.0)] | None = None  # green p99 / blue p99
+
+def _qualifier(least: str) -> BeforeValidator:
+    """A condition of the other limits (how much data, how big a difference): never off."""
+    def check(value: object) -> object:
+        if value is None or value is False or \
+                (isinstance(value, str) and value.strip().lower() == "off"):
+            raise ValueError(f"cannot be off (it qualifies other limits; {least})")
+        if value is True:
+            raise ValueError("must be a number")
+        return value
+    return BeforeValidator(check)
+
+
+Limit = BeforeValidator(_limit)
+
+
+class GuardrailSpec(_Spec):
+    """Fleet guardrails. A key left out takes its default; ``None`` (``null`` or ``off``
+    in the spec) is a limit that is not checked."""
+
+    # green inferences per class / group before latency, error and agreement are judged
+    min_samples: Annotated[int, Field(ge=1), _qualifier("1 is the least")] = 200
+    min_devices: Annotated[int, Field(ge=1), _qualifier("1 is the least")] = 1
+    max_p99_us: Annotated[Annotated[float, Field(gt=0.0)] | None, Limit] = None
+    max_p99_ratio: Annotated[Annotated[float, Field(gt=0.0)] | None, Limit] = 2.0  # green/blue
     # A ratio breach also needs green's p99 this far above blue's: for a model that runs in
     # microseconds, scheduler jitter on a busy device moves the ratio on its own.
-    min_p99_excess_us: Annotated[float, Field(ge=0.0)] = 500.0
-    max_error_rate: Annotated[float, Field(ge=0.0, le=1.0)] | None = None
-    min_agreement: Annotated[float, Field(ge=0.0, le=1.0)] | None = None
-    max_soc_temp_c: float | None = None
-    max_rss_bytes: Annotated[int, Field(gt=0)] | None = None
-    install_failure_pct: Annotated[float, Field(ge=0.0, le=100.0)] | None = None
-    install_failure_min_devices: Annotated[int, Field(ge=1)] = 1
+    min_p99_excess_us: Annotated[float, Field(ge=0.0), _qualifier("0 is the least")] = 500.0
+    max_error_rate: Annotated[Annotated[float, Field(ge=0.0, le=1.0)] | None, Limit] = 0.01
+    min_agreement: Annotated[Annotated[float, Field(ge=0.0, le=1.0)] | None, Limit] = 0.9
+    max_soc_temp_c: Annotated[float | None, Limit] = None
+    max_rss_bytes: Annotated[Annotated[int, Field(gt=0)] | None, Limit] = None
+    install_failure_pct: Annotated[Annotated[float, Field(ge=0.0, le=100.0)] | None,
+                                   Limit] = 20.0
+    install_failure_min_devices: Annotated[int, Field(ge=1),
+                                           _qualifier("1 is the least")] = 1
+
+
+def effective_guardrails(g: GuardrailSpec) -> list[str]:
+    """One line per limit, in declaration order, saying what applies and why:
+    ``max_p99_ratio: 2.0 (default)``, ``min_samples: 50 (spec)``,
+    ``min_agreement: off (disabled in the spec)``, ``max_p99_us: not set``."""
+    lines = []
+    for name in GuardrailSpec.model_fields:
+        value = getattr(g, name)
+        from_spec = name in g.model_fields_set
+        if value is None:
+            lines.append(f"{name}: off (disabled in the spec)" if from_spec
+                         else f"{name}: not set")
+        else:
+            lines.append(f"{name}: {value} ({'spec' if from_spec else 'default'})")
+    return lines
 
 
 class Timing(_Spec):
@@ -132,7 +202,7 @@ class RolloutSpec(_Spec):
     strategy: Strategy
     shadow: Shadow | None = None
     weights: list[Annotated[int, Field(ge=0, le=100)]] | None = None
-    guardrails: GuardrailSpec
+    guardrails: GuardrailSpec = Field(default_factory=GuardrailSpec)
     timing: Timing = Field(default_factory=Timing)
 
     @field_validator("groups")
@@ -142,6 +212,15 @@ class RolloutSpec(_Spec):
             if group in groups[:i]:
                 raise _FieldError(f"[{i}]", f"{group!r} is listed twice")
         return groups
+
+    @field_validator("guardrails", mode="before")
+    @classmethod
+    def _guardrails_block(cls, value: object) -> object:
+        if value is None:
+            return {}  # ``guardrails:`` with nothing under it: every default
+        if value is False or (isinstance(value, str) and value.strip().lower() == "off"):
+            raise ValueError("cannot be off as a whole (disable single limits with off)")
+        return value
 
     @field_validator("weights")
     @classmethod
@@ -244,8 +323,11 @@ def _describe(error: Any) -> tuple[str, str]:
         return path, str(cause)
     template = messages.get(kind)
     if template is not None:
+        # "must be <= 1", not "<= 1.0": the spec's author wrote the bound as a number
+        shown = {k: int(v) if isinstance(v, float) and v.is_integer() else v
+                 for k, v in ctx.items()}
         try:
-            return path, template.format(**ctx)
+            return path, template.format(**shown)
         except (KeyError, IndexError):
             pass
     return path, str(error["msg"])

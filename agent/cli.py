@@ -1,15 +1,24 @@
-"""``edge-agent``: the agent's command line.
+"""``edge-agent`` (``python -m agent.cli``): the agent's command line.
 
-    edge-agent run --model DIR [--backend dlr|onnx] [--source digits|random|shm] ...
-    edge-agent serve --thing NAME --model DIR [--broker URL | --endpoint ... | --embedded-broker]
-    edge-agent device [--board NAME | --device-root DIR] [--json]
-    edge-agent models build [--out DIR] [--no-cross]
-    edge-agent keys generate --out DIR --key-id ID
-    edge-agent package model DIR --key FILE --key-id ID --version N --out DIR
-    edge-agent rollout start SPEC --broker URL --key FILE --key-id ID | status | list | ...
-    edge-agent fleet simulate --devices N --embedded [--json]
-    edge-agent demo telemetry
-    edge-agent bench loop|telemetry [--json]
+Each top-level command is defined beside the code it runs (its sub-commands there too):
+
+    run, device, models       here: the offline loop, the device profile, reference models
+    serve                     agent.service.serve_command: the agent itself
+    keys, package             agent.cli_package: signing keys, model packages, components
+    rollout, fleet            agent.fleet.cli: the rollout controller, simulated fleets
+    demo                      here; ``demo fleet`` in agent.demo.fleet_cli
+    bench                     here: benchmarks (agent.bench)
+
+``edge-agent --help`` lists every command with its one-line help, built from the parser
+tree itself (:func:`leaf_commands`), so the list cannot drift from what parses;
+``edge-agent COMMAND --help`` gives a command's options, ``edge-agent --version`` the
+agent's version.
+
+Options mean one thing in every command: ``--cert``/``--key``/``--ca`` are the TLS client
+credentials of a direct MQTT connection (:mod:`agent.cli_mqtt`); ``--signing-key FILE
+--key-id ID`` is the controller's Ed25519 signing key (:mod:`agent.cli_signing`); a public
+key, as in ``serve --trusted-key ID=VALUE``, is PEM, base64 or a file holding either
+(:func:`agent.protocol.keys.public_key_from`).
 """
 
 from __future__ import annotations
@@ -18,10 +27,12 @@ import argparse
 import json
 import os
 import sys
-from collections.abc import Sequence
+import textwrap
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from agent import __version__
 from agent.errors import AgentError
 
 if TYPE_CHECKING:
@@ -104,10 +115,43 @@ def cmd_bench_loop(args: argparse.Namespace) -> int:
     return code
 
 
+_DESCRIPTION = ("The edge inference agent (inference, telemetry, signed model swaps) and "
+                "its operator tools (packages, Greengrass components, rollouts, fleets).")
+_HELP_WIDTH = 100
+
+
+def leaf_commands(parser: argparse.ArgumentParser,
+                  path: tuple[str, ...] = ()) -> Iterator[tuple[tuple[str, ...], str]]:
+    """Every command of ``parser`` that runs something: its words after the program name
+    (``("package", "component")``) and its one-line help, in the order they were added."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            helps = {sub.dest: sub.help or "" for sub in action._get_subactions()}
+            for name, child in action.choices.items():
+                words = (*path, name)
+                if any(isinstance(a, argparse._SubParsersAction) for a in child._actions):
+                    yield from leaf_commands(child, words)
+                else:
+                    yield words, helps.get(name, "")
+
+
+def commands_epilog(parser: argparse.ArgumentParser) -> str:
+    """The ``commands:`` section of the top-level help, from ``parser``'s tree."""
+    leaves = [(" ".join(words), text) for words, text in leaf_commands(parser)]
+    column = max(len(name) for name, _ in leaves) + 4
+    lines = ["commands (edge-agent COMMAND --help for its options):"]
+    for name, text in leaves:
+        lines += textwrap.wrap(text, width=_HELP_WIDTH, initial_indent=f"  {name:<{column - 2}}",
+                               subsequent_indent=" " * column) or [f"  {name}"]
+    return "\n".join(lines)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="edge-agent", description=__doc__,
+    parser = argparse.ArgumentParser(prog="edge-agent",
+                                     description=textwrap.fill(_DESCRIPTION, _HELP_WIDTH),
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    sub = parser.add_subparsers(dest="command", required=True)
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     run = sub.add_parser("run", help="run the inference loop on a model, offline")
     run.add_argument("--model", type=Path, required=True,
@@ -188,6 +232,7 @@ def build_parser() -> argparse.ArgumentParser:
     swap.add_argument("--rounds", type=int, default=5, help="shadow-overhead rounds")
     swap.add_argument("--seconds", type=float, default=1.0, help="per shadow round and mode")
     swap.set_defaults(func=cmd_bench_swap)
+    parser.epilog = commands_epilog(parser)  # after every command is added: none is left out
     return parser
 
 

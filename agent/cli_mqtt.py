@@ -11,12 +11,18 @@ from agent.errors import ConfigError
 
 def add_mqtt_tls_arguments(parser: argparse.ArgumentParser, *, endpoint_help: str,
                            key_flag: str = "--key", key_help: str | None = None) -> None:
-    """``--endpoint --cert KEY_FLAG --ca``: mutual TLS to AWS IoT Core (``key_flag`` for
-    commands whose ``--key`` means something else)."""
+    """``--endpoint --cert KEY_FLAG --ca``: mutual TLS to AWS IoT Core.
+
+    ``--cert``/``--key``/``--ca`` are TLS credentials in every command; a signing key is
+    ``--signing-key`` (:mod:`agent.cli_signing`). ``key_flag`` remains for a command not
+    yet moved to that vocabulary."""
     parser.add_argument("--endpoint", help=endpoint_help)
-    parser.add_argument("--cert", type=Path)
-    parser.add_argument(key_flag, type=Path, help=key_help)
-    parser.add_argument("--ca", type=Path)
+    parser.add_argument("--cert", type=Path, metavar="FILE",
+                        help="TLS client certificate (PEM) for --endpoint")
+    parser.add_argument(key_flag, type=Path, metavar="FILE",
+                        help=key_help or "TLS private key of --cert")
+    parser.add_argument("--ca", type=Path, metavar="FILE",
+                        help="CA certificate of the endpoint, e.g. AmazonRootCA1.pem")
 
 
 def broker_address(url: str) -> tuple[str, int]:

@@ -1,15 +1,21 @@
-"""``edge-agent keys generate`` and ``edge-agent package model``.
+"""``edge-agent keys generate``, ``edge-agent package model`` and ``package component``.
 
-    edge-agent keys generate --out DIR --key-id ID
-    edge-agent package model DIR --key KEYFILE --key-id ID --version N
+    edge-agent keys generate --out DIR --key-id ID [--json]
+    edge-agent package model DIR --signing-key FILE --key-id ID --version N
                              [--target T [--arch A] | --all] [--reference DIR]
                              [--golden-count N] --out DIR
-    edge-agent package component --key KEYFILE --key-id ID --out DIR [--models DIR]
+    edge-agent package component --signing-key FILE --key-id ID --out DIR [--models DIR]
                              [--model-version N ...] [--uri-base s3://BUCKET/PREFIX | file]
                              [--s3-packages] [--trust-signing-key] [--wheel FILE]
 
+The signing key is ``--signing-key``/``--key-id`` (:mod:`agent.cli_signing`), as in every
+command that signs; ``--key`` is only ever a TLS key. ``keys generate`` prints where each
+form of the new public key goes: the PEM file for ``serve --trusted-key ID=PATH``, the
+base64 line for a Greengrass configuration's ``trustedKeys`` (either form works in either
+place, :func:`agent.protocol.keys.public_key_from`).
+
 Hook into the main parser with :func:`add_package_arguments` (each sub-command
-sets ``func``); both commands return an exit code and raise AgentError.
+sets ``func``); the commands return an exit code and raise AgentError.
 """
 
 from __future__ import annotations
@@ -19,6 +25,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from agent.cli_signing import add_signing_arguments, signer_from_args
 from agent.errors import ConfigError
 
 
@@ -26,7 +33,8 @@ def add_package_arguments(subparsers: Any) -> None:
     """Add the ``keys`` and ``package`` commands to ``subparsers`` (an add_subparsers())."""
     keys = subparsers.add_parser("keys", help="package signing keys").add_subparsers(
         dest="keys_command", required=True)
-    generate = keys.add_parser("generate", help="write <ID>.key (0600) and <ID>.pub")
+    generate = keys.add_parser(
+        "generate", help="write <ID>.key (0600) and <ID>.pub; print where each form goes")
     generate.add_argument("--out", type=Path, required=True, help="directory for the key files")
     generate.add_argument("--key-id", required=True, help="key id, e.g. controller-2025")
     generate.add_argument("--json", action="store_true", help="print one JSON line")
@@ -36,8 +44,7 @@ def add_package_arguments(subparsers: Any) -> None:
         dest="package_command", required=True)
     model = package.add_parser("model", help="package a model directory's Neo artifacts")
     model.add_argument("model_dir", type=Path, metavar="DIR", help="a built model directory")
-    model.add_argument("--key", type=Path, required=True, help="private key file (PEM or base64)")
-    model.add_argument("--key-id", required=True, help="id of that key in devices' trust stores")
+    add_signing_arguments(model, what="the packages' manifests")
     model.add_argument("--version", type=int, required=True,
                        help="monotonic package version (devices refuse one below their floor)")
     which = model.add_mutually_exclusive_group(required=True)
@@ -66,9 +73,7 @@ def _add_component_arguments(package: Any) -> None:
                     "artifacts), plus greengrass-local/ for greengrass-cli local deployments.")
     component.add_argument("--models", type=Path, default=Path("build/models"),
                            help="built model directories (default: build/models)")
-    component.add_argument("--key", type=Path, required=True,
-                           help="private key that signs the model packages")
-    component.add_argument("--key-id", required=True, help="id of that key in trust stores")
+    add_signing_arguments(component, what="the model packages")
     component.add_argument("--out", type=Path, required=True,
                            help="output folder; its component folders are replaced")
     component.add_argument("--model-version", type=int, nargs="+", action="extend",
@@ -99,25 +104,35 @@ def keys_generate_main(args: argparse.Namespace) -> int:
     from agent.swap.package_keys import keys_generate
 
     files = keys_generate(args.out, args.key_id)
+    trusted_key = f"{files.key_id}={files.public}"
+    trusted_keys = {files.key_id: files.public_b64}
     if args.json:
-        print(json.dumps({"key_id": files.key_id, "private": str(files.private),
-                          "public": str(files.public), "public_b64": files.public_b64}))
-    else:
-        print(f"private key: {files.private} (keep it secret)")
-        print(f"public key:  {files.public}")
-        print(f"trust store entry: {{\"keys\": {{\"{files.key_id}\": \"{files.public_b64}\"}}}}")
+        print(json.dumps({
+            "key_id": files.key_id, "private": str(files.private), "public": str(files.public),
+            "public_pem": files.public.read_text(), "public_b64": files.public_b64,
+            "signing_arguments": ["--signing-key", str(files.private), "--key-id", files.key_id],
+            "trusted_key_argument": trusted_key, "trusted_keys": trusted_keys}))
+        return 0
+    print(f"private key  {files.private}  (keep it secret)")
+    print(f"  sign with:  --signing-key {files.private} --key-id {files.key_id}")
+    print(f"public key, PEM file  {files.public}")
+    print(f"  edge-agent serve:  --trusted-key {trusted_key}")
+    print(f"public key, base64  {files.public_b64}")
+    print(f"  Greengrass configuration (agent component):  "
+          f"{json.dumps({'trustedKeys': trusted_keys})}")
+    print("  Lambda component:  EDGE_TRUSTED_KEYS=" + json.dumps(trusted_keys))
+    print("(either form, or a path to either file, is read in every one of those places)")
     return 0
 
 
 def package_model_main(args: argparse.Namespace) -> int:
     from agent.device.targets import NEO_TARGETS
     from agent.model_dir import artifact_dir_name
-    from agent.protocol.signing import Signer
     from agent.swap.package import build_package, build_packages
 
     if args.arch is not None and args.target is None:
         raise ConfigError("--arch needs --target")
-    signer = Signer.from_file(args.key, key_id=args.key_id)
+    signer = signer_from_args(args)
     common: dict[str, Any] = {"signer": signer, "out_dir": args.out, "version": args.version,
                               "reference": args.reference, "golden_count": args.golden_count}
     if args.all:
@@ -141,7 +156,7 @@ def package_component_main(args: argparse.Namespace) -> int:
     from agent.greengrass.component import ComponentOptions, build_components
 
     options = ComponentOptions(
-        models=args.models, key=args.key, key_id=args.key_id, out=args.out,
+        models=args.models, key=args.signing_key, key_id=args.key_id, out=args.out,
         model_versions=tuple(args.model_versions or ()), uri_base=args.uri_base,
         s3_packages=args.s3_packages, trust_signing_key=args.trust_signing_key,
         wheel=args.wheel, recipes=args.recipes, bucket=args.bucket, region=args.region,
@@ -169,7 +184,7 @@ def package_component_main(args: argparse.Namespace) -> int:
 def _component_command(args: argparse.Namespace) -> tuple[str, ...]:
     """The command line that rebuilds these components (GDK's custom_build_command)."""
     command = ["edge-agent", "package", "component", "--models", str(args.models.resolve()),
-               "--key", str(args.key.resolve()), "--key-id", args.key_id,
+               "--signing-key", str(args.signing_key.resolve()), "--key-id", args.key_id,
                "--out", str(args.out.resolve()), "--uri-base", args.uri_base,
                "--recipes", str(args.recipes.resolve()), "--bucket", args.bucket,
                "--region", args.region]

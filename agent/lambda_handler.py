@@ -19,8 +19,11 @@ Model source, exactly one (details in :mod:`agent.lambda_.models`):
 
 Other settings:
 
-``EDGE_TRUSTED_KEYS``     JSON ``{"key-id": "<Ed25519 public key, PEM or base64>"}``;
-                          with ``EDGE_MODEL_STORE`` it adds a signature check
+``EDGE_TRUSTED_KEYS``     JSON ``{"key-id": "<Ed25519 public key>"}``, each key PEM text,
+                          base64 (``edge-agent keys generate`` prints it) or the path
+                          of a file holding either, read as ``serve --trusted-key``
+                          and ``trustedKeys`` read theirs; with ``EDGE_MODEL_STORE``
+                          it adds a signature check
 ``EDGE_STATE_DIR``        the Lambda's own store for ``EDGE_INITIAL_PACKAGE``
                           (default ``/tmp/edge-lambda``)
 ``EDGE_MIN_MODEL_VERSION``  anti-rollback floor for packages (default 0)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import argparse
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -99,3 +101,76 @@ def test_standalone_artifact_dir_without_testset(built_models: Path, tmp_path: P
     assert out.returncode == 0, out.stderr
     onnx = _cli("run", "--model", str(artifact), "--backend", "onnx")
     assert onnx.returncode == 2 and "needs a model" in onnx.stderr
+
+
+def _leaves(parser: argparse.ArgumentParser, path: tuple[str, ...] = ()) -> list[str]:
+    """Every runnable command under ``parser``, walked here independently of the CLI's own."""
+    found: list[str] = []
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, child in action.choices.items():
+                found += _leaves(child, (*path, name))
+    return found or [" ".join(path)]
+
+
+def test_help_lists_every_command_and_sub_command() -> None:
+    from agent import cli
+
+    leaves = _leaves(cli.build_parser())
+    assert {"package component", "demo fleet", "bench swap", "fleet devices", "keys generate",
+            "rollout start", "serve", "run"} <= set(leaves)
+    out = _cli("--help")
+    assert out.returncode == 0, out.stderr
+    listed = out.stdout.split("commands (edge-agent COMMAND --help for its options):", 1)[1]
+    rows = [line.split("  ", 2)[1] for line in listed.splitlines()
+            if line.startswith("  ") and not line.startswith("   ")]
+    assert rows == leaves  # each once, in the parser's order, and nothing else
+    # The module docstring names every top-level command (the rest it leaves to --help).
+    documented = set(re.findall(r"^    ([\w, -]+?)\s{2,}", cli.__doc__ or "", re.M))
+    named = {word for line in documented for word in re.split(r",\s*", line)}
+    assert {leaf.split()[0] for leaf in leaves} <= named
+
+
+def test_version() -> None:
+    from agent import __version__
+
+    out = _cli("--version")
+    assert out.returncode == 0, out.stderr
+    assert out.stdout == f"edge-agent {__version__}\n"
+
+
+def test_keys_generate_says_where_each_form_goes(tmp_path: Path) -> None:
+    out = _cli("keys", "generate", "--out", str(tmp_path / "keys"), "--key-id", "ctl-1")
+    assert out.returncode == 0, out.stderr
+    pem, b64 = tmp_path / "keys" / "ctl-1.pub", None
+    for line in out.stdout.splitlines():
+        if line.startswith("public key, base64"):
+            b64 = line.split()[-1]
+    assert b64 is not None
+    assert f"--signing-key {tmp_path / 'keys' / 'ctl-1.key'} --key-id ctl-1" in out.stdout
+    assert f"--trusted-key ctl-1={pem}" in out.stdout
+    assert json.dumps({"trustedKeys": {"ctl-1": b64}}) in out.stdout
+    assert f"EDGE_TRUSTED_KEYS={json.dumps({'ctl-1': b64})}" in out.stdout
+
+    out = _cli("keys", "generate", "--out", str(tmp_path / "keys"), "--key-id", "ctl-2", "--json")
+    assert out.returncode == 0, out.stderr
+    keys = json.loads(out.stdout)
+    assert keys["public_pem"] == Path(keys["public"]).read_text()
+    assert keys["trusted_key_argument"] == f"ctl-2={keys['public']}"
+    assert keys["trusted_keys"] == {"ctl-2": keys["public_b64"]}
+    assert keys["signing_arguments"] == ["--signing-key", keys["private"], "--key-id", "ctl-2"]
+    # What it prints is what the entry points take.
+    from agent.protocol.keys import trusted_public_key
+    from agent.service.config import load_config
+
+    config = load_config({"thingName": "t", "trustedKeys": keys["trusted_keys"]})
+    assert config.trusted_keys == keys["trusted_keys"]
+    key_id, _, value = keys["trusted_key_argument"].partition("=")
+    assert trusted_public_key(key_id, value) == trusted_public_key(key_id, keys["public_pem"])
+
+
+def test_signing_commands_take_signing_key_not_key(tmp_path: Path) -> None:
+    for command in (["package", "model", str(tmp_path), "--all", "--version", "1"],
+                    ["package", "component"]):
+        out = _cli(*command, "--key", "k.key", "--key-id", "k", "--out", str(tmp_path))
+        assert out.returncode == 2 and "--signing-key" in out.stderr, out.stderr

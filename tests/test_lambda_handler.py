@@ -241,7 +241,7 @@ def test_an_unsigned_model_dir_needs_the_development_switch(
     ({"EDGE_MODEL_STORE": "/s", "EDGE_MODEL_DIR": "/m"}, "EDGE_MODEL_STORE, EDGE_MODEL_DIR"),
     ({"EDGE_INITIAL_PACKAGE": "/p.tar.gz"}, "needs EDGE_TRUSTED_KEYS"),
     ({"EDGE_INITIAL_PACKAGE": "/p", "EDGE_TRUSTED_KEYS": "{"}, "is not JSON"),
-    ({"EDGE_INITIAL_PACKAGE": "/p", "EDGE_TRUSTED_KEYS": '{"k": "nope"}'}, "EDGE_TRUSTED_KEYS"),
+    ({"EDGE_INITIAL_PACKAGE": "/p", "EDGE_TRUSTED_KEYS": '["k"]'}, "non-empty JSON object"),
     ({"EDGE_MODEL_STORE": "/s", "EDGE_MAX_ROWS": "0"}, "EDGE_MAX_ROWS must be between"),
     ({"EDGE_MODEL_STORE": "/s", "EDGE_NUM_THREADS": "two"}, "must be an integer"),
     ({"EDGE_MODEL_STORE": "/s", "EDGE_RESULT_TOPIC": "a/+/b"}, "wildcards"),

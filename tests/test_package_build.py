@@ -119,7 +119,7 @@ def test_cli_keys_and_package(built_models: Path, tmp_path: Path,
                               capsys: pytest.CaptureFixture[str]) -> None:
     assert _cli(["keys", "generate", "--out", str(tmp_path / "keys"), "--key-id", "ci"]) == 0
     key = tmp_path / "keys" / "ci.key"
-    common = ["--key", str(key), "--key-id", "ci", "--version", "3", "--golden-count", "2"]
+    common = ["--signing-key", str(key), "--key-id", "ci", "--version", "3", "--golden-count", "2"]
     capsys.readouterr()
     assert _cli(["package", "model", str(built_models / "digits-v2"), *common,
                  "--target", HOST_TARGET, "--out", str(tmp_path / "one"), "--json"]) == 0

@@ -40,8 +40,9 @@ class Built:
 
 
 def run_cli(models: Path, key: KeyFiles, out: Path, *extra: str) -> int:
-    return main(["package", "component", "--models", str(models), "--key", str(key.private),
-                 "--key-id", key.key_id, "--out", str(out), *extra])
+    return main(["package", "component", "--models", str(models),
+                 "--signing-key", str(key.private), "--key-id", key.key_id, "--out", str(out),
+                 *extra])
 
 
 @pytest.fixture(scope="module")
@@ -90,8 +91,10 @@ def test_gdk_layout_and_config(built: Built) -> None:
     assert component["author"] == "edge-inference" and component["version"] == "2.0.0"
     assert component["publish"] == {"bucket": "edge-inference-components", "region": "us-east-1"}
     assert component["build"]["build_system"] == "custom"
-    assert component["build"]["custom_build_command"][:3] == ["edge-agent", "package",
-                                                              "component"]
+    command = component["build"]["custom_build_command"]
+    assert command[:3] == ["edge-agent", "package", "component"]
+    assert "--key" not in command  # the signing key is --signing-key, as in every command
+    assert command[command.index("--signing-key") + 1].endswith(".key")
     # GDK publishes greengrass-build/recipes/recipe.yaml: the gdk-config version's recipe.
     build_recipes = model / "greengrass-build" / "recipes"
     assert (build_recipes / "recipe.yaml").read_text() == \

@@ -38,6 +38,7 @@ from pathlib import Path
 from agent.device.profile import detect_profile
 from agent.errors import AgentError, ArtifactMissingError, ConfigError
 from agent.model_dir import model_label, read_model_info
+from agent.protocol.errors import KeyFormatError
 from agent.protocol.signing import TrustStore
 from agent.resolve import resolve_model
 from agent.runtime import DlrConfig, load_backend
@@ -122,7 +123,8 @@ class LambdaSettings:
         trust = _trust(environ.get(ENV_TRUSTED_KEYS, ""))
         if package is not None and trust is None:
             raise ConfigError(f"{ENV_INITIAL_PACKAGE} needs {ENV_TRUSTED_KEYS}: a JSON object "
-                              "of key id -> Ed25519 public key (PEM or raw base64)")
+                              "of key id -> Ed25519 public key (PEM, raw base64, or a file "
+                              "holding either)")
         topic = environ.get(ENV_RESULT_TOPIC, "").strip() or None
         if topic is not None and any(c in topic for c in "+#"):
             raise ConfigError(f"{ENV_RESULT_TOPIC} {topic!r}: a topic to publish to cannot "
@@ -161,6 +163,8 @@ def _trust(text: str) -> TrustStore | None:
                           "public key")
     try:
         return TrustStore.from_config({"keys": keys})
+    except KeyFormatError:
+        raise  # word for word what serve --trusted-key and trustedKeys say of the same key
     except AgentError as err:
         raise ConfigError(f"{ENV_TRUSTED_KEYS}: {err}") from err
 

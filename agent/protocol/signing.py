@@ -41,9 +41,8 @@ from agent.protocol.errors import (
 from agent.protocol.keys import (
     check_key_id,
     load_private_key,
-    load_public_key,
     read_private_key,
-    read_public_key,
+    trusted_public_key,
 )
 
 KEY_ID_FIELD = "key_id"
@@ -102,15 +101,18 @@ class TrustStore:
     @classmethod
     def from_text(cls, keys: Mapping[str, bytes | str], *,
                   revoked: Iterable[str] = ()) -> TrustStore:
-        """From key id -> PEM or raw base64 text (a Greengrass configuration value)."""
-        return cls(keys={key_id: load_public_key(text) for key_id, text in keys.items()},
-                   revoked=revoked)
+        """From key id -> PEM text, raw base64, or the path of a file holding either (a
+        Greengrass configuration's ``trustedKeys``); see
+        :func:`~agent.protocol.keys.trusted_public_key`."""
+        return cls(keys={key_id: trusted_public_key(key_id, value)
+                         for key_id, value in keys.items()}, revoked=revoked)
 
     @classmethod
     def from_files(cls, paths: Mapping[str, Path], *,
                    revoked: Iterable[str] = ()) -> TrustStore:
-        return cls(keys={key_id: read_public_key(path) for key_id, path in paths.items()},
-                   revoked=revoked)
+        """From key id -> a PEM or base64 key file."""
+        return cls(keys={key_id: trusted_public_key(key_id, Path(path))
+                         for key_id, path in paths.items()}, revoked=revoked)
 
     @classmethod
     def from_config(cls, config: Mapping[str, Any]) -> TrustStore:

@@ -9,10 +9,11 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from pydantic.alias_generators import to_camel
 
 from agent.errors import ConfigError
+from agent.protocol.keys import public_key_b64, trusted_public_key
 from agent.protocol.topics import DEFAULT_PREFIX
 from agent.transport.mqtt_config import MqttConfig
 from agent.variants.guardrails import Guardrails
@@ -49,7 +50,10 @@ class AgentConfig(BaseModel):
     transport: Literal["auto", "ipc", "mqtt"] = "auto"
     mqtt: MqttConfig | None = None
     trusted_keys: dict[str, str] = Field(
-        default_factory=dict, description="controller key id -> Ed25519 public key (PEM/base64)")
+        default_factory=dict,
+        description="controller key id -> Ed25519 public key: PEM text, base64, or the path "
+                    "of a file holding either (relative to the working folder); held as "
+                    "base64 once read")
     revoked_key_ids: list[str] = Field(default_factory=list)
     board: str | None = Field(default=None, description="emulate a bundled board")
     device_root: Path | None = None
@@ -64,6 +68,15 @@ class AgentConfig(BaseModel):
                     "interpreter before the serving thread gets it back (CPython's default "
                     "is 5 ms, ten inferences at 2 kHz)")
     guardrails: Guardrails = Field(default_factory=Guardrails)
+
+    @field_validator("trusted_keys")
+    @classmethod
+    def _read_trusted_keys(cls, keys: dict[str, str]) -> dict[str, str]:
+        # KeyFormatError is no ValueError, so pydantic lets it through as it is: a bad key
+        # reads the same here as through ``serve --trusted-key`` or the Lambda handler. Files
+        # are read once, now, so what the agent trusts cannot change under it.
+        return {key_id: public_key_b64(trusted_public_key(key_id, value))
+                for key_id, value in keys.items()}
 
     def merged(self, overrides: Mapping[str, Any]) -> AgentConfig:
         """A copy with ``overrides`` (either key style) applied and validated."""

@@ -19,6 +19,7 @@ from typing import Any
 
 from agent.cli_mqtt import add_mqtt_tls_arguments, broker_address
 from agent.errors import ConfigError
+from agent.protocol.keys import public_key_b64, trusted_public_key
 from agent.service.config import AgentConfig, load_config, read_config_file
 from agent.transport.base import Transport, TransportError
 from agent.transport.ipc import IpcTransport, ipc_available
@@ -41,8 +42,10 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--metrics-interval", type=float)
     parser.add_argument("--heartbeat-interval", type=float)
     parser.add_argument("--board", help="emulate a bundled board (rpi4_64, jetson_nano_r32, ...)")
-    parser.add_argument("--trusted-key", action="append", default=[], metavar="ID=PATH",
-                        help="a controller public key the device trusts (repeatable)")
+    parser.add_argument("--trusted-key", action="append", default=[], metavar="ID=VALUE",
+                        help="a controller public key the device trusts, by key id: a PEM "
+                             "or base64 key file (keys generate's <ID>.pub), or the PEM or "
+                             "base64 text itself (repeatable)")
     parser.add_argument("--broker", help="direct MQTT to mqtt://HOST:PORT (plain TCP)")
     add_mqtt_tls_arguments(parser, endpoint_help="direct MQTT with mutual TLS to this "
                                                  "endpoint (AWS IoT Core), with --cert --key --ca")
@@ -70,13 +73,12 @@ def config_from_args(args: argparse.Namespace,
     if args.trusted_key:
         keys = dict(raw.get("trustedKeys", {}))
         for item in args.trusted_key:
-            key_id, sep, path = item.partition("=")
+            key_id, sep, value = item.partition("=")
             if not sep:
-                raise ConfigError(f"--trusted-key wants ID=PATH, got {item!r}")
-            try:
-                keys[key_id] = Path(path).read_text()
-            except OSError as err:
-                raise ConfigError(f"--trusted-key {key_id}: {err}") from err
+                raise ConfigError(f"--trusted-key wants ID=VALUE (a key file, PEM or base64), "
+                                  f"got {item!r}")
+            # Read here, against this working folder, with the error trustedKeys gives.
+            keys[key_id] = public_key_b64(trusted_public_key(key_id, value))
         raw["trustedKeys"] = keys
     client_id = thing or "edge-agent"
     if args.broker:

@@ -42,7 +42,9 @@ def test_short_demo_end_to_end(built_models: Path, tmp_path: Path) -> None:
     assert slow.status == "rolled_back" and "p99" in slow.reason, slow.reason
     assert wrong.status == "rolled_back" and "agreement" in wrong.reason, wrong.reason
     assert result.offline_device is not None, text
-    assert f"{result.offline_device} was rolled back to digits-v2 when it returned" in text
+    assert f"{result.offline_device} serves digits-v2 again" in text
+    # The devices keep the recipe's trialSeconds: the controller's confirm ends each trial.
+    assert "confirm: 4/4 acknowledged (4 confirmed)" in text, text
     assert result.devices[result.offline_device]["starts"] == 2
     # Taken offline as a nucleus stops a component: it answered SIGTERM in time.
     assert result.devices[result.offline_device]["stops"] == [

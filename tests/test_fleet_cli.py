@@ -61,8 +61,9 @@ def test_rollout_start_status_list(
         world: tuple[MosquittoBroker, Path, Callable[[], None]]) -> None:
     broker, tmp, start_fleet = world
     db = str(tmp / "controller.db")
-    common = ["--broker", f"mqtt://127.0.0.1:{broker.port}", "--key", str(tmp / "ctl-1.key"),
-              "--key-id", "ctl-1", "--db", db, "--discover", "4"]
+    common = ["--broker", f"mqtt://127.0.0.1:{broker.port}",
+              "--signing-key", str(tmp / "ctl-1.key"), "--key-id", "ctl-1", "--db", db,
+              "--discover", "4"]
     # The controller is up first and hears the devices register; the second controller
     # process knows them from its database.
     first = subprocess.Popen([sys.executable, "-m", "agent.cli", "rollout", "start",
@@ -73,7 +74,7 @@ def test_rollout_start_status_list(
     out, err = first.communicate(timeout=180)
     good = subprocess.CompletedProcess(first.args, first.returncode, out, err)
     assert good.returncode == 0, good.stdout + good.stderr
-    assert "step 1 canary" in good.stdout and "r-good: succeeded" in good.stdout
+    assert "step 1/2 canary:" in good.stdout and "r-good: succeeded" in good.stdout
 
     bad = _cli("rollout", "start", str(_spec(tmp, "r-slow", "digits-v1-slow")), *common)
     assert bad.returncode == 3, bad.stdout + bad.stderr
@@ -82,9 +83,8 @@ def test_rollout_start_status_list(
     status = _cli("rollout", "status", "r-slow", "--db", db, "--json")
     record = json.loads(status.stdout.strip().splitlines()[-1])
     assert record["status"] == "rolled_back"
-    rollbacks = [item for items in record["assignments"].values() for item in items
-                 if ":rollback=" in item]
-    assert rollbacks and all(item.endswith("=ok") for item in rollbacks)
+    rollbacks = [a for a in record["assignments"] if a["action"] == "rollback"]
+    assert rollbacks and all(a["outcome"] == "ok" for a in rollbacks)
     listing = _cli("rollout", "list", "--db", db)
     assert "r-good\tsucceeded" in listing.stdout and "r-slow\trolled_back" in listing.stdout
     for rollout_id, status in (("r-good", "succeeded"), ("r-slow", "rolled_back")):
@@ -104,6 +104,6 @@ def test_bad_spec_names_the_field(tmp_path: Path) -> None:
                                     "strategy": {"type": "linear", "steps": 0,
                                                  "step_interval_s": 1},
                                     "guardrails": {"min_samples": 1}}))
-    out = _cli("rollout", "start", str(spec), "--broker", "mqtt://127.0.0.1:1", "--key",
+    out = _cli("rollout", "start", str(spec), "--broker", "mqtt://127.0.0.1:1", "--signing-key",
                str(spec), "--key-id", "k", "--db", str(tmp_path / "db"))
     assert out.returncode == 2 and "strategy.steps" in out.stderr

@@ -61,7 +61,7 @@ class World:
             env["EDGE_AGENT_CRASH_AT"] = crash_at
         process = subprocess.Popen(
             [sys.executable, "-m", "agent.cli", "rollout", "start", str(spec), "--broker",
-             f"mqtt://127.0.0.1:{self.broker.port}", "--key", str(self.tmp / "ctl-1.key"),
+             f"mqtt://127.0.0.1:{self.broker.port}", "--signing-key", str(self.tmp / "ctl-1.key"),
              "--key-id", "ctl-1", "--db", str(self.db), "--discover", "2.5", "--settle", "15"],
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
         if not self.started:  # the first controller hears the devices register

@@ -81,7 +81,7 @@ def _device_config(options: DemoOptions, group: str, board: str,
     return {"thingGroups": [group], "board": board, "rateHz": options.rate_hz,
             "metricsIntervalSeconds": options.metrics_interval_s,
             "heartbeatIntervalSeconds": options.heartbeat_interval_s,
-            "trialSeconds": options.trial_s, "trustedKeys": {KEY_ID: public_key},
+            "trustedKeys": {KEY_ID: public_key},
             "guardrails": {"minSamples": options.min_samples}, **options.extra}
 
 
@@ -206,11 +206,12 @@ def _rollouts(options: DemoOptions, controller: FleetController,
             return
         promoted = [a for a in controller.state.assignments(rollout_id, step_index=0)
                     if a.action == "promote" and a.outcome == "ok" and a.acked_at]
-        # Once its trial of the slow build passed, only the controller can bring it back.
-        if promoted and time.time() - (promoted[0].acked_at or 0) > options.trial_s + 1.0:
+        # A second of serving the slow build (its trial lasts until the rollout ends).
+        if promoted and time.time() - (promoted[0].acked_at or 0) > 1.0:
             thing = promoted[0].thing
             offline.append(thing)
-            say(f"    {thing} goes offline (its nucleus and agent stop)")
+            say(f"    {thing} goes offline while on trial of digits-v1-slow (its nucleus "
+                "and agent stop)")
             devices[thing].stop()
 
     outcomes.append(drive(controller, specs[1], say=say, timeout_s=timeout,
@@ -219,11 +220,18 @@ def _rollouts(options: DemoOptions, controller: FleetController,
     wait_until(lambda: _serving(controller, online, "digits-v2"), timeout_s=60,
                what="the online devices to serve digits-v2 again", tick=controller.tick)
     if offline:
-        say(f"    {offline[0]} comes back online on the model it had (digits-v1-slow) ...")
-        devices[offline[0]].start()
-        wait_until(lambda: _serving(controller, offline, "digits-v2"), timeout_s=60,
-                   what=f"{offline[0]} to be rolled back", tick=controller.tick)
-        say(f"    {offline[0]} was rolled back to digits-v2 when it returned")
+        thing = offline[0]
+        say(f"    {thing} comes back online ...")
+        devices[thing].start()
+        wait_until(lambda: _serving(controller, offline, "digits-v2") and all(
+            a.outcome is not None for a in controller.state.assignments(
+                outcomes[1].rollout_id, thing=thing, action="rollback")), timeout_s=60,
+            what=f"{thing} to be rolled back", tick=controller.tick)
+        rollback = controller.state.assignments(outcomes[1].rollout_id, thing=thing,
+                                                action="rollback")
+        say(f"    {thing} serves digits-v2 again: its unfinished trial ended with its restart, "
+            f"and the pending rollback was acknowledged ({rollback[-1].reason})"
+            if rollback else f"    {thing} serves digits-v2 again")
 
     outcomes.append(drive(controller, specs[2], say=say, timeout_s=timeout))
     wait_until(lambda: _serving(controller, things, "digits-v2"), timeout_s=60,

@@ -37,7 +37,6 @@ class DemoOptions:
     rate_hz: float = 40.0  # each agent's paced inference rate
     metrics_interval_s: float = 1.0
     heartbeat_interval_s: float = 2.0
-    trial_s: float = 2.0  # a promoted model's on-device trial
     bake_s: float = 6.0  # canary bake and linear step watch
     shadow_s: float = 5.0
     min_samples: int = 60  # green inferences per class / group before a verdict
@@ -53,9 +52,9 @@ class DemoOptions:
 
     @property
     def slow_min_samples(self) -> int:
-        """Enough samples of the slow build that its canary devices pass their on-device
-        trial first, so one can go offline serving it and be rolled back on return."""
-        return int(2 * self.rate_hz * (self.trial_s + 3.0))
+        """Enough samples of the slow build that one canary device can go offline while
+        it serves it (on trial: the trial is the rollout's until it confirms) first."""
+        return int(2 * self.rate_hz * 4.0)
 
     def fleet(self) -> list[DemoDevice]:
         return [DemoDevice(thing=f"{self.thing_prefix}-{GROUPS[i % 2]}-{i // 2 + 1}",

@@ -9,6 +9,7 @@ from typing import Any
 
 from agent.errors import AgentError
 from agent.fleet.controller import TERMINAL, FleetController
+from agent.fleet.progress import FINAL_ACTIONS, final_summary
 from agent.fleet.spec import parse_spec
 from agent.fleet.state import RolloutRecord
 
@@ -56,6 +57,7 @@ class Narrator:
         self._step = -1
         self._verdict = ""
         self._verdict_said = 0.0
+        self.said_breach = ""
 
     def tick(self) -> RolloutRecord:
         """Say what changed; return the rollout's record as read for it."""
@@ -72,6 +74,9 @@ class Narrator:
             self.say(f"  step {self._step + 1}/{len(run.steps)} {step.name} ({step.mode}"
                      f"{weight}): {', '.join(step.things) or 'no devices'}")
         for a in state.assignments(self.rollout_id):
+            # How the rollout ended for every device is summed up once, at the end.
+            if a.action in FINAL_ACTIONS:
+                continue
             if a.outcome is not None and a.command_id not in self._acked:
                 self._acked.add(a.command_id)
                 why = f" ({a.reason})" if a.reason and a.outcome != "ok" else ""
@@ -90,10 +95,13 @@ class Narrator:
                     for s in shown)
                 text = f"{verdict.status}" + (f" ({figures})" if figures else "")
             # Every change of verdict; the figures of an unchanged one every few seconds.
+            # (A breach is said once: the rollback follows it.)
             changed = verdict.status != self._verdict
-            if verdict.status != "insufficient" and (
-                    changed or time.monotonic() - self._verdict_said > VERDICT_EVERY_S):
+            if verdict.status != "insufficient" and (changed or (
+                    verdict.status == "pass"
+                    and time.monotonic() - self._verdict_said > VERDICT_EVERY_S)):
                 self._verdict, self._verdict_said = verdict.status, time.monotonic()
+                self.said_breach = verdict.breach.detail if verdict.breach else ""
                 self.say(f"    guardrails: {text}")
         return record
 
@@ -120,9 +128,10 @@ def drive(controller: FleetController, spec: dict[str, Any], *, say: Say,
             raise DemoTimeoutError(f"{rollout_id} still {record.status} after {timeout_s:g} s")
         time.sleep(period_s)
     elapsed = time.monotonic() - started
+    told = narrator.said_breach and narrator.said_breach in record.reason
     say(f"  => {record.status} after {elapsed:.1f} s"
-        + (f": {record.reason}" if record.reason else ""))
-    if record.status in ("rolled_back", "aborted"):
+        + (f": {record.reason}" if record.reason and not told else ""))
+    if record.status in TERMINAL:
         _settle(controller, rollout_id, narrator, say)
     return RolloutOutcome(rollout_id=rollout_id, strategy=describe_strategy(spec),
                           devices=devices, status=record.status, reason=record.reason,
@@ -131,24 +140,23 @@ def drive(controller: FleetController, spec: dict[str, Any], *, say: Say,
 
 def _settle(controller: FleetController, rollout_id: str, narrator: Narrator, say: Say,
             timeout_s: float = 10.0) -> None:
-    """Show the rollback acknowledgements as they come (bounded); a device that is
-    offline is rolled back by the controller when it returns."""
+    """Wait (bounded) for the devices to acknowledge how the rollout ended for them
+    (``confirm`` or ``rollback``) and say it once; a device that is offline gets its
+    command when it returns."""
     deadline = time.monotonic() + timeout_s
     while True:
         narrator.tick()
-        pending = sorted(a.thing for a in controller.state.assignments(
-            rollout_id, action="rollback") if a.outcome is None)
-        if not pending or time.monotonic() > deadline:
+        final = [a for a in controller.state.assignments(rollout_id)
+                 if a.action in FINAL_ACTIONS]
+        if all(a.outcome is not None for a in final) or time.monotonic() > deadline:
             break
         controller.tick()
         time.sleep(0.25)
-    if pending:
-        say(f"    rollback pending on {', '.join(pending)} (offline): decided, and re-sent "
-            "when the device registers again")
+    say(f"    {final_summary(final)}")
 
 
 def wait_until(check: Callable[[], bool], *, timeout_s: float, what: str,
-               period_s: float = 0.25, tick: Callable[[], None] | None = None) -> None:
+               period_s: float = 0.25, tick: Callable[[], object] | None = None) -> None:
     deadline = time.monotonic() + timeout_s
     while not check():
         if time.monotonic() > deadline:

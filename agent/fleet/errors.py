@@ -5,6 +5,8 @@
         ├── SpecError               a rollout spec that does not validate (names the field)
         ├── FleetFileError          a fleet (groups) file that cannot be read or parsed
         ├── PlanError               a spec and a fleet that cannot be planned together
+        │   └── OverlapError        its devices are in another unfinished rollout
+        ├── RolloutExistsError      a rollout of that name exists already
         └── FleetStateError         the controller's durable state is unusable
             └── DecisionConflictError  a second, different decision for a device's step
 """
@@ -33,6 +35,14 @@ class FleetFileError(FleetError):
 
 class PlanError(FleetError):
     """The spec cannot be planned over these devices (e.g. no device at all)."""
+
+
+class OverlapError(PlanError):
+    """Devices of the new rollout are in a rollout that has not ended: one at a time."""
+
+
+class RolloutExistsError(FleetError):
+    """A rollout of this name exists (ended, or running with another spec)."""
 
 
 class FleetStateError(FleetError):

@@ -18,8 +18,10 @@ Steps, in order::
 the step (ordinal ``k``, try ``a``) carries ``base + a * ATTEMPT_STRIDE + k``.
 So seqs rise through a rollout as the device's replay guard demands, a retry
 after a ``failed`` ack fits in its step, and a metrics report's ``rollout_seq``
-(the device's last applied command) names its step: :func:`step_of_seq`. The
-fleet-wide rollback is the step after the last (index ``len(steps)``).
+(the device's last applied command) names its step: :func:`step_of_seq`. A
+rollout ends in the step after the last (index ``len(steps)``) with one command
+per device: ``rollback`` (fleet-wide, on a breach or an abort) or ``confirm`` (it
+succeeded: the devices end their trial of green). A device never gets both.
 """
 
 from __future__ import annotations
@@ -49,7 +51,8 @@ SEQ_STRIDE = 1000
 ATTEMPT_STRIDE = 10  # up to 10 commands per device per step, up to 100 tries
 MAX_ATTEMPTS = SEQ_STRIDE // ATTEMPT_STRIDE
 
-Action = Literal["stage", "shadow", "set_weights", "promote", "rollback"]
+Action = Literal["stage", "shadow", "set_weights", "promote", "rollback", "confirm"]
+FinalAction = Literal["rollback", "confirm"]
 StepMode = Literal["shadow", "weighted", "serve", "rollback"]
 
 
@@ -131,15 +134,22 @@ def plan_rollout(spec: RolloutSpec, devices: Iterable[Device], *,
     return builder.steps
 
 
-def rollback_commands(steps: Sequence[Step], things: Iterable[str], *,
-                      attempt: int = 0) -> list[PlannedCommand]:
-    """The fleet-wide rollback: one command per thing in the step after the last."""
+def final_commands(steps: Sequence[Step], things: Iterable[str], action: FinalAction, *,
+                   attempt: int = 0) -> list[PlannedCommand]:
+    """How the rollout ends for ``things``: one ``rollback`` or ``confirm`` command per
+    thing, in the step after the last."""
     index = len(steps)
     rid = steps[0].rollout_id if steps else ""
     return [PlannedCommand(rollout_id=rid, thing=thing, step_index=index, ordinal=0,
-                           action="rollback", rollout_seq=command_seq(index, 0, attempt),
+                           action=action, rollout_seq=command_seq(index, 0, attempt),
                            args=MappingProxyType({}))
             for thing in sorted(set(things))]
+
+
+def rollback_commands(steps: Sequence[Step], things: Iterable[str], *,
+                      attempt: int = 0) -> list[PlannedCommand]:
+    """The fleet-wide rollback: one command per thing in the step after the last."""
+    return final_commands(steps, things, "rollback", attempt=attempt)
 
 
 def build_command(planned: PlannedCommand, *, issued_at: int,
@@ -149,7 +159,7 @@ def build_command(planned: PlannedCommand, *, issued_at: int,
     args = dict(planned.args)
     arg_models: dict[str, type[Schema]] = {
         "stage": StageArgs, "shadow": ShadowArgs, "set_weights": SetWeightsArgs,
-        "promote": NoArgs, "rollback": NoArgs}
+        "promote": NoArgs, "rollback": NoArgs, "confirm": NoArgs}
     arg_model = arg_models[planned.action]
     fields: dict[str, object] = {
         "target": Target(kind="thing", name=planned.thing), "rollout_id": planned.rollout_id,
@@ -292,7 +302,8 @@ class _Builder:
         # metrics carry), which is what the guardrails look for; the package's integer
         # version is checked on the device against the signed manifest's floor.
         return self._command(index, thing, 0, "stage", {
-            "url": package.url, "sha256": package.sha256, "version": self.spec.model})
+            "url": package.url, "sha256": package.sha256, "version": self.spec.model,
+            "package_version": package.version})
 
     def _command(self, index: int, thing: str, ordinal: int, action: Action,
                  args: dict[str, str | int | float]) -> PlannedCommand:

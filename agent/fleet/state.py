@@ -2,8 +2,11 @@
 
 Tables: ``rollouts`` (spec JSON, status, current step, timestamps),
 ``assignments`` (one row per command decided for a device: step, action, args,
-``command_id``, ``rollout_seq``, sent?, acked outcome) and ``decisions`` (an
-append-only log of what the controller decided and why).
+``command_id``, ``rollout_seq``, sent?, acked outcome and the ack's data),
+``decisions`` (an append-only log of what the controller decided and why) and
+``requests`` (operator requests, ``abort``/``promote``/``resume``/``start``, written
+by any process and acted on by the controller that runs on this database, which
+records each one's effect).
 
 **Write-ahead decisions.** Record a command with :meth:`ControllerState.decide`
 *before* sending it, then :meth:`mark_sent`; on restart :meth:`pending_sends`
@@ -41,7 +44,8 @@ from agent.protocol.messages import Ack
 
 RolloutStatus = Literal["running", "paused", "succeeded", "rolled_back", "aborted"]
 ROLLOUT_STATUSES = ("running", "paused", "succeeded", "rolled_back", "aborted")
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: the ack data column and the requests table
+RequestAction = Literal["abort", "promote", "resume", "start"]
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -72,6 +76,7 @@ CREATE TABLE IF NOT EXISTS assignments (
     outcome TEXT,
     reason TEXT NOT NULL DEFAULT '',
     acked_at REAL,
+    ack_data TEXT NOT NULL DEFAULT '{}',
     PRIMARY KEY (rollout_id, thing, step_index, ordinal, attempt),
     UNIQUE (rollout_id, thing, rollout_seq)
 );
@@ -84,11 +89,21 @@ CREATE TABLE IF NOT EXISTS decisions (
     kind TEXT NOT NULL,
     detail_json TEXT NOT NULL
 );
+CREATE INDEX IF NOT EXISTS decisions_kind ON decisions (rollout_id, kind, id);
+CREATE TABLE IF NOT EXISTS requests (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    rollout_id TEXT NOT NULL,
+    action TEXT NOT NULL,
+    payload TEXT NOT NULL DEFAULT '',
+    requested_at REAL NOT NULL,
+    handled_at REAL,
+    effect TEXT NOT NULL DEFAULT ''
+);
 """
 
 _ASSIGNMENT_COLUMNS = ("rollout_id, thing, step_index, ordinal, attempt, action, args_json, "
                        "command_id, rollout_seq, decided_at, sent_at, send_count, outcome, "
-                       "reason, acked_at")
+                       "reason, acked_at, ack_data")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -123,6 +138,12 @@ class Assignment:
     outcome: str | None
     reason: str
     acked_at: float | None
+    ack_data: Mapping[str, Any]  # the ack's ``data``: e.g. ``code``, ``model``
+
+    @property
+    def code(self) -> str:
+        """The device's machine-readable reason (``on_trial``, ``label_mismatch``, ...)."""
+        return str(self.ack_data.get("code") or "")
 
     @property
     def sent(self) -> bool:
@@ -135,6 +156,19 @@ class Assignment:
                               step_index=self.step_index, ordinal=self.ordinal,
                               action=self.action, rollout_seq=self.rollout_seq,
                               args=self.args)
+
+
+@dataclass(frozen=True, kw_only=True)
+class OperatorRequest:
+    """An operator's request; ``handled_at`` None: the controller has not acted yet."""
+
+    id: int
+    rollout_id: str
+    action: RequestAction
+    payload: str  # ``start``: the spec JSON
+    requested_at: float
+    handled_at: float | None
+    effect: str  # what the controller did, in words
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -166,6 +200,11 @@ class ControllerState:
                 row = self._db.execute("SELECT value FROM meta WHERE key='schema'").fetchone()
                 if row is None:
                     self._db.execute("INSERT INTO meta VALUES ('schema', ?)",
+                                     (str(SCHEMA_VERSION),))
+                elif row[0] == "1":  # schema 1 lacks only the ack data column
+                    self._db.execute("ALTER TABLE assignments ADD COLUMN "
+                                     "ack_data TEXT NOT NULL DEFAULT '{}'")
+                    self._db.execute("UPDATE meta SET value=? WHERE key='schema'",
                                      (str(SCHEMA_VERSION),))
                 elif row[0] != str(SCHEMA_VERSION):
                     raise FleetStateError(f"{path} holds state schema {row[0]}, "
@@ -290,7 +329,7 @@ class ControllerState:
                            (now, planned.rollout_id, planned.thing))
             command_id = self._new_id()
             db.execute(f"INSERT INTO assignments ({_ASSIGNMENT_COLUMNS}) VALUES "
-                       "(?, ?, ?, ?, 0, ?, ?, ?, ?, ?, NULL, 0, NULL, '', NULL)",
+                       "(?, ?, ?, ?, 0, ?, ?, ?, ?, ?, NULL, 0, NULL, '', NULL, '{}')",
                        (*key, planned.action, args_json, command_id,
                         command_seq(planned.step_index, planned.ordinal), now))
             self._log(db, planned.rollout_id, "decided", planned.step_index,
@@ -299,19 +338,20 @@ class ControllerState:
             return self._latest(db, key)
 
     def retry(self, command_id: str) -> Assignment:
-        """The next try of a command acked ``failed``: same action and args, the next
+        """The next try of a command acked ``failed`` (or ``rejected``, e.g. by a device
+        that was on another rollout's trial): same action and args, the next
         attempt's ``rollout_seq``, a new ``command_id``. Idempotent like :meth:`decide`."""
         now = self._clock()
         with self._tx() as db:
             held = self._by_command(db, command_id)
             key = (held.rollout_id, held.thing, held.step_index, held.ordinal)
             latest = self._latest(db, key)
-            if latest.command_id != command_id or held.outcome != "failed":
+            if latest.command_id != command_id or held.outcome not in ("failed", "rejected"):
                 return latest  # already retried, or nothing to retry
             attempt = held.attempt + 1
             new_id = self._new_id()
             db.execute(f"INSERT INTO assignments ({_ASSIGNMENT_COLUMNS}) VALUES "
-                       "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, NULL, 0, NULL, '', NULL)",
+                       "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, NULL, 0, NULL, '', NULL, '{}')",
                        (*key, attempt, held.action, json.dumps(dict(held.args), sort_keys=True),
                         new_id, command_seq(held.step_index, held.ordinal, attempt), now))
             self._log(db, held.rollout_id, "retry", held.step_index,
@@ -331,9 +371,11 @@ class ControllerState:
                              "WHERE command_id=?", (ack.command_id,)).fetchone()
             if row is None:
                 return None
-            db.execute("UPDATE assignments SET outcome=?, reason=?, acked_at=? "
+            db.execute("UPDATE assignments SET outcome=?, reason=?, acked_at=?, ack_data=? "
                        "WHERE command_id=? AND outcome IS NULL",
-                       (ack.outcome, ack.reason, self._clock(), ack.command_id))
+                       (ack.outcome, ack.reason, self._clock(),
+                        json.dumps(dict(getattr(ack, "data", None) or {}), sort_keys=True),
+                        ack.command_id))
             return self._by_command(db, ack.command_id)
 
     # ---- reading ------------------------------------------------------------------------
@@ -375,8 +417,64 @@ class ControllerState:
             if a.action == "stage" and (a.thing not in latest
                                         or a.attempt > latest[a.thing].attempt):
                 latest[a.thing] = a
+        # A device that refused the stage because another rollout's model is on trial
+        # there never tried to install: that is not an install failure.
         return {thing: a.outcome == "ok" for thing, a in latest.items()
-                if a.outcome in ("ok", "failed", "rejected")}
+                if a.outcome in ("ok", "failed", "rejected") and a.code not in NOT_TRIED}
+
+    # ---- operator requests --------------------------------------------------------------
+
+    def request(self, rollout_id: str, action: RequestAction, *, payload: str = "") -> int:
+        """Record an operator's request for the controller to act on; its id."""
+        with self._tx() as db:
+            cursor = db.execute("INSERT INTO requests (rollout_id, action, payload, "
+                                "requested_at) VALUES (?, ?, ?, ?)",
+                                (rollout_id, action, payload, self._clock()))
+            if action != "start":
+                self._log(db, rollout_id, "operator", None,
+                          {"action": action, "request": cursor.lastrowid})
+            return int(cursor.lastrowid or 0)
+
+    def pending_requests(self) -> list[OperatorRequest]:
+        return [_request(r) for r in self._query(
+            f"SELECT {_REQUEST_COLUMNS} FROM requests WHERE handled_at IS NULL ORDER BY id")]
+
+    def get_request(self, request_id: int) -> OperatorRequest | None:
+        rows = self._query(f"SELECT {_REQUEST_COLUMNS} FROM requests WHERE id=?",
+                           (request_id,))
+        return _request(rows[0]) if rows else None
+
+    def requests(self, rollout_id: str) -> list[OperatorRequest]:
+        return [_request(r) for r in self._query(
+            f"SELECT {_REQUEST_COLUMNS} FROM requests WHERE rollout_id=? ORDER BY id",
+            (rollout_id,))]
+
+    def handle_request(self, request_id: int, effect: str) -> None:
+        """Mark a request acted on, with what the controller did."""
+        with self._tx() as db:
+            db.execute("UPDATE requests SET handled_at=?, effect=? WHERE id=? "
+                       "AND handled_at IS NULL", (self._clock(), effect[:1000], request_id))
+
+    # ---- the controller that runs on this database ----------------------------------------
+
+    def controller_alive(self, pid: int, *, started_at: float) -> None:
+        """Written on every tick, so the operator commands can tell whether a controller
+        will act on their requests."""
+        value = json.dumps({"pid": pid, "started_at": started_at, "tick_at": self._clock()})
+        with self._tx() as db:
+            db.execute("INSERT INTO meta VALUES ('controller', ?) ON CONFLICT(key) "
+                       "DO UPDATE SET value=excluded.value", (value,))
+
+    def controller_stopped(self, pid: int) -> None:
+        with self._tx() as db:
+            row = db.execute("SELECT value FROM meta WHERE key='controller'").fetchone()
+            if row is not None and json.loads(row[0]).get("pid") == pid:
+                db.execute("DELETE FROM meta WHERE key='controller'")
+
+    def controller(self) -> dict[str, Any] | None:
+        """``{"pid", "started_at", "tick_at"}`` of the last controller that ticked, or None."""
+        rows = self._query("SELECT value FROM meta WHERE key='controller'")
+        return dict(json.loads(rows[0][0])) if rows else None
 
     def log(self, rollout_id: str, kind: str, *, step_index: int | None = None,
             detail: Mapping[str, Any] | None = None) -> None:
@@ -389,6 +487,22 @@ class ControllerState:
                            "FROM decisions WHERE rollout_id=? ORDER BY id", (rollout_id,))
         return [DecisionRecord(id=r[0], rollout_id=r[1], at=r[2], step_index=r[3], kind=r[4],
                                detail=MappingProxyType(json.loads(r[5]))) for r in rows]
+
+    def last_decision(self, rollout_id: str, kind: str, *,
+                      step_index: int | None = None) -> DecisionRecord | None:
+        """The newest decision of ``kind`` (of one step), without reading the whole log."""
+        sql = ("SELECT id, rollout_id, at, step_index, kind, detail_json FROM decisions "
+               "WHERE rollout_id=? AND kind=?")
+        params: tuple[Any, ...] = (rollout_id, kind)
+        if step_index is not None:
+            sql += " AND step_index=?"
+            params += (step_index,)
+        rows = self._query(sql + " ORDER BY id DESC LIMIT 1", params)
+        if not rows:
+            return None
+        r = rows[0]
+        return DecisionRecord(id=r[0], rollout_id=r[1], at=r[2], step_index=r[3], kind=r[4],
+                              detail=MappingProxyType(json.loads(r[5])))
 
     # ---- helpers ------------------------------------------------------------------------
 
@@ -421,6 +535,17 @@ class ControllerState:
         return _assignment(row)
 
 
+_REQUEST_COLUMNS = "id, rollout_id, action, payload, requested_at, handled_at, effect"
+# Ack codes of a stage the device refused without trying to install anything.
+NOT_TRIED = ("on_trial",)
+
+
+def _request(row: tuple[Any, ...]) -> OperatorRequest:
+    return OperatorRequest(id=row[0], rollout_id=row[1], action=cast(RequestAction, row[2]),
+                           payload=row[3], requested_at=row[4], handled_at=row[5],
+                           effect=row[6])
+
+
 def _rollout(row: tuple[Any, ...]) -> RolloutRecord:
     return RolloutRecord(rollout_id=row[0], spec_json=row[1],
                          status=cast(RolloutStatus, row[2]), step_index=row[3],
@@ -433,4 +558,5 @@ def _assignment(row: tuple[Any, ...]) -> Assignment:
                       attempt=row[4], action=cast(Action, row[5]),
                       args=MappingProxyType(json.loads(row[6])), command_id=row[7],
                       rollout_seq=row[8], decided_at=row[9], sent_at=row[10],
-                      send_count=row[11], outcome=row[12], reason=row[13], acked_at=row[14])
+                      send_count=row[11], outcome=row[12], reason=row[13], acked_at=row[14],
+                      ack_data=MappingProxyType(json.loads(row[15] or "{}")))

@@ -39,6 +39,11 @@ def check_name(kind: str, value: str) -> str:
     return value
 
 
+def group_commands_topic(prefix: str, group: str) -> str:
+    """Where commands for every member of ``group`` go."""
+    return f"{prefix}/groups/{check_name('group', group)}/commands"
+
+
 @dataclass(frozen=True)
 class Topics:
     """The concrete topics of one device."""
@@ -64,4 +69,4 @@ class Topics:
         return f"{self.prefix}/{self.thing}/commands"
 
     def group_commands(self, group: str) -> str:
-        return f"{self.prefix}/groups/{check_name('group', group)}/commands"
+        return group_commands_topic(self.prefix, group)

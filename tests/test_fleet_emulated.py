@@ -123,8 +123,11 @@ def _spec(name: str, model: str, packages: dict[str, Any], **extra: Any) -> dict
     return {"name": name, "model": model, "packages": packages,
             "groups": ["kitchen", "garage"],
             "strategy": {"type": "canary", "percent": 30, "bake_s": 3},
+            # Six agents and the controller share two loaded cores: a microsecond model's
+            # p99 jitters by several hundred us, while the slow build adds 25 ms.
             "guardrails": {"min_samples": 40, "min_devices": 1, "max_p99_ratio": 3.0,
-                           "max_error_rate": 0.01, "min_agreement": 0.9},
+                           "min_p99_excess_us": 5000, "max_error_rate": 0.01,
+                           "min_agreement": 0.9},
             "timing": {"step_timeout_s": 60}, **extra}
 
 

@@ -58,7 +58,7 @@ def progress_line(state: ControllerState, record: RolloutRecord, *,
 
 
 def final_summary(assignments: list[Assignment]) -> str:
-    """``rollback: 3/3 acknowledged (2 rolled back, 1 held nothing of this rollout)``."""
+    """``rollback: 3/3 acknowledged (2 rolled back, 1 had nothing of this rollout left)``."""
     if not assignments:
         return "no device to send it to"
     action = assignments[0].action
@@ -66,7 +66,7 @@ def final_summary(assignments: list[Assignment]) -> str:
     kinds: dict[str, int] = {}
     for a in acked:
         if a.outcome == "ok" and a.code == "nothing_to_roll_back":
-            key = "held nothing of this rollout"
+            key = "had nothing of this rollout left"
         elif a.outcome == "ok":
             key = "rolled back" if action == "rollback" else "confirmed"
         else:

@@ -198,22 +198,22 @@ def _read_json(path: Path) -> dict[str, Any] | None:
     return obj
 
 
-def _optional_id(obj: Mapping[str, Any], key: str, path: Path) -> str | None:
+def _optional_name(obj: Mapping[str, Any], key: str, path: Path, pattern: re.Pattern[str],
+                   what: str) -> str | None:
     value = obj.get(key)
     if value is None:
         return None
-    if not isinstance(value, str) or not _VERSION_ID.fullmatch(value):
-        raise StoreCorruptError(f"{path}: {key} {value!r} is not a version id")
+    if not isinstance(value, str) or not pattern.fullmatch(value):
+        raise StoreCorruptError(f"{path}: {key} {value!r} is not a {what}")
     return value
+
+
+def _optional_id(obj: Mapping[str, Any], key: str, path: Path) -> str | None:
+    return _optional_name(obj, key, path, _VERSION_ID, "version id")
 
 
 def _optional_rollout(obj: Mapping[str, Any], key: str, path: Path) -> str | None:
-    value = obj.get(key)
-    if value is None:
-        return None
-    if not isinstance(value, str) or not _ROLLOUT_ID.fullmatch(value):
-        raise StoreCorruptError(f"{path}: {key} {value!r} is not a rollout id")
-    return value
+    return _optional_name(obj, key, path, _ROLLOUT_ID, "rollout id")
 
 
 def _with_rollouts(record: dict[str, Any], **rollouts: str | None) -> dict[str, Any]:

@@ -77,9 +77,7 @@ class _Running:
     last_report_at: float | None = None  # wall clock, for breach-to-rollback timing
     heard: dict[str, float] = field(default_factory=dict)  # thing -> last report (monotonic)
     breach_seen_at: float | None = None  # the newest report the breaching verdict saw
-    rolled_back_at: float | None = None
     verdict: Verdict | None = None
-    problem: str | None = None  # a wrong package acknowledged: the rollout must stop
     things: frozenset[str] = field(init=False)  # every step's, to route reports by
 
     def __post_init__(self) -> None:
@@ -331,14 +329,14 @@ class FleetController:
     def _judge(self, rollout_id: str, run: _Running, index: int) -> None:
         step = run.steps[index]
         assignments = self.state.assignments(rollout_id, step_index=index)
-        problem = run.problem or _package_problem(run.spec, assignments)
+        problem = _package_problem(run.spec, assignments)
         if problem is not None:
-            run.problem = problem
             self._roll_back(rollout_id, run, problem)
             return
-        blocked = [a for a in assignments if a.outcome == "rejected" and a.code == "on_trial"
-                   and a.attempt == max(b.attempt for b in assignments
-                                        if (b.thing, b.ordinal) == (a.thing, a.ordinal))]
+        latest: dict[tuple[str, int], Assignment] = {}
+        for a in assignments:  # ordered by rollout_seq: a retry comes after its first try
+            latest[(a.thing, a.ordinal)] = a
+        blocked = [a for a in latest.values() if a.outcome == "rejected" and a.code == "on_trial"]
         if blocked:
             first = blocked[0]
             other = first.ack_data.get("trial_rollout_id", "another rollout")
@@ -470,7 +468,6 @@ class FleetController:
                 crash_point("controller-mid-rollback")
             self._send(self.state.decide(planned))
         self.state.set_status(rollout_id, status, reason=reason[:500])
-        run.rolled_back_at = self.clock()
         self._finish(rollout_id, run)
         log.warning("rollout %s %s: %s", rollout_id, status, reason)
         return len(things)

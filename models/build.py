@@ -31,11 +31,11 @@ from pathlib import Path
 
 import numpy as np
 
-from agent.device.boards import generic_target
-from agent.device.elf import host_arch
-from agent.device.targets import DEFAULT_BUILD_TARGETS, NEO_TARGETS
-from agent.errors import DeviceProfileError, ModelBuildError
-from agent.model_dir import DLR_DIR, MODEL_INFO, ONNX_FILE, TESTSET, ModelInfo, TensorSpec
+from agent.core.errors import DeviceProfileError, ModelBuildError
+from agent.core.model_layout import DLR_DIR, MODEL_INFO, ONNX_FILE, TESTSET, ModelInfo, TensorSpec
+from agent.device.platform.boards import generic_target
+from agent.device.platform.elf import host_arch
+from agent.device.platform.targets import DEFAULT_BUILD_TARGETS, NEO_TARGETS
 from models.digits import train
 from models.digits.data import N_CLASSES, N_FEATURES, load_split
 from models.export.kernels import Fault

@@ -28,11 +28,11 @@ from types import TracebackType
 
 import numpy as np
 
-from agent.device.elf import elf_arch, host_arch
-from agent.errors import AgentError, BackendUnavailableError
-from agent.model_dir import ONNX_FILE, TESTSET, list_artifacts, read_model_info
-from agent.runtime.dlr import DlrBackend
-from agent.runtime.dlr_lib import locate_installed
+from agent.core.errors import AgentError, BackendUnavailableError
+from agent.core.model_layout import ONNX_FILE, TESTSET, list_artifacts, read_model_info
+from agent.device.platform.elf import elf_arch, host_arch
+from agent.device.runtime.dlr.backend import DlrBackend
+from agent.device.runtime.dlr.library import locate_installed
 from models.export.neo import RUNNER_BINARY
 from models.export.onnx_export import INPUT_NAME
 from models.files import load_npz

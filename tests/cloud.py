@@ -12,10 +12,10 @@ from typing import Any
 
 import paho.mqtt.client as mqtt
 
-from agent.protocol.codec import decode, encode
-from agent.protocol.commands import Command
-from agent.protocol.messages import UpMessage
-from agent.protocol.signing import Signer
+from agent.wire.codec import decode, encode
+from agent.wire.commands import Command
+from agent.wire.messages import UpMessage
+from agent.wire.signing import Signer
 
 
 @dataclass

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from agent.brokers.mosquitto import MosquittoBroker, MosquittoTls, find_mosquitto
+from agent.tools.brokers.mosquitto import MosquittoBroker, MosquittoTls, find_mosquitto
 
 NO_MOSQUITTO = "mosquitto is not installed (apt-get install mosquitto); needed for broker tests"
 

@@ -11,10 +11,10 @@ import pytest
 from agent_process import AgentProcess
 from cloud import CloudPublisher, CloudSubscriber, signed_command
 
-from agent.brokers.mosquitto import MosquittoBroker, find_mosquitto
-from agent.protocol.commands import SetWeightsCommand, StatusCommand
-from agent.protocol.keys import generate_keypair
-from agent.protocol.signing import Signer
+from agent.tools.brokers.mosquitto import MosquittoBroker, find_mosquitto
+from agent.wire.commands import SetWeightsCommand, StatusCommand
+from agent.wire.keys import generate_keypair
+from agent.wire.signing import Signer
 
 pytestmark = pytest.mark.skipif(find_mosquitto() is None,
                                 reason="mosquitto is not installed (apt-get install mosquitto)")

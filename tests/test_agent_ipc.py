@@ -12,13 +12,13 @@ from pathlib import Path
 import pytest
 from cloud import CloudSubscriber
 
-from agent.brokers.mosquitto import MosquittoBroker, find_mosquitto
-from agent.emulation.nucleus.server import EmulatedNucleus
-from agent.greengrass.recipe import Recipe
-from agent.protocol.messages import Metrics
-from agent.service.agent import AgentService
-from agent.service.config import load_config
-from agent.transport.ipc import IpcTransport
+from agent.device.app.config import load_config
+from agent.device.app.service import AgentService
+from agent.device.uplink.ipc import IpcTransport
+from agent.tools.brokers.mosquitto import MosquittoBroker, find_mosquitto
+from agent.tools.greengrass.recipe import Recipe
+from agent.tools.nucleus.server import EmulatedNucleus
+from agent.wire.messages import Metrics
 
 pytestmark = pytest.mark.skipif(find_mosquitto() is None,
                                 reason="mosquitto is not installed (apt-get install mosquitto)")

@@ -11,9 +11,9 @@ import pytest
 from agent_process import AgentProcess
 from cloud import CloudSubscriber
 
-from agent.brokers.mosquitto import MosquittoBroker, find_mosquitto
-from agent.protocol.codec import decode
-from agent.protocol.messages import UpMessage
+from agent.tools.brokers.mosquitto import MosquittoBroker, find_mosquitto
+from agent.wire.codec import decode
+from agent.wire.messages import UpMessage
 
 pytestmark = pytest.mark.skipif(find_mosquitto() is None,
                                 reason="mosquitto is not installed (apt-get install mosquitto)")

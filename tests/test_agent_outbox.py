@@ -6,13 +6,13 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from agent.protocol.codec import decode
-from agent.protocol.messages import Event, Heartbeat, Metrics, UpMessage
-from agent.protocol.sequence import SequenceCounter
-from agent.protocol.stamp import Stamper
-from agent.protocol.topics import Topics
-from agent.service.outbox import Outbox
-from agent.transport.spool import Spool
+from agent.device.uplink.outbox import Outbox
+from agent.device.uplink.spool import Spool
+from agent.wire.codec import decode
+from agent.wire.messages import Event, Heartbeat, Metrics, UpMessage
+from agent.wire.sequence import SequenceCounter
+from agent.wire.stamp import Stamper
+from agent.wire.topics import Topics
 
 
 def test_full_disk_is_survived_and_reported(tmp_path: Path) -> None:
@@ -47,8 +47,8 @@ def test_emf_documents_go_out_as_metrics(tmp_path: Path) -> None:
 
 
 def test_offline_agent_spools_metrics_and_emf(tmp_path: Path, built_models: Path) -> None:
-    from agent.service.agent import AgentService
-    from agent.service.config import load_config
+    from agent.device.app.config import load_config
+    from agent.device.app.service import AgentService
 
     config = load_config({"thingName": "emf-2", "modelDir": str(built_models / "digits-v1"),
                           "stateDir": str(tmp_path / "state"), "rateHz": 500,

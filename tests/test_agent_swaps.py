@@ -15,8 +15,10 @@ import pytest
 from agent_process import AgentProcess
 from cloud import CloudPublisher, CloudSubscriber, signed_command
 
-from agent.brokers.mosquitto import MosquittoBroker, find_mosquitto
-from agent.protocol.commands import (
+from agent.tools.brokers.mosquitto import MosquittoBroker, find_mosquitto
+from agent.tools.packaging.build import build_package
+from agent.tools.packaging.keys import keys_generate
+from agent.wire.commands import (
     PromoteCommand,
     RollbackCommand,
     SetWeightsCommand,
@@ -24,9 +26,7 @@ from agent.protocol.commands import (
     StageCommand,
     StatusCommand,
 )
-from agent.protocol.signing import Signer
-from agent.swap.package import build_package
-from agent.swap.package_keys import keys_generate
+from agent.wire.signing import Signer
 
 pytestmark = pytest.mark.skipif(find_mosquitto() is None,
                                 reason="mosquitto is not installed (apt-get install mosquitto)")
@@ -270,7 +270,7 @@ def test_candidate_is_refused_when_memory_would_not_hold_both(
         tmp_path: Path, built_models: Path, packages: dict[str, Any]) -> None:
     import shutil
 
-    from agent.emulation.boards import board_root
+    from agent.tools.boards import board_root
 
     board = tmp_path / "board"
     shutil.copytree(board_root("x86_laptop"), board)

@@ -6,11 +6,11 @@ from __future__ import annotations
 import threading
 from pathlib import Path
 
-from agent.brokers.embedded import EmbeddedBroker
-from agent.transport.drain import SpoolDrainer
-from agent.transport.mqtt import MqttTransport
-from agent.transport.mqtt_config import MqttConfig
-from agent.transport.spool import Spool
+from agent.device.uplink.drain import SpoolDrainer
+from agent.device.uplink.spool import Spool
+from agent.tools.brokers.embedded import EmbeddedBroker
+from agent.wire.mqtt import MqttTransport
+from agent.wire.mqtt_config import MqttConfig
 
 
 def _transport(broker: EmbeddedBroker, client_id: str) -> MqttTransport:

@@ -7,11 +7,11 @@ from pathlib import Path
 import pytest
 from mqtt_brokers import Subscriber, require_mosquitto, running_mosquitto, sequenced
 
-from agent.brokers import BrokerMissingError
-from agent.brokers.mosquitto import MosquittoBroker
-from agent.transport.bench import spool_throughput
-from agent.transport.mqtt import MqttTransport
-from agent.transport.mqtt_config import MqttConfig
+from agent.tools.bench.telemetry_path import spool_throughput
+from agent.tools.brokers import BrokerMissingError
+from agent.tools.brokers.mosquitto import MosquittoBroker
+from agent.wire.mqtt import MqttTransport
+from agent.wire.mqtt_config import MqttConfig
 
 
 def test_queued_messages_for_an_offline_session_survive_a_restart(tmp_path: Path) -> None:
@@ -52,7 +52,7 @@ def test_kill_and_start_again(tmp_path: Path) -> None:
 
 def test_missing_mosquitto_is_a_typed_error(tmp_path: Path,
                                             monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("agent.brokers.mosquitto.find_mosquitto", lambda: None)
+    monkeypatch.setattr("agent.tools.brokers.mosquitto.find_mosquitto", lambda: None)
     with pytest.raises(BrokerMissingError, match="not installed"):
         MosquittoBroker(workdir=tmp_path)
 

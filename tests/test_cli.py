@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from agent.emulation.boards import BOARDS_DIR
+from agent.tools.boards import BOARDS_DIR
 
 FIXTURES = BOARDS_DIR
 
@@ -160,8 +160,8 @@ def test_keys_generate_says_where_each_form_goes(tmp_path: Path) -> None:
     assert keys["trusted_keys"] == {"ctl-2": keys["public_b64"]}
     assert keys["signing_arguments"] == ["--signing-key", keys["private"], "--key-id", "ctl-2"]
     # What it prints is what the entry points take.
-    from agent.protocol.keys import trusted_public_key
-    from agent.service.config import load_config
+    from agent.device.app.config import load_config
+    from agent.wire.keys import trusted_public_key
 
     config = load_config({"thingName": "t", "trustedKeys": keys["trusted_keys"]})
     assert config.trusted_keys == keys["trusted_keys"]

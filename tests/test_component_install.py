@@ -14,11 +14,11 @@ from pathlib import Path
 import pytest
 from cloud import CloudSubscriber
 
-from agent.brokers.embedded import EmbeddedBroker
-from agent.emulation.nucleus import EmulatedNucleus
-from agent.greengrass.component import ComponentOptions, build_components
-from agent.swap.package_keys import keys_generate
-from agent.transport.mqtt_config import MqttConfig
+from agent.tools.brokers.embedded import EmbeddedBroker
+from agent.tools.greengrass.component import ComponentOptions, build_components
+from agent.tools.nucleus import EmulatedNucleus
+from agent.tools.packaging.keys import keys_generate
+from agent.wire.mqtt_config import MqttConfig
 
 AGENT = "com.edgeinference.Agent"
 

@@ -16,8 +16,8 @@ from pathlib import Path
 import psutil
 import pytest
 
-from agent.demo.fleet_demo import run_demo
-from agent.demo.fleet_options import DemoOptions
+from agent.tools.demo.fleet_demo import run_demo
+from agent.tools.demo.fleet_options import DemoOptions
 
 
 def _left_running(folder: Path) -> list[str]:
@@ -100,8 +100,8 @@ def test_short_demo_over_mutual_tls(built_models: Path, tmp_path: Path) -> None:
     a client certificate to a broker that requires one (mosquitto stands in for IoT Core)."""
     from mqtt_brokers import running_mosquitto
 
-    from agent.brokers.certs import make_test_pki
-    from agent.brokers.mosquitto import MosquittoTls
+    from agent.tools.brokers.certs import make_test_pki
+    from agent.tools.brokers.mosquitto import MosquittoTls
 
     pki = make_test_pki(tmp_path / "pki")
     tls = MosquittoTls(cafile=pki.ca_cert, certfile=pki.server_cert, keyfile=pki.server_key,

@@ -9,15 +9,20 @@ from pathlib import Path
 
 import pytest
 
-from agent.device.boards import identify_board, jetpack_line, normalize_jetpack, parse_l4t_release
-from agent.device.profile import (
+from agent.core.errors import DeviceProfileError
+from agent.device.platform.boards import (
+    identify_board,
+    jetpack_line,
+    normalize_jetpack,
+    parse_l4t_release,
+)
+from agent.device.platform.profile import (
     DeviceProfile,
     detect_profile,
     emulated_profile,
     process_arch,
 )
-from agent.emulation.boards import BOARDS_DIR
-from agent.errors import DeviceProfileError
+from agent.tools.boards import BOARDS_DIR
 
 FIXTURES = BOARDS_DIR
 KIB = 1024

@@ -8,17 +8,17 @@ from pathlib import Path
 
 import pytest
 
-from agent.device.elf import elf_arch
-from agent.device.profile import DeviceProfile, detect_profile, emulated_profile
-from agent.device.selection import select_artifact, verify_artifact
-from agent.emulation.boards import BOARDS_DIR
-from agent.errors import (
+from agent.core.errors import (
     ArchitectureMismatchError,
     ArtifactCorruptError,
     ArtifactMissingError,
     TargetMismatchError,
 )
-from agent.model_dir import ARTIFACT_INFO, ArtifactInfo, read_artifact_info
+from agent.core.model_layout import ARTIFACT_INFO, ArtifactInfo, read_artifact_info
+from agent.device.platform.elf import elf_arch
+from agent.device.platform.profile import DeviceProfile, detect_profile, emulated_profile
+from agent.device.platform.selection import select_artifact, verify_artifact
+from agent.tools.boards import BOARDS_DIR
 
 FIXTURES = BOARDS_DIR
 E_MACHINE = {"x86_64": 0x3E, "aarch64": 0xB7, "armv7l": 0x28}

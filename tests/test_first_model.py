@@ -9,17 +9,17 @@ from pathlib import Path
 
 import pytest
 
-from agent.device.profile import DeviceProfile, detect_profile
-from agent.emulation.boards import board_root
-from agent.errors import ArtifactMissingError, ConfigError, TargetMismatchError
-from agent.protocol.signing import Signer, TrustStore
-from agent.service.agent import AgentService
-from agent.service.config import load_config
-from agent.service.first_model import choose_package, install_first_model
-from agent.swap.errors import UnknownPackageKeyError
-from agent.swap.package import build_package
-from agent.swap.package_keys import keys_generate
-from agent.swap.store import ModelStore
+from agent.core.errors import ArtifactMissingError, ConfigError, TargetMismatchError
+from agent.device.app.config import load_config
+from agent.device.app.first_model import choose_package, install_first_model
+from agent.device.app.service import AgentService
+from agent.device.packages.errors import UnknownPackageKeyError
+from agent.device.platform.profile import DeviceProfile, detect_profile
+from agent.device.store.store import ModelStore
+from agent.tools.boards import board_root
+from agent.tools.packaging.build import build_package
+from agent.tools.packaging.keys import keys_generate
+from agent.wire.signing import Signer, TrustStore
 
 
 def _profile(board: str) -> DeviceProfile:
@@ -104,7 +104,7 @@ def test_a_later_model_component_is_reported_not_served(built_models: Path,
     v1 serves leaves v1 serving and says so (model changes go through rollouts)."""
     import json
 
-    from agent.transport.memory import MemoryBroker, MemoryTransport
+    from agent.wire.memory import MemoryBroker, MemoryTransport
 
     keys = keys_generate(tmp_path / "keys", "ctl")
     signer = Signer.from_file(keys.private, key_id="ctl")

@@ -12,10 +12,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from agent.brokers.mosquitto import MosquittoBroker, find_mosquitto
-from agent.fleet.simulate import ModelBehaviour, SimulatedFleet
-from agent.protocol.signing import Signer, TrustStore
-from agent.swap.package_keys import keys_generate
+from agent.tools.brokers.mosquitto import MosquittoBroker, find_mosquitto
+from agent.tools.fleet_sim.simulate import ModelBehaviour, SimulatedFleet
+from agent.tools.packaging.keys import keys_generate
+from agent.wire.signing import Signer, TrustStore
 
 pytestmark = pytest.mark.skipif(find_mosquitto() is None,
                                 reason="mosquitto is not installed (apt-get install mosquitto)")

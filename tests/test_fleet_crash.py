@@ -16,11 +16,11 @@ from typing import Any
 import pytest
 import yaml
 
-from agent.brokers.mosquitto import MosquittoBroker, find_mosquitto
-from agent.fleet.simulate import BreachSpec, ModelBehaviour, SimulatedFleet
-from agent.fleet.state import ControllerState
-from agent.protocol.signing import TrustStore
-from agent.swap.package_keys import keys_generate
+from agent.controller.state import ControllerState
+from agent.tools.brokers.mosquitto import MosquittoBroker, find_mosquitto
+from agent.tools.fleet_sim.simulate import BreachSpec, ModelBehaviour, SimulatedFleet
+from agent.tools.packaging.keys import keys_generate
+from agent.wire.signing import TrustStore
 
 pytestmark = pytest.mark.skipif(find_mosquitto() is None,
                                 reason="mosquitto is not installed (apt-get install mosquitto)")

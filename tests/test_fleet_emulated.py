@@ -15,15 +15,15 @@ import pytest
 from agent_process import AgentProcess
 from cloud import CloudSubscriber
 
-from agent.brokers.mosquitto import MosquittoBroker, find_mosquitto
-from agent.fleet.controller import FleetController
-from agent.fleet.spec import parse_spec
-from agent.fleet.state import ControllerState
-from agent.protocol.signing import Signer
-from agent.swap.package import build_package
-from agent.swap.package_keys import keys_generate
-from agent.transport.mqtt import MqttTransport
-from agent.transport.mqtt_config import MqttConfig
+from agent.controller.controller import FleetController
+from agent.controller.spec import parse_spec
+from agent.controller.state import ControllerState
+from agent.tools.brokers.mosquitto import MosquittoBroker, find_mosquitto
+from agent.tools.packaging.build import build_package
+from agent.tools.packaging.keys import keys_generate
+from agent.wire.mqtt import MqttTransport
+from agent.wire.mqtt_config import MqttConfig
+from agent.wire.signing import Signer
 
 pytestmark = pytest.mark.skipif(find_mosquitto() is None,
                                 reason="mosquitto is not installed (apt-get install mosquitto)")

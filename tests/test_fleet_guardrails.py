@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from agent.fleet.guardrails import evaluate
-from agent.fleet.plan import Step, command_seq, plan_rollout
-from agent.fleet.registry import FleetRegistry
-from agent.fleet.spec import GuardrailSpec, parse_spec
-from agent.loop.histogram import BUCKET_EDGES_US, BUCKETS_VERSION
-from agent.protocol.messages import (
+from agent.controller.guardrails import evaluate
+from agent.controller.plan import Step, command_seq, plan_rollout
+from agent.controller.registry import FleetRegistry
+from agent.controller.spec import GuardrailSpec, parse_spec
+from agent.core.histogram import BUCKET_EDGES_US, BUCKETS_VERSION
+from agent.device.telemetry.metrics import diff_counts, merge_counts, quantiles_of
+from agent.wire.messages import (
     Buckets,
     HealthReport,
     Metrics,
@@ -17,7 +18,6 @@ from agent.protocol.messages import (
     Register,
     VariantMetrics,
 )
-from agent.telemetry.metrics import diff_counts, merge_counts, quantiles_of
 
 SHA = "ab" * 32
 BOOT = "b" * 32

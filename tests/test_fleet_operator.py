@@ -21,10 +21,10 @@ import yaml
 from agent_process import AgentProcess
 from cloud import CloudSubscriber
 
-from agent.brokers.mosquitto import MosquittoBroker, find_mosquitto
-from agent.protocol.signing import Signer
-from agent.swap.package import build_package
-from agent.swap.package_keys import keys_generate
+from agent.tools.brokers.mosquitto import MosquittoBroker, find_mosquitto
+from agent.tools.packaging.build import build_package
+from agent.tools.packaging.keys import keys_generate
+from agent.wire.signing import Signer
 
 pytestmark = pytest.mark.skipif(find_mosquitto() is None,
                                 reason="mosquitto is not installed (apt-get install mosquitto)")

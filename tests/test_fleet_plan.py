@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 
-from agent.fleet.errors import PlanError
-from agent.fleet.plan import (
+from agent.controller.errors import PlanError
+from agent.controller.plan import (
     SEQ_STRIDE,
     build_command,
     command_seq,
@@ -16,10 +16,10 @@ from agent.fleet.plan import (
     rollback_commands,
     step_of_seq,
 )
-from agent.fleet.registry import FleetRegistry
-from agent.fleet.spec import RolloutSpec, parse_spec
-from agent.protocol.commands import PromoteCommand, SetWeightsCommand, StageCommand
-from agent.protocol.messages import ProfileInfo, Register
+from agent.controller.registry import FleetRegistry
+from agent.controller.spec import RolloutSpec, parse_spec
+from agent.wire.commands import PromoteCommand, SetWeightsCommand, StageCommand
+from agent.wire.messages import ProfileInfo, Register
 
 SHA = "ab" * 32
 TARGETS = ("rasp4b", "jetson_nano", "linux_x86_64")

@@ -3,8 +3,8 @@ its devices knows each one within a heartbeat interval, without waiting for a re
 
 from __future__ import annotations
 
-from agent.fleet.registry import FleetRegistry
-from agent.protocol.messages import Heartbeat, ProfileInfo, Register
+from agent.controller.registry import FleetRegistry
+from agent.wire.messages import Heartbeat, ProfileInfo, Register
 
 BOOT = "0f6c2b7e4d5a4c1b9e8f7a6b5c4d3e2f"
 

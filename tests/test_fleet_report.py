@@ -10,14 +10,14 @@ from typing import Any
 
 import pytest
 
-from agent.errors import ConfigError
-from agent.fleet import report as report_module
-from agent.fleet.plan import PlannedCommand, command_seq
-from agent.fleet.report import build_report, step_spans, write_report
-from agent.fleet.spec import parse_spec
-from agent.fleet.state import ControllerState
-from agent.fleet.timeline import phases, write_timeline
-from agent.protocol.messages import Ack
+from agent.controller import report as report_module
+from agent.controller.plan import PlannedCommand, command_seq
+from agent.controller.report import build_report, step_spans, write_report
+from agent.controller.spec import parse_spec
+from agent.controller.state import ControllerState
+from agent.controller.timeline import phases, write_timeline
+from agent.core.errors import ConfigError
+from agent.wire.messages import Ack
 
 RID = "r-digits-slow"
 SHA = "ab" * 32

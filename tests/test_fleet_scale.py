@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from agent.brokers.mosquitto import find_mosquitto
+from agent.tools.brokers.mosquitto import find_mosquitto
 
 
 @pytest.mark.skipif(find_mosquitto() is None, reason="mosquitto is not installed "

@@ -12,11 +12,11 @@ from typing import Any
 import numpy as np
 import pytest
 
-from agent.fleet.sim_device import SimContext, SimDevice
-from agent.fleet.sim_model import BucketModel, ModelBehaviour, resolve_profiles
-from agent.fleet.simulate import fresh_keys
-from agent.protocol.codec import decode, encode
-from agent.protocol.commands import (
+from agent.tools.fleet_sim.device import SimContext, SimDevice
+from agent.tools.fleet_sim.model import BucketModel, ModelBehaviour, resolve_profiles
+from agent.tools.fleet_sim.simulate import fresh_keys
+from agent.wire.codec import decode, encode
+from agent.wire.commands import (
     AnnounceCommand,
     Command,
     ConfirmCommand,
@@ -26,8 +26,8 @@ from agent.protocol.commands import (
     StageCommand,
     Target,
 )
-from agent.protocol.messages import Ack, Heartbeat, Register
-from agent.protocol.signing import Signer
+from agent.wire.messages import Ack, Heartbeat, Register
+from agent.wire.signing import Signer
 
 TRIAL_S = 60.0
 

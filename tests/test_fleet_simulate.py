@@ -17,11 +17,11 @@ import pytest
 from mqtt_brokers import running_mosquitto
 from waits import wait_for
 
-from agent.fleet.sim_device import SimContext, SimDevice
-from agent.fleet.sim_model import BucketModel, ModelBehaviour, resolve_profiles
-from agent.fleet.simulate import SimulatedFleet, assign_groups, fresh_keys
-from agent.protocol.codec import decode, encode
-from agent.protocol.commands import (
+from agent.tools.fleet_sim.device import SimContext, SimDevice
+from agent.tools.fleet_sim.model import BucketModel, ModelBehaviour, resolve_profiles
+from agent.tools.fleet_sim.simulate import SimulatedFleet, assign_groups, fresh_keys
+from agent.wire.codec import decode, encode
+from agent.wire.commands import (
     Command,
     PromoteCommand,
     ShadowArgs,
@@ -31,8 +31,8 @@ from agent.protocol.commands import (
     StatusCommand,
     Target,
 )
-from agent.protocol.messages import Ack, Event, Metrics, Register, State
-from agent.protocol.signing import Signer
+from agent.wire.messages import Ack, Event, Metrics, Register, State
+from agent.wire.signing import Signer
 
 DEVICES = 500
 GREEN = {"digits-v2": ModelBehaviour(median_ms=2.0),
@@ -274,8 +274,8 @@ def test_device_messages_validate_without_broker(tmp_path: Path) -> None:
 
 
 def test_breach_serves_on_cohort_until_rolled_back() -> None:
-    from agent.fleet.sim_model import BreachSpec
-    from agent.protocol.commands import RollbackCommand
+    from agent.tools.fleet_sim.model import BreachSpec
+    from agent.wire.commands import RollbackCommand
 
     signer, trust = fresh_keys("controller-1")
     ctx = SimContext(rng=np.random.default_rng(2), ids=random.Random(2),

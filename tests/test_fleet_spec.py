@@ -9,9 +9,9 @@ from typing import Any
 import pytest
 import yaml
 
-from agent.fleet.errors import FleetFileError, SpecError
-from agent.fleet.registry import FleetRegistry, load_fleet_file
-from agent.fleet.spec import (
+from agent.controller.errors import FleetFileError, SpecError
+from agent.controller.registry import FleetRegistry, load_fleet_file
+from agent.controller.spec import (
     Canary,
     GuardrailSpec,
     Linear,
@@ -19,7 +19,7 @@ from agent.fleet.spec import (
     load_spec,
     parse_spec,
 )
-from agent.protocol.messages import Heartbeat, ProfileInfo, Register
+from agent.wire.messages import Heartbeat, ProfileInfo, Register
 
 SHA = "ab" * 32
 BOOT = "c" * 32

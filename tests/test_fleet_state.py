@@ -11,10 +11,10 @@ from types import MappingProxyType
 
 import pytest
 
-from agent.fleet.errors import DecisionConflictError, FleetStateError
-from agent.fleet.plan import PlannedCommand, build_command, command_seq
-from agent.fleet.state import ControllerState
-from agent.protocol.messages import Ack
+from agent.controller.errors import DecisionConflictError, FleetStateError
+from agent.controller.plan import PlannedCommand, build_command, command_seq
+from agent.controller.state import ControllerState
+from agent.wire.messages import Ack
 
 RID = "r-1"
 SPEC = json.dumps({"name": RID, "model": "digits-v2"})
@@ -152,8 +152,8 @@ def test_unusable_state_file(tmp_path: Path) -> None:
 CRASHER = """
 import os, sys
 from types import MappingProxyType
-from agent.fleet.plan import PlannedCommand, command_seq
-from agent.fleet.state import ControllerState
+from agent.controller.plan import PlannedCommand, command_seq
+from agent.controller.state import ControllerState
 state = ControllerState(path=sys.argv[1])
 state.start_rollout(rollout_id="r-1", spec_json="{}")
 a = state.decide(PlannedCommand(rollout_id="r-1", thing="pi-1", step_index=0, ordinal=1,

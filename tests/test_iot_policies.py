@@ -9,7 +9,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from agent.greengrass.agent_rules import agent_topics
+from agent.tools.greengrass.agent_rules import agent_topics
 
 POLICIES = Path(__file__).resolve().parent.parent / "recipes" / "iot"
 PUBLISH = "aws.greengrass#PublishToIoTCore"

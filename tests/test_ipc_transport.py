@@ -12,16 +12,16 @@ from typing import Any
 import pytest
 import waits
 
-from agent.brokers.mosquitto import MosquittoBroker, find_mosquitto
-from agent.emulation.nucleus import EmulatedNucleus, Recipe
-from agent.transport.base import TransportError
-from agent.transport.ipc import (
+from agent.device.uplink.ipc import (
     SOCKET_ENV,
     TOKEN_ENV,
     ComponentUpdateEvent,
     IpcTransport,
     ipc_available,
 )
+from agent.tools.brokers.mosquitto import MosquittoBroker, find_mosquitto
+from agent.tools.nucleus import EmulatedNucleus, Recipe
+from agent.wire.transport import TransportError
 
 pytestmark = pytest.mark.skipif(find_mosquitto() is None, reason="mosquitto is not installed")
 

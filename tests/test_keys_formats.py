@@ -19,21 +19,21 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from agent import lambda_handler
-from agent.cli import build_parser, main
-from agent.errors import ConfigError
-from agent.lambda_.models import LambdaSettings
-from agent.protocol.errors import KeyFormatError
-from agent.protocol.keys import (
+from agent.cli.main import build_parser, main
+from agent.cli.serve import config_from_args
+from agent.core.errors import ConfigError
+from agent.device.app.config import load_config
+from agent.device.lambda_function import handler as lambda_handler
+from agent.device.lambda_function.loading import LambdaSettings
+from agent.wire.errors import KeyFormatError
+from agent.wire.keys import (
     KeyPair,
     generate_keypair,
     public_key_b64,
     public_key_from,
     trusted_public_key,
 )
-from agent.protocol.signing import Signer, TrustStore
-from agent.service.config import load_config
-from agent.service.serve_command import config_from_args
+from agent.wire.signing import Signer, TrustStore
 
 KEY_ID = "ctl-1"
 PAIR = generate_keypair(KEY_ID)

@@ -19,17 +19,17 @@ import numpy as np
 import pytest
 import yaml
 
-from agent import lambda_handler
-from agent.bench.alloc import bytes_per_call
-from agent.device.profile import detect_profile
-from agent.lambda_ import models
-from agent.lambda_.models import LambdaSettings
-from agent.model_dir import TensorSpec
-from agent.protocol.signing import Signer, TrustStore
-from agent.service.first_model import install_first_model
-from agent.swap.package import build_package
-from agent.swap.package_keys import keys_generate
-from agent.swap.store import ModelStore
+from agent.core.model_layout import TensorSpec
+from agent.device.app.first_model import install_first_model
+from agent.device.lambda_function import handler as lambda_handler
+from agent.device.lambda_function import loading as models
+from agent.device.lambda_function.loading import LambdaSettings
+from agent.device.platform.profile import detect_profile
+from agent.device.store.store import ModelStore
+from agent.tools.bench.alloc import bytes_per_call
+from agent.tools.packaging.build import build_package
+from agent.tools.packaging.keys import keys_generate
+from agent.wire.signing import Signer, TrustStore
 
 ARTIFACT = "linux_x86_64-x86_64"
 RECIPES = Path(__file__).resolve().parents[1] / "recipes" / "lambda"
@@ -347,8 +347,8 @@ def _deployment_merge() -> dict[str, Any]:
 
 def test_results_are_published_through_greengrass_ipc(
         monkeypatch: pytest.MonkeyPatch, packages: dict[str, Any], tmp_path: Path) -> None:
-    from agent.emulation.nucleus import EmulatedNucleus, Recipe
-    from agent.emulation.nucleus.iotcore import LoopbackIoTCore
+    from agent.tools.nucleus import EmulatedNucleus, Recipe
+    from agent.tools.nucleus.iotcore import LoopbackIoTCore
 
     name = "com.edgeinference.LambdaInference"
     merge = _deployment_merge()
@@ -432,7 +432,7 @@ class _EchoBackend:
         return self.run
 
     def translate(self, err: Exception) -> Any:
-        from agent.errors import InferenceError
+        from agent.core.errors import InferenceError
 
         return InferenceError(str(err))
 
@@ -444,8 +444,8 @@ class _EchoBackend:
 
 
 def test_integer_models_take_integers_in_range() -> None:
-    from agent.errors import ConfigError, InputSpecError
-    from agent.lambda_.core import InferenceCore
+    from agent.core.errors import ConfigError, InputSpecError
+    from agent.device.lambda_function.batches import InferenceCore
 
     core = InferenceCore(_EchoBackend(), label="echo", version=None, max_rows=4)
     result = core.infer([[1, -2, 3, 127], [-128, 0, 5, 4]])

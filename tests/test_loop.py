@@ -7,16 +7,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from agent.bench.alloc import bytes_per_call
-from agent.device.profile import detect_profile
-from agent.errors import InputSpecError
-from agent.loop.histogram import BUCKET_EDGES_US, LatencyHistogram, quantile_us
-from agent.loop.runner import InferenceLoop
-from agent.loop.shm import ShmSource
-from agent.loop.sources import RandomSource, ReplaySource, load_testset
-from agent.resolve import resolve_model
-from agent.runtime import DlrConfig, OnnxConfig, load_backend
-from agent.runtime.base import Backend
+from agent.core.errors import InputSpecError
+from agent.core.histogram import BUCKET_EDGES_US, LatencyHistogram, quantile_us
+from agent.device.inference.runner import InferenceLoop
+from agent.device.inference.shm import ShmSource
+from agent.device.inference.sources import RandomSource, ReplaySource, load_testset
+from agent.device.platform.profile import detect_profile
+from agent.device.platform.resolve import resolve_model
+from agent.device.runtime import DlrConfig, OnnxConfig, load_backend
+from agent.device.runtime.base import Backend
+from agent.tools.bench.alloc import bytes_per_call
 
 
 def _backend(built_models: Path, kind: str, name: str = "digits-v1") -> Backend:

@@ -12,9 +12,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from agent.device.elf import elf_arch, host_arch
-from agent.device.targets import NEO_TARGETS
-from agent.model_dir import TESTSET, list_artifacts
+from agent.core.model_layout import TESTSET, list_artifacts
+from agent.device.platform.elf import elf_arch, host_arch
+from agent.device.platform.targets import NEO_TARGETS
 from models.export.neo import CROSS_COMPILERS
 from models.files import load_npz
 from models.verify import QEMU, dlr_predict, find_libdlr, host_artifact, runner_predict

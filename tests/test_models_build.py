@@ -9,9 +9,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from agent.device.elf import host_arch
-from agent.device.targets import DEFAULT_BUILD_TARGETS, NEO_TARGETS
-from agent.model_dir import ARTIFACT_INFO, ONNX_FILE, TESTSET, list_artifacts, read_model_info
+from agent.core.model_layout import (
+    ARTIFACT_INFO,
+    ONNX_FILE,
+    TESTSET,
+    list_artifacts,
+    read_model_info,
+)
+from agent.device.platform.elf import host_arch
+from agent.device.platform.targets import DEFAULT_BUILD_TARGETS, NEO_TARGETS
 from models.build import (
     MODELS,
     TRAININGS,

@@ -15,9 +15,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from agent.device.elf import host_arch
-from agent.model_dir import ONNX_FILE, TESTSET, list_artifacts
-from agent.runtime.neo_format import read_params_index
+from agent.core.model_layout import ONNX_FILE, TESTSET, list_artifacts
+from agent.device.platform.elf import host_arch
+from agent.device.runtime.dlr.neo_format import read_params_index
 from models.files import load_npz
 from models.verify import DLRArtifact, dlr_predict, find_libdlr, host_artifact, onnx_predict
 

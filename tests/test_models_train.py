@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from agent.model_dir import read_model_info
+from agent.core.model_layout import read_model_info
 from models.digits import train
 from models.digits.data import load_split
 from models.files import save_npz

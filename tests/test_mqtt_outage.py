@@ -14,11 +14,11 @@ from pathlib import Path
 import pytest
 from mqtt_brokers import Subscriber, dedupe_in_order, require_mosquitto, sequenced
 
-from agent.brokers.mosquitto import MosquittoBroker
-from agent.transport.drain import SpoolDrainer
-from agent.transport.mqtt import MqttTransport
-from agent.transport.mqtt_config import MqttConfig
-from agent.transport.spool import Priority, Spool
+from agent.device.uplink.drain import SpoolDrainer
+from agent.device.uplink.spool import Priority, Spool
+from agent.tools.brokers.mosquitto import MosquittoBroker
+from agent.wire.mqtt import MqttTransport
+from agent.wire.mqtt_config import MqttConfig
 
 TOPIC = "edge/outage-device/metrics"
 

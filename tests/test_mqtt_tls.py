@@ -12,11 +12,11 @@ from pathlib import Path
 import pytest
 from mqtt_brokers import running_mosquitto
 
-from agent.brokers.certs import TestPki, make_test_pki
-from agent.brokers.mosquitto import MosquittoBroker, MosquittoTls
-from agent.transport.base import TransportConfigError, TransportError
-from agent.transport.mqtt import MqttTransport
-from agent.transport.mqtt_config import MqttConfig
+from agent.tools.brokers.certs import TestPki, make_test_pki
+from agent.tools.brokers.mosquitto import MosquittoBroker, MosquittoTls
+from agent.wire.mqtt import MqttTransport
+from agent.wire.mqtt_config import MqttConfig
+from agent.wire.transport import TransportConfigError, TransportError
 
 
 @pytest.fixture(scope="module")

@@ -12,10 +12,10 @@ import pytest
 from mqtt_brokers import require_mosquitto, running_mosquitto
 from pydantic import ValidationError
 
-from agent.brokers.mosquitto import MosquittoBroker, free_port
-from agent.transport.base import Transport, TransportConfigError, TransportError
-from agent.transport.mqtt import MqttTransport
-from agent.transport.mqtt_config import MqttConfig
+from agent.tools.brokers.mosquitto import MosquittoBroker, free_port
+from agent.wire.mqtt import MqttTransport
+from agent.wire.mqtt_config import MqttConfig
+from agent.wire.transport import Transport, TransportConfigError, TransportError
 
 
 def _config(port: int, client_id: str, **extra: object) -> MqttConfig:

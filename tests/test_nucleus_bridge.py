@@ -13,12 +13,12 @@ import pytest
 from mqtt_brokers import running_mosquitto
 from test_nucleus_services import AGENT, RECIPE, T, sdk_client
 
-from agent.brokers.certs import TestPki, make_test_pki
-from agent.brokers.embedded import EmbeddedBroker
-from agent.brokers.mosquitto import MosquittoTls
-from agent.emulation.nucleus import EmulatedNucleus, Recipe
-from agent.transport.mqtt import MqttTransport
-from agent.transport.mqtt_config import MqttConfig
+from agent.tools.brokers.certs import TestPki, make_test_pki
+from agent.tools.brokers.embedded import EmbeddedBroker
+from agent.tools.brokers.mosquitto import MosquittoTls
+from agent.tools.nucleus import EmulatedNucleus, Recipe
+from agent.wire.mqtt import MqttTransport
+from agent.wire.mqtt_config import MqttConfig
 
 THING = "bridge-1"
 

@@ -21,7 +21,9 @@ import pytest
 import waits
 import yaml
 
-from agent.emulation.nucleus import (
+from agent.tools.greengrass.recipe import Recipe, host_platform
+from agent.tools.greengrass.versions import satisfies
+from agent.tools.nucleus import (
     ArtifactError,
     ComponentStore,
     DependencyError,
@@ -31,8 +33,6 @@ from agent.emulation.nucleus import (
     PlatformError,
     UnresolvedVariableError,
 )
-from agent.greengrass.recipe import Recipe, host_platform
-from agent.greengrass.versions import satisfies
 
 APP, DATA, OTHER = "com.example.App", "com.example.Data", "com.example.Other"
 OS, ARCH = host_platform()
@@ -328,7 +328,7 @@ def test_an_install_that_times_out_is_errored(tmp_path: Path) -> None:
 
 def test_command_line_deploys_from_a_store_and_stops_the_components(store: Path) -> None:
     process = subprocess.Popen(
-        [sys.executable, "-m", "agent.emulation.nucleus", "--store", str(store),
+        [sys.executable, "-m", "agent.tools.nucleus", "--store", str(store),
          "--component", f"{APP}=1.0.0", "--thing", "cli-2"],
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, cwd=REPO)
     try:

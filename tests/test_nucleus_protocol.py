@@ -14,15 +14,15 @@ from pathlib import Path
 
 import pytest
 
-from agent.emulation.nucleus import EmulatedNucleus, FramingError, Recipe
-from agent.emulation.nucleus.eventstream import (
+from agent.tools.nucleus import EmulatedNucleus, FramingError, Recipe
+from agent.tools.nucleus.eventstream import (
     FrameDecoder,
     Header,
     HeaderType,
     Message,
     encode,
 )
-from agent.emulation.nucleus.rpc import (
+from agent.tools.nucleus.rpc import (
     CONNECTION_ACCEPTED,
     TERMINATE_STREAM,
     MessageType,
@@ -175,7 +175,7 @@ def test_sdk_client_connects_with_the_svcuid_only(nucleus: EmulatedNucleus) -> N
 
 
 def test_socket_path_must_fit_a_unix_socket() -> None:
-    from agent.emulation.nucleus import NucleusError
+    from agent.tools.nucleus import NucleusError
 
     with pytest.raises(NucleusError, match="107 bytes"):
         EmulatedNucleus(recipes=[Recipe.load(RECIPE)], thing_name="t",

@@ -11,12 +11,12 @@ from pathlib import Path
 
 import pytest
 
-from agent.emulation.nucleus import NucleusError, Recipe, RecipeError
-from agent.emulation.nucleus.errors import IpcServiceError
-from agent.emulation.nucleus.policy import authorize
-from agent.greengrass.access_policy import MQTT_PROXY, AccessPolicy, resource_pattern
-from agent.transport.base import TransportError
-from agent.transport.ipc import IpcTransport
+from agent.device.uplink.ipc import IpcTransport
+from agent.tools.greengrass.access_policy import MQTT_PROXY, AccessPolicy, resource_pattern
+from agent.tools.nucleus import NucleusError, Recipe, RecipeError
+from agent.tools.nucleus.errors import IpcServiceError
+from agent.tools.nucleus.policy import authorize
+from agent.wire.transport import TransportError
 
 RECIPE = Path(__file__).resolve().parents[1] / "recipes" / "com.edgeinference.Agent.yaml"
 PUBLISH = "aws.greengrass#PublishToIoTCore"
@@ -104,7 +104,7 @@ def test_bad_recipes_are_refused(tmp_path: Path) -> None:
 def test_command_line_prints_the_environment_and_serves(tmp_path: Path) -> None:
     socket_path = f"/tmp/ggcli{os.getpid()}.sock"
     process = subprocess.Popen(
-        [sys.executable, "-m", "agent.emulation.nucleus", "--recipe", str(RECIPE),
+        [sys.executable, "-m", "agent.tools.nucleus", "--recipe", str(RECIPE),
          "--thing", "cli-1", "--socket", socket_path],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         cwd=Path(__file__).resolve().parents[1])
@@ -133,7 +133,7 @@ def test_command_line_prints_the_environment_and_serves(tmp_path: Path) -> None:
 
 
 def test_overrides_must_name_known_components() -> None:
-    from agent.emulation.nucleus import EmulatedNucleus
+    from agent.tools.nucleus import EmulatedNucleus
 
     with pytest.raises(NucleusError, match="unknown components"):
         EmulatedNucleus(recipes=[Recipe.load(RECIPE)], thing_name="t",

@@ -17,8 +17,8 @@ import waits
 from awsiot.greengrasscoreipc import model
 from awsiot.greengrasscoreipc.clientv2 import GreengrassCoreIPCClientV2
 
-from agent.emulation.nucleus import EmulatedNucleus, Recipe
-from agent.greengrass.recipe import host_platform
+from agent.tools.greengrass.recipe import host_platform
+from agent.tools.nucleus import EmulatedNucleus, Recipe
 
 RECIPE = Path(__file__).resolve().parents[1] / "recipes" / "com.edgeinference.Agent.yaml"
 AGENT = "com.edgeinference.Agent"

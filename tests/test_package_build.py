@@ -12,15 +12,15 @@ import numpy as np
 import pytest
 from test_package_support import HOST_ARTIFACT, HOST_TARGET, Keys, build, make_keys, members
 
-from agent.device.elf import host_arch
-from agent.errors import AgentError, ArtifactMissingError, ConfigError
-from agent.model_dir import read_artifact_info
-from agent.protocol.keys import read_private_key, read_public_key
-from agent.protocol.signing import Signer, TrustStore
-from agent.runtime.onnx import OnnxBackend, OnnxConfig
-from agent.swap.package import ARTIFACT_FILES, build_package
-from agent.swap.package_keys import keys_generate
-from agent.swap.package_manifest import MANIFEST_NAME, PackageManifest, sha256_hex
+from agent.core.errors import AgentError, ArtifactMissingError, ConfigError
+from agent.core.model_layout import read_artifact_info
+from agent.device.packages.manifest import MANIFEST_NAME, PackageManifest, sha256_hex
+from agent.device.platform.elf import host_arch
+from agent.device.runtime.onnx import OnnxBackend, OnnxConfig
+from agent.tools.packaging.build import ARTIFACT_FILES, build_package
+from agent.tools.packaging.keys import keys_generate
+from agent.wire.keys import read_private_key, read_public_key
+from agent.wire.signing import Signer, TrustStore
 
 
 @pytest.fixture(scope="module")
@@ -106,7 +106,7 @@ def test_keys_generate(tmp_path: Path) -> None:
 
 
 def _cli(argv: list[str]) -> int:
-    from agent.cli_package import add_package_arguments
+    from agent.cli.package import add_package_arguments
 
     parser = argparse.ArgumentParser()
     add_package_arguments(parser.add_subparsers(dest="command", required=True))

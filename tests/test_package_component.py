@@ -16,17 +16,17 @@ from typing import Any
 import pytest
 import yaml
 
-from agent.cli import main
-from agent.device.elf import host_arch
-from agent.device.profile import detect_profile
-from agent.emulation.boards import board_root
-from agent.greengrass.component import PLACEHOLDER_BASE
-from agent.greengrass.recipe import Recipe
-from agent.greengrass.recipe_check import check_recipe_file
-from agent.protocol.signing import TrustStore
-from agent.service.first_model import choose_package
-from agent.swap.package_keys import KeyFiles, keys_generate
-from agent.swap.staging import stage
+from agent.cli.main import main
+from agent.device.app.first_model import choose_package
+from agent.device.packages.staging import stage
+from agent.device.platform.elf import host_arch
+from agent.device.platform.profile import detect_profile
+from agent.tools.boards import board_root
+from agent.tools.greengrass.component import PLACEHOLDER_BASE
+from agent.tools.greengrass.recipe import Recipe
+from agent.tools.greengrass.recipe_check import check_recipe_file
+from agent.tools.packaging.keys import KeyFiles, keys_generate
+from agent.wire.signing import TrustStore
 
 AGENT = "com.edgeinference.Agent"
 MODEL = "com.edgeinference.Model.digits"
@@ -142,7 +142,7 @@ def test_the_wheel_holds_the_agent(built: Built) -> None:
     with zipfile.ZipFile(wheel) as archive:
         names = set(archive.namelist())
         metadata = archive.read("edge_inference_agent-0.1.0.dist-info/METADATA").decode()
-    assert {"agent/__init__.py", "agent/cli.py", "agent/emulation/boards/README.md"} <= names
+    assert {"agent/__init__.py", "agent/cli/main.py", "agent/tools/boards/README.md"} <= names
     assert not any(n.startswith("tests/") for n in names)
     assert "Requires-Dist: dlr==1.6.0" in metadata
 

@@ -18,15 +18,15 @@ from pathlib import Path
 import pytest
 from test_package_support import file_member, leftovers, pack, special_member
 
-from agent.swap import extract as extract_module
-from agent.swap.errors import (
+from agent.device.packages import extract as extract_module
+from agent.device.packages.errors import (
     DiskFullError,
     PackageFormatError,
     TruncatedArchiveError,
     UnsafeArchiveError,
 )
-from agent.swap.extract import extract_archive
-from agent.swap.package_limits import PackageLimits
+from agent.device.packages.extract import extract_archive
+from agent.device.packages.limits import PackageLimits
 
 LIMITS = PackageLimits(max_member_bytes=4096, max_total_bytes=10_000, max_members=8)
 OK = [file_member("model.json", b"{}"), file_member("dlr/a-b/compiled.so", b"\x7fELF")]

@@ -3,7 +3,7 @@
 HTTP runs against a real ``http.server`` on 127.0.0.1. A full disk is shown two
 ways: the real kernel path (a child process under ``RLIMIT_FSIZE``, whose writes
 fail with EFBIG, as on a filesystem at its size limit) and ENOSPC itself
-(``agent.swap.fetch.write_chunk``, the one place a download writes, made to raise).
+(``agent.device.packages.fetch.write_chunk``, the one place a download writes, made to raise).
 """
 
 from __future__ import annotations
@@ -24,16 +24,16 @@ from typing import Any
 
 import pytest
 
-from agent.errors import BackendUnavailableError
-from agent.swap import fetch as fetch_module
-from agent.swap.errors import (
+from agent.core.errors import BackendUnavailableError
+from agent.device.packages import fetch as fetch_module
+from agent.device.packages.errors import (
     DigestMismatchError,
     DiskFullError,
     FetchError,
     PackageTooLargeError,
     S3UnavailableError,
 )
-from agent.swap.fetch import fetch
+from agent.device.packages.fetch import fetch
 
 DATA = os.urandom(300_000)
 SHA = hashlib.sha256(DATA).hexdigest()
@@ -225,8 +225,8 @@ import resource, signal, sys
 from pathlib import Path
 signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
 resource.setrlimit(resource.RLIMIT_FSIZE, (100_000, 100_000))
-from agent.swap.errors import DiskFullError
-from agent.swap.fetch import fetch
+from agent.device.packages.errors import DiskFullError
+from agent.device.packages.fetch import fetch
 try:
     fetch(sys.argv[1], Path(sys.argv[2]), expected_sha256=None, max_bytes=10**7, timeout_s=5)
 except DiskFullError as err:

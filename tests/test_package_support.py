@@ -15,12 +15,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from agent.device.boards import generic_target
-from agent.device.elf import host_arch
-from agent.protocol.signing import Signer, TrustStore
-from agent.swap.package import build_package
-from agent.swap.package_keys import keys_generate
-from agent.swap.package_manifest import MANIFEST_NAME, sha256_hex
+from agent.device.packages.manifest import MANIFEST_NAME, sha256_hex
+from agent.device.platform.boards import generic_target
+from agent.device.platform.elf import host_arch
+from agent.tools.packaging.build import build_package
+from agent.tools.packaging.keys import keys_generate
+from agent.wire.signing import Signer, TrustStore
 
 HOST_TARGET = generic_target(host_arch())
 HOST_ARTIFACT = f"{HOST_TARGET}-{host_arch()}"

@@ -7,10 +7,10 @@ from typing import Any
 
 import pytest
 
-from agent.device.profile import emulated_profile
-from agent.emulation.boards import board_names, board_root
-from agent.protocol.codec import decode, encode
-from agent.protocol.commands import (
+from agent.device.platform.profile import emulated_profile
+from agent.tools.boards import board_names, board_root
+from agent.wire.codec import decode, encode
+from agent.wire.commands import (
     COMMAND_CLASSES,
     Command,
     NoArgs,
@@ -19,16 +19,16 @@ from agent.protocol.commands import (
     StageCommand,
     Target,
 )
-from agent.protocol.errors import (
+from agent.wire.errors import (
     DecodeError,
     MalformedMessageError,
     OversizedMessageError,
     SchemaError,
     UnsupportedVersionError,
 )
-from agent.protocol.examples import example_commands, example_up_messages
-from agent.protocol.fields import MAX_PAYLOAD_BYTES
-from agent.protocol.messages import (
+from agent.wire.examples import example_commands, example_up_messages
+from agent.wire.fields import MAX_PAYLOAD_BYTES
+from agent.wire.messages import (
     UP_MESSAGES,
     Event,
     Heartbeat,
@@ -36,7 +36,7 @@ from agent.protocol.messages import (
     ProfileInfo,
     UpMessage,
 )
-from agent.protocol.topics import UP_CHANNELS
+from agent.wire.topics import UP_CHANNELS
 
 ALL_EXAMPLES: list[UpMessage | Command] = [*example_up_messages(), *example_commands()]
 

@@ -12,19 +12,19 @@ from typing import Any
 
 import pytest
 
-from agent.errors import ConfigError
-from agent.protocol.commands import Command, PromoteCommand, StatusCommand, Target
-from agent.protocol.errors import (
+from agent.core.errors import ConfigError
+from agent.wire.commands import Command, PromoteCommand, StatusCommand, Target
+from agent.wire.errors import (
     ReplayError,
     StaleCommandError,
     StateFileError,
     WrongTargetError,
 )
-from agent.protocol.messages import Heartbeat, Metrics
-from agent.protocol.replay import ReplayGuard
-from agent.protocol.senders import SenderTracker
-from agent.protocol.sequence import SequenceCounter, read_reserved
-from agent.protocol.stamp import Stamper
+from agent.wire.messages import Heartbeat, Metrics
+from agent.wire.replay import ReplayGuard
+from agent.wire.senders import SenderTracker
+from agent.wire.sequence import SequenceCounter, read_reserved
+from agent.wire.stamp import Stamper
 
 THING = "pi-01"
 
@@ -72,7 +72,7 @@ def test_threads_never_share_a_number(tmp_path: Path) -> None:
 CHILD = """
 import sys
 from pathlib import Path
-from agent.protocol.sequence import SequenceCounter
+from agent.wire.sequence import SequenceCounter
 counter = SequenceCounter(path=Path(sys.argv[1]), block=int(sys.argv[2]))
 while True:
     print(counter.next(), flush=True)
@@ -270,6 +270,6 @@ def test_a_full_disk_stops_the_counter_rather_than_repeat(
     def full(path: Path, data: bytes) -> None:
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr("agent.protocol.sequence.atomic_write", full)
+    monkeypatch.setattr("agent.wire.sequence.atomic_write", full)
     with pytest.raises(StateFileError, match="cannot record the sequence: No space left"):
         counter.next()

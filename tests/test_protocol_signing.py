@@ -12,11 +12,11 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from agent.errors import ConfigError
-from agent.protocol.canonical import canonical_json
-from agent.protocol.codec import decode, encode
-from agent.protocol.commands import Command, SetWeightsCommand
-from agent.protocol.errors import (
+from agent.core.errors import ConfigError
+from agent.wire.canonical import canonical_json
+from agent.wire.codec import decode, encode
+from agent.wire.commands import Command, SetWeightsCommand
+from agent.wire.errors import (
     BadSignatureError,
     KeyFormatError,
     MissingSignatureError,
@@ -25,12 +25,12 @@ from agent.protocol.errors import (
     SignatureError,
     UnknownKeyError,
 )
-from agent.protocol.examples import example_commands
-from agent.protocol.gate import CommandGate, rejection
-from agent.protocol.keys import KeyPair, generate_keypair, load_private_key, load_public_key
-from agent.protocol.messages import Event
-from agent.protocol.replay import ReplayGuard
-from agent.protocol.signing import Signer, TrustStore, signed_bytes
+from agent.wire.examples import example_commands
+from agent.wire.gate import CommandGate, rejection
+from agent.wire.keys import KeyPair, generate_keypair, load_private_key, load_public_key
+from agent.wire.messages import Event
+from agent.wire.replay import ReplayGuard
+from agent.wire.signing import Signer, TrustStore, signed_bytes
 
 
 @pytest.fixture(scope="module")

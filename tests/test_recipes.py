@@ -13,20 +13,20 @@ from typing import Any
 
 import pytest
 
-from agent.errors import ConfigError
-from agent.greengrass import agent_rules
-from agent.greengrass.access_policy import MQTT_PROXY, AccessDeniedError, AccessPolicy
-from agent.greengrass.agent_rules import PUBLISH, SUBSCRIBE, agent_problems, agent_topics
-from agent.greengrass.recipe import Recipe, load_recipe_data
-from agent.greengrass.recipe_check import (
+from agent.core.errors import ConfigError
+from agent.tools.greengrass import agent_rules
+from agent.tools.greengrass.access_policy import MQTT_PROXY, AccessDeniedError, AccessPolicy
+from agent.tools.greengrass.agent_rules import PUBLISH, SUBSCRIBE, agent_problems, agent_topics
+from agent.tools.greengrass.recipe import Recipe, load_recipe_data
+from agent.tools.greengrass.recipe_check import (
     RecipeCheckError,
     check_recipe,
     check_recipe_file,
     find_problems,
 )
-from agent.greengrass.recipe_variables import interpolate
-from agent.greengrass.versions import satisfies
-from agent.protocol.topics import EXTRA_CHANNELS, UP_CHANNELS, Topics
+from agent.tools.greengrass.recipe_variables import interpolate
+from agent.tools.greengrass.versions import satisfies
+from agent.wire.topics import EXTRA_CHANNELS, UP_CHANNELS, Topics
 
 ROOT = Path(__file__).resolve().parents[1]
 AGENT = ROOT / "recipes" / "com.edgeinference.Agent.yaml"

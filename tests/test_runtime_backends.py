@@ -7,10 +7,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from agent.device.profile import detect_profile
-from agent.loop.sources import load_testset
-from agent.resolve import resolve_model
-from agent.runtime import DlrBackend, DlrConfig, OnnxBackend, OnnxConfig, load_backend
+from agent.device.inference.sources import load_testset
+from agent.device.platform.profile import detect_profile
+from agent.device.platform.resolve import resolve_model
+from agent.device.runtime import DlrBackend, DlrConfig, OnnxBackend, OnnxConfig, load_backend
 
 
 def _backends(model_dir: Path) -> tuple[DlrBackend, OnnxBackend]:

@@ -9,8 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from agent.device.profile import detect_profile
-from agent.errors import (
+from agent.core.errors import (
     AgentError,
     ArchitectureMismatchError,
     ArtifactCorruptError,
@@ -19,8 +18,9 @@ from agent.errors import (
     InferenceError,
     InputSpecError,
 )
-from agent.resolve import resolve_model
-from agent.runtime import DlrBackend, OnnxBackend
+from agent.device.platform.profile import detect_profile
+from agent.device.platform.resolve import resolve_model
+from agent.device.runtime import DlrBackend, OnnxBackend
 
 
 def _artifact(built_models: Path, name: str = "digits-v1") -> Path:
@@ -63,7 +63,7 @@ def test_corrupt_params(artifact_copy: Path, built_models: Path, damage: str) ->
     else:  # claim a bigger first dimension in the first array's shape
         graph = json.loads((artifact_copy / "compiled_model.json").read_text())
         assert graph  # the params layout is fixed by the format; patch via the header walk
-        from agent.runtime.neo_format import read_params_index
+        from agent.device.runtime.dlr.neo_format import read_params_index
 
         index = read_params_index(params)
         first = next(iter(index.values()))

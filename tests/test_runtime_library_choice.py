@@ -8,11 +8,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from agent.device.profile import detect_profile
-from agent.errors import ArchitectureMismatchError, BackendUnavailableError, ModelLoadError
-from agent.resolve import resolve_model
-from agent.runtime import DlrBackend, DlrConfig, OnnxBackend, OnnxConfig
-from agent.runtime.dlr_lib import locate_installed
+from agent.core.errors import ArchitectureMismatchError, BackendUnavailableError, ModelLoadError
+from agent.device.platform.profile import detect_profile
+from agent.device.platform.resolve import resolve_model
+from agent.device.runtime import DlrBackend, DlrConfig, OnnxBackend, OnnxConfig
+from agent.device.runtime.dlr.library import locate_installed
 
 
 @pytest.fixture

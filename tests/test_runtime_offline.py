@@ -19,8 +19,8 @@ from pathlib import Path
 
 import pytest
 
-from agent.device.profile import detect_profile
-from agent.resolve import resolve_model
+from agent.device.platform.profile import detect_profile
+from agent.device.platform.resolve import resolve_model
 
 PROBE = r"""
 import json, sys
@@ -35,7 +35,7 @@ mode, artifact = sys.argv[1], sys.argv[2]
 if mode == "agent":
     from pathlib import Path
     import numpy as np
-    from agent.runtime.dlr import DlrBackend
+    from agent.device.runtime.dlr.backend import DlrBackend
     backend = DlrBackend(artifact_dir=Path(artifact))
     x = np.zeros((1, 64), np.float32)
     (scores,) = backend.bind([x])

@@ -9,11 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from agent.transport.base import Transport, TransportError
-from agent.transport.drain import SpoolDrainer
-from agent.transport.matching import topic_matches
-from agent.transport.memory import MemoryBroker, MemoryTransport
-from agent.transport.spool import Spool
+from agent.device.uplink.drain import SpoolDrainer
+from agent.device.uplink.spool import Spool
+from agent.wire.matching import topic_matches
+from agent.wire.memory import MemoryBroker, MemoryTransport
+from agent.wire.transport import Transport, TransportError
 
 
 @pytest.fixture

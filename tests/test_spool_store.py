@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from agent.errors import AgentError
-from agent.transport.spool import Priority, Spool, SpoolConfig, SpoolFullError
+from agent.core.errors import AgentError
+from agent.device.uplink.spool import Priority, Spool, SpoolConfig, SpoolFullError
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -54,7 +54,7 @@ def test_a_writer_killed_with_sigkill_loses_nothing_it_put(tmp_path: Path) -> No
     script = textwrap.dedent(f"""
         import os, signal, sys
         from pathlib import Path
-        from agent.transport.spool import Priority, Spool
+        from agent.device.uplink.spool import Priority, Spool
         spool = Spool(path=Path({str(path)!r}))
         for i in range({count}):
             priority = Priority.METRICS if i % 2 else Priority.CRITICAL

@@ -24,14 +24,8 @@ from test_package_support import (
     special_member,
 )
 
-from agent.device.elf import host_arch
-from agent.device.profile import DeviceProfile, detect_profile
-from agent.device.selection import select_artifact
-from agent.emulation.boards import board_root
-from agent.errors import AgentError, ArchitectureMismatchError, TargetMismatchError
-from agent.protocol.errors import MissingSignatureError, SignatureError
-from agent.runtime.dlr import DlrBackend
-from agent.swap.errors import (
+from agent.core.errors import AgentError, ArchitectureMismatchError, TargetMismatchError
+from agent.device.packages.errors import (
     BadPackageSignatureError,
     DigestMismatchError,
     MissingFileError,
@@ -45,8 +39,14 @@ from agent.swap.errors import (
     UnsignedPackageError,
     VersionBelowFloorError,
 )
-from agent.swap.package_limits import PackageLimits
-from agent.swap.staging import StagedPackage, remove_stale_staging, stage
+from agent.device.packages.limits import PackageLimits
+from agent.device.packages.staging import StagedPackage, remove_stale_staging, stage
+from agent.device.platform.elf import host_arch
+from agent.device.platform.profile import DeviceProfile, detect_profile
+from agent.device.platform.selection import select_artifact
+from agent.device.runtime.dlr.backend import DlrBackend
+from agent.tools.boards import board_root
+from agent.wire.errors import MissingSignatureError, SignatureError
 
 X86_ONLY = pytest.mark.skipif(host_arch() != "x86_64",
                               reason="uses the x86_64 builds of emulated rasp4b artifacts")
@@ -234,8 +234,8 @@ def test_full_disk_during_fetch_leaves_nothing(good: Path, keys: Keys, host: Dev
     real-kernel variant under RLIMIT_FSIZE)."""
     import errno
 
-    from agent.swap import fetch as fetch_module
-    from agent.swap.errors import DiskFullError
+    from agent.device.packages import fetch as fetch_module
+    from agent.device.packages.errors import DiskFullError
 
     def disk_full(fd: int, data: bytes) -> None:
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
@@ -250,9 +250,9 @@ def test_full_disk_during_fetch_leaves_nothing(good: Path, keys: Keys, host: Dev
 _CRASH_CHILD = """
 import sys
 from pathlib import Path
-from agent.device.profile import detect_profile
-from agent.protocol.signing import TrustStore
-from agent.swap.staging import stage
+from agent.device.platform.profile import detect_profile
+from agent.wire.signing import TrustStore
+from agent.device.packages.staging import stage
 stage(sys.argv[1], trust=TrustStore.from_text({"ctl-1": sys.argv[3]}), min_version=0,
       profile=detect_profile(), work_dir=Path(sys.argv[2]))
 """

@@ -15,15 +15,15 @@ from pathlib import Path
 import pytest
 from test_package_support import Keys, build, leftovers, make_keys
 
-from agent.device.profile import DeviceProfile, detect_profile
-from agent.swap.errors import (
+from agent.device.packages.errors import (
     GoldenCrashError,
     GoldenError,
     GoldenMismatchError,
     GoldenRuntimeError,
     GoldenTimeoutError,
 )
-from agent.swap.staging import StagedPackage, stage
+from agent.device.packages.staging import StagedPackage, stage
+from agent.device.platform.profile import DeviceProfile, detect_profile
 
 
 @pytest.fixture(scope="module")
@@ -89,7 +89,7 @@ def test_golden_check_exit_codes(built_models: Path, keys: Keys, host: DevicePro
     import sys
 
     good = _stage(built_models, "digits-v1", keys, host, tmp_path)
-    check = [sys.executable, "-m", "agent.swap.golden_check", str(good.dir)]
+    check = [sys.executable, "-m", "agent.device.packages.golden_check", str(good.dir)]
     assert subprocess.run(check, capture_output=True, timeout=60).returncode == 0
     manifest = good.dir / "manifest.json"
     doc = json.loads(manifest.read_text())

@@ -28,10 +28,10 @@ from unittest import mock
 
 import pytest
 
-from agent.swap import durable as durable_module
-from agent.swap import store as store_module
-from agent.swap.crash import CRASH_ENV, CRASH_POINTS
-from agent.swap.store import ModelStore, Rollback
+from agent.core.crash import CRASH_ENV, CRASH_POINTS
+from agent.device.store import durable as durable_module
+from agent.device.store import store as store_module
+from agent.device.store.store import ModelStore, Rollback
 
 ROOT = Path(__file__).resolve().parent.parent
 KEEP = 3

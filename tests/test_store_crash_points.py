@@ -1,4 +1,4 @@
-"""agent.swap.crash: named crash points, ``name:N`` occurrences, and the list kept complete."""
+"""agent.core.crash: named crash points, ``name:N`` occurrences, and the list kept complete."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from agent.swap.crash import CRASH_ENV, CRASH_POINTS, crash_point, parse_crash_spec
+from agent.core.crash import CRASH_ENV, CRASH_POINTS, crash_point, parse_crash_spec
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -34,7 +34,7 @@ def test_an_unlisted_name_is_a_programming_error(monkeypatch: pytest.MonkeyPatch
 
 def test_the_process_dies_by_sigkill_at_the_nth_time_the_point_is_reached() -> None:
     script = textwrap.dedent("""
-        from agent.swap.crash import crash_point
+        from agent.core.crash import crash_point
         for i in range(5):
             crash_point("mid-prune")  # another point: never fires
             print(i, flush=True)

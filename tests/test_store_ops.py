@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from agent.errors import AgentError
-from agent.swap.store import (
+from agent.core.errors import AgentError
+from agent.device.store.store import (
     InvalidVersionIdError,
     ModelStore,
     NoTrialError,
@@ -232,7 +232,7 @@ def test_a_second_owner_is_refused_in_this_process_and_another(tmp_path: Path) -
     script = textwrap.dedent(f"""
         import sys
         from pathlib import Path
-        from agent.swap.store import ModelStore
+        from agent.device.store.store import ModelStore
         store = ModelStore(Path({str(root)!r}))
         print("owned", flush=True)
         sys.stdin.readline()

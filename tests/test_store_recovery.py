@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from agent.errors import ArtifactCorruptError
-from agent.swap.store import ModelStore, StoreCorruptError
+from agent.core.errors import ArtifactCorruptError
+from agent.device.store.store import ModelStore, StoreCorruptError
 
 
 def staged(tmp_path: Path, version_id: str) -> Path:

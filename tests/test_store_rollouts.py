@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from agent.swap.store import ModelStore
+from agent.device.store.store import ModelStore
 
 
 def add(store: ModelStore, tmp_path: Path, version_id: str) -> None:

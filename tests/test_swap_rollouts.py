@@ -21,8 +21,12 @@ from typing import Any
 
 import pytest
 
-from agent.protocol.codec import decode, encode
-from agent.protocol.commands import (
+from agent.device.app.config import load_config
+from agent.device.app.service import AgentService
+from agent.tools.packaging.build import build_package
+from agent.tools.packaging.keys import keys_generate
+from agent.wire.codec import decode, encode
+from agent.wire.commands import (
     AnnounceCommand,
     Command,
     ConfirmCommand,
@@ -31,12 +35,8 @@ from agent.protocol.commands import (
     SetWeightsCommand,
     StageCommand,
 )
-from agent.protocol.messages import Ack, Event, Heartbeat, ProfileInfo, Register, UpMessage
-from agent.protocol.signing import Signer
-from agent.service.agent import AgentService
-from agent.service.config import load_config
-from agent.swap.package import build_package
-from agent.swap.package_keys import keys_generate
+from agent.wire.messages import Ack, Event, Heartbeat, ProfileInfo, Register, UpMessage
+from agent.wire.signing import Signer
 
 ARTIFACT = "linux_x86_64-x86_64"
 THING = "roll-1"

@@ -6,12 +6,12 @@ from typing import Any
 
 import pytest
 
-from agent.emulation.boards import board_root
-from agent.loop.runner import LoopStats
-from agent.protocol.messages import Metrics
-from agent.telemetry.emf import emf_lines, render_emf
-from agent.telemetry.health import HealthProbe
-from agent.telemetry.metrics import MetricsReporter, VariantSource
+from agent.device.inference.runner import LoopStats
+from agent.device.telemetry.emf import emf_lines, render_emf
+from agent.device.telemetry.health import HealthProbe
+from agent.device.telemetry.metrics import MetricsReporter, VariantSource
+from agent.tools.boards import board_root
+from agent.wire.messages import Metrics
 
 UNITS = {"Seconds", "Microseconds", "Milliseconds", "Bytes", "Kilobytes", "Megabytes",
          "Gigabytes", "Terabytes", "Bits", "Kilobits", "Megabits", "Gigabits", "Terabits",

@@ -5,15 +5,15 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-from agent.emulation.boards import board_root
-from agent.protocol.messages import HealthReport
-from agent.telemetry.health import (
+from agent.device.telemetry.health import (
     HealthProbe,
     ThermalReading,
     read_loadavg,
     read_thermal_zones,
     soc_temperature,
 )
+from agent.tools.boards import board_root
+from agent.wire.messages import HealthReport
 
 STAT_LINE = "cpu  {user} 0 {system} {idle} {iowait} 0 0 0 0 0\ncpu0 1 2 3 4 5 6 7 8 0 0\n"
 

@@ -7,11 +7,9 @@ from typing import Any, NoReturn
 
 import pytest
 
-from agent.loop.histogram import BUCKET_EDGES_US, LatencyHistogram
-from agent.loop.runner import LoopStats
-from agent.protocol.codec import decode, encode
-from agent.protocol.messages import Metrics
-from agent.telemetry.metrics import (
+from agent.core.histogram import BUCKET_EDGES_US, LatencyHistogram
+from agent.device.inference.runner import LoopStats
+from agent.device.telemetry.metrics import (
     MetricsReporter,
     VariantSource,
     diff_counts,
@@ -19,6 +17,8 @@ from agent.telemetry.metrics import (
     quantiles_of,
     window_quantiles,
 )
+from agent.wire.codec import decode, encode
+from agent.wire.messages import Metrics
 
 BOOT_ID = "b" * 32
 

@@ -10,14 +10,14 @@ from pathlib import Path
 
 import pytest
 
-from agent.device.profile import detect_profile
-from agent.loop.runner import InferenceLoop
-from agent.loop.sources import ReplaySource, load_testset
-from agent.resolve import resolve_model
-from agent.runtime import DlrConfig, load_backend
-from agent.runtime.base import Backend
-from agent.variants.guardrails import Guardrails, evaluate
-from agent.variants.router import VariantError, VariantRouter
+from agent.device.inference.guardrails import Guardrails, evaluate
+from agent.device.inference.router import VariantError, VariantRouter
+from agent.device.inference.runner import InferenceLoop
+from agent.device.inference.sources import ReplaySource, load_testset
+from agent.device.platform.profile import detect_profile
+from agent.device.platform.resolve import resolve_model
+from agent.device.runtime import DlrConfig, load_backend
+from agent.device.runtime.base import Backend
 
 
 def _backend(models: Path, name: str) -> Backend:

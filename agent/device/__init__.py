@@ -1,1 +1,3 @@
-"""What the agent knows about the machine it runs on (architecture, board, Neo target)."""
+"""Everything that runs on a device: platform, runtimes, inference, packages, store, uplink,
+telemetry, the agent itself.
+"""

@@ -26,10 +26,10 @@ from pathlib import Path
 
 import numpy as np
 
-from agent.device.elf import host_arch
-from agent.device.targets import NEO_TARGETS
-from agent.errors import ModelBuildError
-from agent.model_dir import ARTIFACT_INFO, ArtifactInfo, artifact_dir_name
+from agent.core.errors import ModelBuildError
+from agent.core.model_layout import ARTIFACT_INFO, ArtifactInfo, artifact_dir_name
+from agent.device.platform.elf import host_arch
+from agent.device.platform.targets import NEO_TARGETS
 from models.export.kernels import Fault, graph_params, kernels_source, mlp_graph
 from models.export.onnx_export import INPUT_NAME, OUTPUT_NAME
 from models.export.runner import runner_source

@@ -1,0 +1,3 @@
+"""``edge-agent`` (``python -m agent.cli``): one module per command group and the options they
+share.
+"""

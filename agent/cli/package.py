@@ -1,0 +1,197 @@
+"""``edge-agent keys generate``, ``edge-agent package model`` and ``package component``.
+
+    edge-agent keys generate --out DIR --key-id ID [--json]
+    edge-agent package model DIR --signing-key FILE --key-id ID --version N
+                             [--target T [--arch A] | --all] [--reference DIR]
+                             [--golden-count N] --out DIR
+    edge-agent package component --signing-key FILE --key-id ID --out DIR [--models DIR]
+                             [--model-version N ...] [--uri-base s3://BUCKET/PREFIX | file]
+                             [--s3-packages] [--trust-signing-key] [--wheel FILE]
+
+The signing key is ``--signing-key``/``--key-id`` (:mod:`agent.cli.signing_options`), as in every
+command that signs; ``--key`` is only ever a TLS key. ``keys generate`` prints where each
+form of the new public key goes: the PEM file for ``serve --trusted-key ID=PATH``, the
+base64 line for a Greengrass configuration's ``trustedKeys`` (either form works in either
+place, :func:`agent.wire.keys.public_key_from`).
+
+Hook into the main parser with :func:`add_package_arguments` (each sub-command
+sets ``func``); the commands return an exit code and raise AgentError.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+from agent.cli.signing_options import add_signing_arguments, signer_from_args
+from agent.core.errors import ConfigError
+
+
+def add_package_arguments(subparsers: Any) -> None:
+    """Add the ``keys`` and ``package`` commands to ``subparsers`` (an add_subparsers())."""
+    keys = subparsers.add_parser("keys", help="package signing keys").add_subparsers(
+        dest="keys_command", required=True)
+    generate = keys.add_parser(
+        "generate", help="write <ID>.key (0600) and <ID>.pub; print where each form goes")
+    generate.add_argument("--out", type=Path, required=True, help="directory for the key files")
+    generate.add_argument("--key-id", required=True, help="key id, e.g. controller-2025")
+    generate.add_argument("--json", action="store_true", help="print one JSON line")
+    generate.set_defaults(func=keys_generate_main)
+
+    package = subparsers.add_parser("package", help="signed model packages").add_subparsers(
+        dest="package_command", required=True)
+    model = package.add_parser("model", help="package a model directory's Neo artifacts")
+    model.add_argument("model_dir", type=Path, metavar="DIR", help="a built model directory")
+    add_signing_arguments(model, what="the packages' manifests")
+    model.add_argument("--version", type=int, required=True,
+                       help="monotonic package version (devices refuse one below their floor)")
+    which = model.add_mutually_exclusive_group(required=True)
+    which.add_argument("--target", help="Neo target of the artifact, e.g. rasp4b")
+    which.add_argument("--all", action="store_true", help="one package per artifact")
+    model.add_argument("--arch", default=None,
+                       help="CPU architecture with --target (default: the target's own)")
+    model.add_argument("--reference", type=Path, default=None,
+                       help="model directory whose onnx/model.onnx gives the golden outputs "
+                            "(default: DIR's own)")
+    model.add_argument("--golden-count", type=int, default=8, help="golden vectors to include")
+    model.add_argument("--out", type=Path, required=True, help="directory for the packages")
+    model.add_argument("--json", action="store_true", help="print one JSON line")
+    model.set_defaults(func=package_model_main)
+    _add_component_arguments(package)
+
+
+def _add_component_arguments(package: Any) -> None:
+    from agent.tools.greengrass.component import DEFAULT_RECIPES, PLACEHOLDER_BASE
+
+    component = package.add_parser(
+        "component", help="the agent and its model as Greengrass components (GDK layout)",
+        description="Write com.edgeinference.Agent and com.edgeinference.Model.<name> in the "
+                    "Greengrass Development Kit layout: gdk-config.json, recipe.yaml and "
+                    "greengrass-build/ (recipes with artifact URIs and SHA-256 digests, "
+                    "artifacts), plus greengrass-local/ for greengrass-cli local deployments.")
+    component.add_argument("--models", type=Path, default=Path("build/models"),
+                           help="built model directories (default: build/models)")
+    add_signing_arguments(component, what="the model packages")
+    component.add_argument("--out", type=Path, required=True,
+                           help="output folder; its component folders are replaced")
+    component.add_argument("--model-version", type=int, nargs="+", action="extend",
+                           dest="model_versions", metavar="N",
+                           help="model versions to package, one component version each "
+                                "(N -> N.0.0; default: every version in --models)")
+    component.add_argument("--uri-base", default=PLACEHOLDER_BASE,
+                           help="artifact URIs: GDK's placeholders (default), "
+                                "s3://BUCKET/PREFIX, or 'file' (file:// paths, read only by "
+                                "the emulated nucleus)")
+    component.add_argument("--s3-packages", action="store_true",
+                           help="the agent fetches s3:// model packages itself: depend on "
+                                "aws.greengrass.TokenExchangeService")
+    component.add_argument("--trust-signing-key", action="store_true",
+                           help="add the signing key to the agent's default trustedKeys")
+    component.add_argument("--wheel", type=Path, default=None,
+                           help="use this agent wheel instead of building one")
+    component.add_argument("--recipes", type=Path, default=DEFAULT_RECIPES,
+                           help="recipe templates and install-agent.sh (default: recipes/)")
+    component.add_argument("--bucket", default="edge-inference-components",
+                           help="gdk-config publish.bucket")
+    component.add_argument("--region", default="us-east-1", help="gdk-config publish.region")
+    component.add_argument("--json", action="store_true", help="print one JSON line")
+    component.set_defaults(func=package_component_main)
+
+
+def keys_generate_main(args: argparse.Namespace) -> int:
+    from agent.tools.packaging.keys import keys_generate
+
+    files = keys_generate(args.out, args.key_id)
+    trusted_key = f"{files.key_id}={files.public}"
+    trusted_keys = {files.key_id: files.public_b64}
+    if args.json:
+        print(json.dumps({
+            "key_id": files.key_id, "private": str(files.private), "public": str(files.public),
+            "public_pem": files.public.read_text(), "public_b64": files.public_b64,
+            "signing_arguments": ["--signing-key", str(files.private), "--key-id", files.key_id],
+            "trusted_key_argument": trusted_key, "trusted_keys": trusted_keys}))
+        return 0
+    print(f"private key  {files.private}  (keep it secret)")
+    print(f"  sign with:  --signing-key {files.private} --key-id {files.key_id}")
+    print(f"public key, PEM file  {files.public}")
+    print(f"  edge-agent serve:  --trusted-key {trusted_key}")
+    print(f"public key, base64  {files.public_b64}")
+    print(f"  Greengrass configuration (agent component):  "
+          f"{json.dumps({'trustedKeys': trusted_keys})}")
+    print("  Lambda component:  EDGE_TRUSTED_KEYS=" + json.dumps(trusted_keys))
+    print("(either form, or a path to either file, is read in every one of those places)")
+    return 0
+
+
+def package_model_main(args: argparse.Namespace) -> int:
+    from agent.core.model_layout import artifact_dir_name
+    from agent.device.platform.targets import NEO_TARGETS
+    from agent.tools.packaging.build import build_package, build_packages
+
+    if args.arch is not None and args.target is None:
+        raise ConfigError("--arch needs --target")
+    signer = signer_from_args(args)
+    common: dict[str, Any] = {"signer": signer, "out_dir": args.out, "version": args.version,
+                              "reference": args.reference, "golden_count": args.golden_count}
+    if args.all:
+        built = build_packages(args.model_dir, **common)
+    else:
+        target = NEO_TARGETS.get(args.target)
+        if target is None:
+            raise ConfigError(f"unknown Neo target {args.target!r}; known: "
+                              f"{', '.join(sorted(NEO_TARGETS))}")
+        arch = args.arch or target.arch
+        built = [build_package(args.model_dir, artifact_dir_name(target.name, arch), **common)]
+    if args.json:
+        print(json.dumps({"packages": [str(path) for path in built]}))
+    else:
+        for path in built:
+            print(path)
+    return 0
+
+
+def package_component_main(args: argparse.Namespace) -> int:
+    from agent.tools.greengrass.component import ComponentOptions, build_components
+
+    options = ComponentOptions(
+        models=args.models, key=args.signing_key, key_id=args.key_id, out=args.out,
+        model_versions=tuple(args.model_versions or ()), uri_base=args.uri_base,
+        s3_packages=args.s3_packages, trust_signing_key=args.trust_signing_key,
+        wheel=args.wheel, recipes=args.recipes, bucket=args.bucket, region=args.region,
+        command=_component_command(args))
+    log = (lambda _message: None) if args.json else print
+    written = build_components(options, log=log)
+    if args.json:
+        print(json.dumps({"out": str(args.out), "components": [
+            {"name": c.name, "folder": str(c.folder), "versions": list(c.versions),
+             "recipes": [str(p) for p in c.recipes],
+             "artifacts": [str(p) for p in c.artifacts]} for c in written]}))
+        return 0
+    for c in written:
+        print(f"{c.name} {', '.join(c.versions)}: {len(c.artifacts)} artifact(s) in {c.folder}")
+        for recipe in c.recipes:
+            print(f"  {recipe}")
+    merges = " ".join(f"--merge {c.name}={c.versions[-1]}" for c in written)
+    local = args.out / "greengrass-local"
+    print(f"publish: cd {args.out}/<component> && gdk component publish")
+    print(f"deploy locally: sudo greengrass-cli deployment create --recipeDir {local}/recipes "
+          f"--artifactDir {local}/artifacts {merges}")
+    return 0
+
+
+def _component_command(args: argparse.Namespace) -> tuple[str, ...]:
+    """The command line that rebuilds these components (GDK's custom_build_command)."""
+    command = ["edge-agent", "package", "component", "--models", str(args.models.resolve()),
+               "--signing-key", str(args.signing_key.resolve()), "--key-id", args.key_id,
+               "--out", str(args.out.resolve()), "--uri-base", args.uri_base,
+               "--recipes", str(args.recipes.resolve()), "--bucket", args.bucket,
+               "--region", args.region]
+    if args.model_versions:
+        command += ["--model-version", *map(str, args.model_versions)]
+    command += ["--s3-packages"] * args.s3_packages + \
+        ["--trust-signing-key"] * args.trust_signing_key
+    if args.wheel is not None:
+        command += ["--wheel", str(args.wheel.resolve())]
+    return tuple(command)

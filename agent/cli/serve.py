@@ -1,0 +1,162 @@
+"""``edge-agent serve``: the agent as Greengrass (or a person) runs it.
+
+Settings come from ``--config FILE`` (JSON or YAML), then the component's
+Greengrass configuration when a nucleus started the process, then flags.
+The transport is Greengrass IPC under a nucleus, direct MQTT with
+``--broker``/``--endpoint``, an in-process broker with ``--embedded-broker``,
+and otherwise none: the agent serves offline and spools everything.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import sys
+from pathlib import Path
+from typing import Any
+
+from agent.cli.mqtt_options import add_mqtt_tls_arguments, broker_address
+from agent.core.errors import ConfigError
+from agent.device.app.config import AgentConfig, load_config, read_config_file
+from agent.device.uplink.ipc import IpcTransport, ipc_available
+from agent.wire.keys import public_key_b64, trusted_public_key
+from agent.wire.mqtt import MqttTransport
+from agent.wire.mqtt_config import MqttConfig
+from agent.wire.transport import Transport, TransportError
+
+
+def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", type=Path, help="settings file (JSON or YAML)")
+    parser.add_argument("--thing", help="thing name (default: $AWS_IOT_THING_NAME)")
+    parser.add_argument("--groups", help="comma-separated thing groups")
+    parser.add_argument("--model", type=Path, help="model directory (unsigned; development)")
+    parser.add_argument("--initial-package", type=Path,
+                        help="signed model package, or a folder of them (a model component's "
+                             "artifacts): the first model when the store is empty")
+    parser.add_argument("--backend", choices=("dlr", "onnx"))
+    parser.add_argument("--source", choices=("digits", "random", "shm"))
+    parser.add_argument("--rate", type=float, help="inferences/s (0: unpaced)")
+    parser.add_argument("--state-dir", type=Path, help="spool, sequence and replay state")
+    parser.add_argument("--metrics-interval", type=float)
+    parser.add_argument("--heartbeat-interval", type=float)
+    parser.add_argument("--board", help="emulate a bundled board (rpi4_64, jetson_nano_r32, ...)")
+    parser.add_argument("--trusted-key", action="append", default=[], metavar="ID=VALUE",
+                        help="a controller public key the device trusts, by key id: a PEM "
+                             "or base64 key file (keys generate's <ID>.pub), or the PEM or "
+                             "base64 text itself (repeatable)")
+    parser.add_argument("--broker", help="direct MQTT to mqtt://HOST:PORT (plain TCP)")
+    add_mqtt_tls_arguments(parser, endpoint_help="direct MQTT with mutual TLS to this "
+                                                 "endpoint (AWS IoT Core), with --cert --key --ca")
+    parser.add_argument("--embedded-broker", action="store_true",
+                        help="start an in-process MQTT broker and connect to it")
+    parser.add_argument("--log-level", default="INFO")
+
+
+def config_from_args(args: argparse.Namespace,
+                     greengrass: dict[str, Any] | None = None) -> dict[str, Any]:
+    """File settings, then the component's Greengrass configuration, then flags."""
+    raw: dict[str, Any] = read_config_file(args.config) if args.config else {}
+    raw.update(greengrass or {})
+    thing = args.thing or raw.get("thingName") or os.environ.get("AWS_IOT_THING_NAME")
+    flags = {
+        "thingName": thing, "modelDir": args.model, "initialPackage": args.initial_package,
+        "backend": args.backend,
+        "source": args.source, "rateHz": args.rate, "stateDir": args.state_dir,
+        "metricsIntervalSeconds": args.metrics_interval,
+        "heartbeatIntervalSeconds": args.heartbeat_interval, "board": args.board,
+        "thingGroups": args.groups.split(",") if args.groups else None,
+    }
+    raw.update({k: str(v) if isinstance(v, Path) else v for k, v in flags.items()
+                if v is not None})
+    if args.trusted_key:
+        keys = dict(raw.get("trustedKeys", {}))
+        for item in args.trusted_key:
+            key_id, sep, value = item.partition("=")
+            if not sep:
+                raise ConfigError(f"--trusted-key wants ID=VALUE (a key file, PEM or base64), "
+                                  f"got {item!r}")
+            # Read here, against this working folder, with the error trustedKeys gives.
+            keys[key_id] = public_key_b64(trusted_public_key(key_id, value))
+        raw["trustedKeys"] = keys
+    client_id = thing or "edge-agent"
+    if args.broker:
+        host, port = broker_address(args.broker)
+        raw["mqtt"] = {"host": host, "port": port, "clientId": client_id}
+    elif args.endpoint:
+        raw["mqtt"] = {"host": args.endpoint, "clientId": client_id, "certPath": args.cert,
+                       "keyPath": args.key, "caPath": args.ca}
+    return raw
+
+
+def choose_transport(config: AgentConfig, ipc: IpcTransport | None = None) -> Transport | None:
+    if ipc is not None:
+        return ipc
+    if config.transport == "ipc":
+        raise ConfigError("transport is ipc, but no Greengrass nucleus started this process")
+    if config.mqtt is not None:
+        return MqttTransport(config=config.mqtt)
+    if config.transport == "mqtt":
+        raise ConfigError("transport is mqtt, but no broker is configured (--broker/--endpoint)")
+    return None
+
+
+def serve_main(args: argparse.Namespace) -> int:
+    from agent.device.app.service import AgentService
+
+    logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    for chatty in ("amqtt", "transitions"):  # the embedded broker's per-connection chatter
+        logging.getLogger(chatty).setLevel(logging.WARNING)
+    ipc = None
+    greengrass: dict[str, Any] = {}
+    if ipc_available(os.environ):
+        # Started by a nucleus: the component's configuration is the main source.
+        ipc = IpcTransport.from_environ(os.environ)
+        try:
+            ipc.connect(timeout_s=30.0)
+            greengrass = ipc.get_configuration()
+        except TransportError as err:
+            raise ConfigError(f"cannot read the component configuration: {err}") from err
+    raw = config_from_args(args, greengrass)
+    broker = None
+    if args.embedded_broker:
+        from agent.tools.brokers.embedded import EmbeddedBroker
+
+        broker = EmbeddedBroker()
+        broker.start()
+        raw["mqtt"] = {"host": broker.host, "port": broker.port,
+                       "clientId": raw.get("thingName") or "edge-agent"}
+    if "mqtt" in raw and isinstance(raw["mqtt"], dict):
+        raw["mqtt"] = MqttConfig.model_validate(
+            {k: v for k, v in _snake(raw["mqtt"]).items() if v is not None})
+    config = load_config(raw)
+    if ipc is not None and config.transport == "mqtt":
+        ipc.close()
+        ipc = None
+    service = AgentService(config=config,
+                           transport=choose_transport(config, ipc))
+
+    def stop(_signum: int, _frame: object) -> None:
+        service.stop_event.set()
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    try:
+        service.start()
+        service.run()
+    finally:
+        if hasattr(service, "spool"):
+            remaining = service.shutdown()
+            logging.getLogger("edge_agent").info(
+                "stopped; %d message(s) left in the spool for next start", remaining)
+        if broker is not None:
+            broker.stop()
+    return 0
+
+
+def _snake(raw: dict[str, Any]) -> dict[str, Any]:
+    names = {"clientId": "client_id", "certPath": "cert_path", "keyPath": "key_path",
+             "caPath": "ca_path"}
+    return {names.get(k, k): v for k, v in raw.items()}

@@ -1,1 +1,0 @@
-"""End-to-end demonstrations: an emulated fleet of Greengrass devices and a controller."""

@@ -1,0 +1,1 @@
+"""The running agent: its configuration, composition root, command processor and model swaps."""

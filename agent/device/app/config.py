@@ -1,0 +1,115 @@
+"""The agent's settings: one pydantic model read from a file, Greengrass configuration
+(camelCase keys, as a recipe's ``DefaultConfiguration`` writes them) and the CLI."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic.alias_generators import to_camel
+
+from agent.core.errors import ConfigError
+from agent.device.inference.guardrails import Guardrails
+from agent.wire.keys import public_key_b64, trusted_public_key
+from agent.wire.mqtt_config import MqttConfig
+from agent.wire.topics import DEFAULT_PREFIX
+
+# Greengrass-only keys the agent does not read (the nucleus enforces accessControl).
+_IGNORED_KEYS = ("accessControl",)
+
+
+class AgentConfig(BaseModel):
+    """Every setting the agent reads; keys are camelCase in Greengrass configuration."""
+
+    model_config = ConfigDict(extra="forbid", alias_generator=to_camel, populate_by_name=True)
+
+    thing_name: str = Field(min_length=1)
+    thing_groups: list[str] = Field(default_factory=list)
+    topic_prefix: str = DEFAULT_PREFIX
+    model_dir: Path | None = Field(
+        default=None, description="an unpackaged model directory (development; serves "
+                                  "without a signature, so never under Greengrass)")
+    initial_package: Path | None = Field(
+        default=None, description="a signed model package (.tar.gz), or a folder of them "
+                                  "such as a model component's artifacts: installed as the "
+                                  "first blue model when the store is empty, through the "
+                                  "same staging as every swap")
+    backend: Literal["dlr", "onnx"] = "dlr"
+    source: Literal["digits", "random", "shm"] = "digits"
+    rate_hz: float = Field(default=20.0, ge=0, description="inferences/s; 0 = unpaced")
+    metrics_interval_seconds: float = Field(default=10.0, gt=0)
+    heartbeat_interval_seconds: float = Field(default=30.0, gt=0)
+    emit_emf: bool = Field(default=False, description="also publish CloudWatch EMF documents")
+    state_dir: Path = Path("state")
+    spool_max_bytes: int = Field(default=16 * 1024 * 1024, gt=0)
+    drain_rate_per_second: float = Field(default=100.0, ge=0, description="0 = unlimited")
+    transport: Literal["auto", "ipc", "mqtt"] = "auto"
+    mqtt: MqttConfig | None = None
+    trusted_keys: dict[str, str] = Field(
+        default_factory=dict,
+        description="controller key id -> Ed25519 public key: PEM text, base64, or the path "
+                    "of a file holding either (relative to the working folder); held as "
+                    "base64 once read")
+    revoked_key_ids: list[str] = Field(default_factory=list)
+    board: str | None = Field(default=None, description="emulate a bundled board")
+    device_root: Path | None = None
+    shutdown_flush_seconds: float = Field(default=5.0, ge=0)
+    min_model_version: int = Field(default=0, ge=0, description="anti-rollback floor")
+    trial_seconds: float = Field(default=600.0, gt=0, description="a promoted model's trial")
+    golden_timeout_seconds: float = Field(default=10.0, gt=0)
+    keep_versions: int = Field(default=3, ge=2)
+    gil_switch_interval_seconds: float = Field(
+        default=0.0005, gt=0, le=0.1,
+        description="how long background Python work (staging, reports) may hold the "
+                    "interpreter before the serving thread gets it back (CPython's default "
+                    "is 5 ms, ten inferences at 2 kHz)")
+    guardrails: Guardrails = Field(default_factory=Guardrails)
+
+    @field_validator("trusted_keys")
+    @classmethod
+    def _read_trusted_keys(cls, keys: dict[str, str]) -> dict[str, str]:
+        # KeyFormatError is no ValueError, so pydantic lets it through as it is: a bad key
+        # reads the same here as through ``serve --trusted-key`` or the Lambda handler. Files
+        # are read once, now, so what the agent trusts cannot change under it.
+        return {key_id: public_key_b64(trusted_public_key(key_id, value))
+                for key_id, value in keys.items()}
+
+    def merged(self, overrides: Mapping[str, Any]) -> AgentConfig:
+        """A copy with ``overrides`` (either key style) applied and validated."""
+        data = self.model_dump(by_alias=True, mode="json", exclude_none=True)
+        data.update(_clean(overrides))
+        return load_config(data)
+
+
+def _clean(raw: Mapping[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in raw.items() if k not in _IGNORED_KEYS}
+
+
+def load_config(raw: Mapping[str, Any]) -> AgentConfig:
+    """Validate ``raw``; a wrong key or type is a ConfigError naming the key."""
+    try:
+        return AgentConfig.model_validate(_clean(raw))
+    except ValidationError as err:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc']) or '(root)'}: {e['msg']}" for e in err.errors())
+        raise ConfigError(f"invalid agent configuration: {problems}") from err
+
+
+def read_config_file(path: Path) -> dict[str, Any]:
+    """A JSON or YAML file of settings (either key style)."""
+    try:
+        text = path.read_text()
+    except OSError as err:
+        raise ConfigError(f"cannot read {path}: {err}") from err
+    try:
+        data = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
+    except (json.JSONDecodeError, yaml.YAMLError) as err:
+        raise ConfigError(f"{path}: not valid {path.suffix.lstrip('.') or 'YAML'}: {err}") \
+            from err
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping of settings")
+    return data

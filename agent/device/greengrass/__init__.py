@@ -1,0 +1,3 @@
+"""Greengrass specifics of the running agent: component-update deferral while a rollout is in
+progress.
+"""

@@ -1,0 +1,144 @@
+"""Blue and green in one running agent: load, shadow, weight, promote, roll back.
+
+Every change installs a new plan as the loop's step (see :mod:`plans`), which
+lands between two inferences. A backend that leaves service is closed only
+once the loop has finished a step under the new plan, so no inference ever
+runs on a closed model.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass, field
+
+from agent.core.errors import AgentError
+from agent.device.inference import plans
+from agent.device.inference.plans import ShadowStats
+from agent.device.inference.runner import InferenceLoop, Lane
+from agent.device.runtime.base import Backend, allocate_inputs
+
+WARM_UP_RUNS = 3
+
+
+def _warm_up(backend: Backend) -> None:
+    """Run a new model a few times on private buffers before it serves: a model's first
+    runs are much slower (allocation, page faults, lazy runtime set-up), and that cost
+    belongs on the command thread, not in the gap of a swap."""
+    backend.bind(allocate_inputs(backend.inputs))
+    for _ in range(WARM_UP_RUNS):
+        backend.run()
+
+
+class VariantError(AgentError):
+    """A variant change that does not fit the current state (e.g. promote with no green)."""
+
+
+@dataclass
+class Role:
+    lane: Lane
+    version: str
+    since: float = field(default_factory=time.monotonic)
+    baseline: tuple[int, ...] = ()  # blue's counts when this green arrived (for windows)
+
+
+class VariantRouter:
+    def __init__(self, *, loop: InferenceLoop, blue_version: str) -> None:
+        self.loop = loop
+        self.blue = Role(loop.lane, blue_version)
+        self.green: Role | None = None
+        self.previous: Role | None = None  # the old blue, kept loaded during a trial
+        self.mode = "serve"
+        self.weights = (100, 0)
+        self.shadow_stats = ShadowStats()
+        self._lock = threading.Lock()
+
+    # ---- changes (command thread) ----------------------------------------------------
+
+    def load_green(self, backend: Backend, version: str) -> None:
+        """Bind a verified candidate to the loop's inputs; blue keeps serving alone."""
+        with self._lock:
+            if backend.inputs != self.blue.lane.backend.inputs:
+                raise VariantError(f"{version} takes {list(backend.inputs)}, the serving "
+                                   f"model takes {list(self.blue.lane.backend.inputs)}")
+            old = self.green
+            _warm_up(backend)
+            self.green = Role(Lane.bind(backend, self.loop.inputs), version,
+                              baseline=tuple(self.blue.lane.stats.histogram.counts))
+            self.shadow_stats = ShadowStats()
+            self._install(plans.serve(self.loop, self.blue.lane), "serve", (100, 0))
+        if old is not None:
+            self._retire(old)
+
+    def shadow(self, sample_rate: float) -> None:
+        with self._lock:
+            green = self._need_green("shadow")
+            every = max(1, round(1.0 / sample_rate))
+            self._install(plans.shadow(self.loop, self.blue.lane, green.lane, self.shadow_stats,
+                                       every), "shadow", (100, 0))
+
+    def set_weights(self, blue: int, green: int) -> None:
+        with self._lock:
+            role = self._need_green("set weights")
+            plan = plans.serve(self.loop, self.blue.lane) if green == 0 else \
+                plans.serve(self.loop, role.lane) if green == 100 else \
+                plans.weighted(self.loop, self.blue.lane, role.lane, green)
+            self._install(plan, "weighted", (blue, green))
+
+    def promote(self) -> None:
+        """Green becomes blue; the old blue stays loaded (idle) until the trial ends."""
+        with self._lock:
+            green = self._need_green("promote")
+            retired, self.previous = self.previous, self.blue
+            self.blue, self.green = green, None
+            self._install(plans.serve(self.loop, green.lane), "serve", (100, 0))
+        if retired is not None:
+            self._retire(retired)
+
+    def rollback(self) -> str:
+        """Back to the model that served before: undo a promote on trial, else drop green."""
+        with self._lock:
+            if self.previous is not None:
+                dropped, self.blue, self.previous = self.blue, self.previous, None
+            elif self.green is not None:
+                dropped, self.green = self.green, None
+            else:
+                raise VariantError("nothing to roll back: no candidate and no trial")
+            self._install(plans.serve(self.loop, self.blue.lane), "serve", (100, 0))
+        self._retire(dropped)
+        return dropped.version
+
+    def confirm(self) -> None:
+        """The trial passed: unload the model that served before."""
+        with self._lock:
+            retired, self.previous = self.previous, None
+        if retired is not None:
+            self._retire(retired)
+
+    # ---- internals -------------------------------------------------------------------
+
+    def _need_green(self, what: str) -> Role:
+        if self.green is None:
+            raise VariantError(f"cannot {what}: no candidate model is staged")
+        return self.green
+
+    def _install(self, plan: plans.Step, mode: str, weights: tuple[int, int]) -> None:
+        self.loop.step = plan  # type: ignore[method-assign,assignment]
+        self.mode, self.weights = mode, weights
+
+    def _retire(self, role: Role, timeout_s: float = 10.0) -> None:
+        """Close ``role``'s backend once no step can still be using it."""
+        mark = self.loop.steps_done
+        deadline = time.monotonic() + timeout_s
+        while self.loop.running and self.loop.steps_done < mark + 2 \
+                and time.monotonic() < deadline:
+            time.sleep(0.001)
+        role.lane.backend.close()
+
+    # ---- views (any thread) ------------------------------------------------------------
+
+    def models(self) -> dict[str, str]:
+        out = {"blue": self.blue.version}
+        if self.green is not None:
+            out["green"] = self.green.version
+        return out

@@ -1,0 +1,98 @@
+"""``python -m agent.device.packages.golden_check DIR``: reproduce a package's golden vectors.
+
+Runs in a child process of the stager: it loads the package's Neo artifact
+through the agent's own :class:`~agent.device.runtime.dlr.backend.DlrBackend` (the code path
+that will serve) and compares each output with the manifest's within its
+tolerance. It prints one JSON verdict line and exits with:
+
+    0  every output matched
+    2  bad usage (argparse)
+    3  an output differs beyond the tolerance (or is not finite)
+    4  the manifest or the runtime failed (load refused, a run returned an error)
+
+A fault or a hang in a kernel ends this process, never the stager.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from agent.core.errors import AgentError, ModelLoadError
+
+EXIT_OK = 0
+EXIT_MISMATCH = 3
+EXIT_RUNTIME = 4
+
+
+def check_package(package_dir: Path, *, library_path: Path | None = None) -> tuple[bool, str]:
+    """(matched, message) for the package unpacked in ``package_dir``."""
+    from agent.device.packages.manifest import MANIFEST_NAME, PackageManifest, parse_manifest_json
+    from agent.device.runtime.dlr.backend import DlrBackend, DlrConfig
+
+    try:
+        raw = (package_dir / MANIFEST_NAME).read_bytes()
+    except OSError as err:
+        raise ModelLoadError(f"{package_dir / MANIFEST_NAME}: {err.strerror or err}") from err
+    manifest = PackageManifest.model_validate(parse_manifest_json(raw))
+    backend = DlrBackend(artifact_dir=package_dir / manifest.artifact_path,
+                         config=DlrConfig(library_path=library_path))
+    try:
+        if [s.name for s in backend.inputs] != [s.name for s in manifest.inputs] or \
+                [s.shape for s in backend.outputs] != [s.shape for s in manifest.outputs]:
+            raise ModelLoadError(f"the runtime reports inputs {backend.inputs} and outputs "
+                                 f"{backend.outputs}, the manifest {manifest.inputs} and "
+                                 f"{manifest.outputs}")
+        buffers = tuple(np.zeros(spec.shape, dtype=spec.dtype) for spec in backend.inputs)
+        outputs = backend.bind(buffers)
+        tolerance = manifest.golden.tolerance
+        worst = 0.0
+        cases = zip(manifest.golden.inputs, manifest.golden.outputs, strict=True)
+        for index, (case_in, case_out) in enumerate(cases):
+            for spec, buffer in zip(backend.inputs, buffers, strict=True):
+                buffer[...] = np.asarray(case_in[spec.name], dtype=spec.dtype).reshape(spec.shape)
+            backend.run()
+            for spec, out in zip(manifest.outputs, outputs, strict=True):
+                expected = np.asarray(case_out[spec.name], dtype=np.float64).reshape(spec.shape)
+                diff = float(np.max(np.abs(out.astype(np.float64) - expected)))
+                if not diff <= tolerance:  # also catches NaN
+                    return False, (f"golden case {index}, output {spec.name}: max |diff| {diff:.3g}"
+                                   f" exceeds tolerance {tolerance:g}")
+                worst = max(worst, diff)
+        return True, (f"{len(manifest.golden.inputs)} golden case(s) matched "
+                      f"(max |diff| {worst:.3g}, tolerance {tolerance:g})")
+    finally:
+        backend.close()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m agent.device.packages.golden_check")
+    parser.add_argument("package_dir", type=Path)
+    parser.add_argument("--libdlr", type=Path, default=None, help="explicit libdlr.so path")
+    args = parser.parse_args(argv)
+    # Verification is background work: the device keeps serving while it runs, and on a
+    # board with few cores the serving thread must win the CPU.
+    with contextlib.suppress(OSError):
+        os.nice(10)
+    try:
+        matched, message = check_package(args.package_dir, library_path=args.libdlr)
+    except (AgentError, ValueError) as err:  # ValueError: pydantic's ValidationError
+        _say(ok=False, kind=type(err).__name__, message=f"{type(err).__name__}: {err}")
+        return EXIT_RUNTIME
+    _say(ok=matched, kind="ok" if matched else "mismatch", message=message)
+    return EXIT_OK if matched else EXIT_MISMATCH
+
+
+def _say(*, ok: bool, kind: str, message: str) -> None:
+    print(json.dumps({"ok": ok, "kind": kind, "message": message}), flush=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,217 @@
+"""``manifest.json``: what a model package holds, signed by a controller key.
+
+The manifest is the archive's first member. A device parses it (duplicate keys
+and NaN refused, so the signed bytes mean one thing), verifies the signature on
+that raw object *before* validating the schema (an unsigned or forged manifest
+is reported as such, never as a schema error), then validates it strictly.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from agent.core.model_layout import ArtifactInfo, TensorSpec, artifact_dir_name
+from agent.device.packages.errors import (
+    BadPackageSignatureError,
+    PackageFormatError,
+    PackageSignatureError,
+    RevokedPackageKeyError,
+    UnknownPackageKeyError,
+    UnsignedPackageError,
+)
+from agent.wire.canonical import canonical_json
+from agent.wire.errors import (
+    BadSignatureError,
+    MissingSignatureError,
+    RevokedKeyError,
+    SignatureError,
+    UnknownKeyError,
+)
+from agent.wire.signing import TrustStore
+
+MANIFEST_NAME = "manifest.json"
+DEFAULT_TOLERANCE = 1e-4
+_MAX_PATH_PART = 255
+
+
+def path_problem(name: str) -> str | None:
+    """Why ``name`` is not a safe relative POSIX path inside a package, or None."""
+    if not name or "\0" in name or "\\" in name:
+        return "empty, NUL or backslash in the name"
+    if name.startswith("/"):
+        return "absolute path"
+    parts = name.split("/")
+    if any(part == ".." for part in parts):
+        return "'..' component (path traversal)"
+    if any(part in ("", ".") for part in parts):
+        return "empty or '.' component"
+    if any(len(part.encode("utf-8", errors="replace")) > _MAX_PATH_PART for part in parts):
+        return f"a component longer than {_MAX_PATH_PART} bytes"
+    return None
+
+
+class FileEntry(BaseModel):
+    """Digest and size of one file of the package."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    size: int = Field(ge=0)
+
+
+class Golden(BaseModel):
+    """Inputs and the reference outputs the device must reproduce before serving.
+
+    Each case maps a tensor name to its values, flattened in C order; the
+    tensor's shape is the one in the manifest's ``inputs``/``outputs``.
+    """
+
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+    inputs: list[dict[str, list[float]]] = Field(min_length=1)
+    outputs: list[dict[str, list[float]]] = Field(min_length=1)
+    tolerance: float = Field(default=DEFAULT_TOLERANCE, gt=0)
+
+    @model_validator(mode="after")
+    def _same_case_count(self) -> Golden:
+        if len(self.inputs) != len(self.outputs):
+            raise ValueError(f"{len(self.inputs)} golden inputs but {len(self.outputs)} outputs")
+        return self
+
+
+class ManifestBody(BaseModel):
+    """Everything in the manifest except who signed it."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+    schema_version: Literal[1] = 1
+    name: str = Field(min_length=1)
+    version: int = Field(ge=0, description="monotonic; the anti-rollback floor compares it")
+    label: str = Field(min_length=1, description="human name of the build, e.g. 'digits-v2'")
+    variant: str | None = None
+    target: str = Field(min_length=1, description="Neo target, e.g. 'rasp4b'")
+    arch: str = Field(min_length=1, description="CPU architecture of the native code")
+    emulated: bool = False
+    jetpack: str | None = None
+    backend: Literal["dlr"] = "dlr"
+    inputs: list[TensorSpec] = Field(min_length=1)
+    outputs: list[TensorSpec] = Field(min_length=1)
+    files: dict[str, FileEntry] = Field(min_length=1)
+    golden: Golden
+
+    @field_validator("files")
+    @classmethod
+    def _safe_paths(cls, files: dict[str, FileEntry]) -> dict[str, FileEntry]:
+        for name in files:
+            problem = path_problem(name)
+            if problem is not None:
+                raise ValueError(f"file {name!r}: {problem}")
+            if name == MANIFEST_NAME:
+                raise ValueError(f"{MANIFEST_NAME} cannot list itself")
+        return files
+
+    @model_validator(mode="after")
+    def _golden_fits_specs(self) -> ManifestBody:
+        for kind, specs, cases in (("input", self.inputs, self.golden.inputs),
+                                   ("output", self.outputs, self.golden.outputs)):
+            sizes = {spec.name: _element_count(spec) for spec in specs}
+            for index, case in enumerate(cases):
+                got = {name: len(values) for name, values in case.items()}
+                if got != sizes:
+                    raise ValueError(f"golden {kind} case {index}: tensors {got} do not fit the "
+                                     f"{kind} specs {sizes}")
+        return self
+
+    @property
+    def artifact_path(self) -> str:
+        """Where the Neo artifact lies inside the package, e.g. ``dlr/rasp4b-x86_64``."""
+        return f"dlr/{artifact_dir_name(self.target, self.arch)}"
+
+    def describe(self) -> str:
+        """For messages, e.g. ``digits-v1-crash v5 (dlr/linux_x86_64-x86_64)``."""
+        variant = f"-{self.variant}" if self.variant else ""
+        return f"{self.label}{variant} v{self.version} ({self.artifact_path})"
+
+    def artifact_info(self) -> ArtifactInfo:
+        return ArtifactInfo(target=self.target, arch=self.arch, emulated=self.emulated,
+                            jetpack=self.jetpack)
+
+
+class PackageManifest(ManifestBody):
+    """The signed manifest (``key_id`` is covered by the signature, ``signature`` is not)."""
+
+    key_id: str = Field(min_length=1)
+    signature: str = Field(min_length=1)
+
+
+def _element_count(spec: TensorSpec) -> int:
+    count = 1
+    for dim in spec.shape:
+        count *= dim
+    return count
+
+
+def manifest_bytes(manifest: PackageManifest) -> bytes:
+    """The file form: canonical JSON (what the signature covers, plus ``signature``)."""
+    return canonical_json(manifest.model_dump(mode="json")) + b"\n"
+
+
+def sha256_hex(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def parse_manifest_json(raw: bytes) -> dict[str, Any]:
+    """The manifest's JSON object; duplicate keys, NaN and non-objects are refused."""
+    try:
+        obj = json.loads(raw.decode("utf-8"), object_pairs_hook=_unique_keys,
+                         parse_constant=_no_constant)
+    except UnicodeDecodeError as err:
+        raise PackageFormatError(f"{MANIFEST_NAME} is not UTF-8") from err
+    except (ValueError, RecursionError) as err:  # JSONDecodeError is a ValueError
+        raise PackageFormatError(f"{MANIFEST_NAME} is not usable JSON: {err}") from err
+    if not isinstance(obj, dict):
+        raise PackageFormatError(f"{MANIFEST_NAME} is a JSON {type(obj).__name__}, not an object")
+    return obj
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    obj = dict(pairs)
+    if len(obj) != len(pairs):
+        raise ValueError("duplicate key")
+    return obj
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON number")
+
+
+_SIGNATURE_ERRORS: tuple[tuple[type[SignatureError], type[PackageSignatureError]], ...] = (
+    (MissingSignatureError, UnsignedPackageError),
+    (RevokedKeyError, RevokedPackageKeyError),
+    (UnknownKeyError, UnknownPackageKeyError),
+    (BadSignatureError, BadPackageSignatureError),
+)
+
+
+def verify_manifest(doc: Mapping[str, Any], trust: TrustStore) -> PackageManifest:
+    """Verify the raw manifest object's signature, then validate it; the manifest."""
+    try:
+        trust.verify_document(doc)
+    except SignatureError as err:
+        for protocol_error, package_error in _SIGNATURE_ERRORS:
+            if isinstance(err, protocol_error):
+                raise package_error(f"package manifest: {err}") from err
+        raise PackageSignatureError(f"package manifest: {err}") from err
+    try:
+        return PackageManifest.model_validate(doc)
+    except ValidationError as err:
+        first = err.errors()[0]
+        where = ".".join(str(part) for part in first["loc"]) or "manifest"
+        raise PackageFormatError(
+            f"{MANIFEST_NAME}: {where}: {first['msg']} ({err.error_count()} problem(s))"
+        ) from err

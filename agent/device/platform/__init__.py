@@ -1,0 +1,3 @@
+"""What this device is: boards, profile, ELF checks, Neo targets, and which artifact of a model it
+runs.
+"""

@@ -1,0 +1,70 @@
+"""Turn a path given by a user into what a backend loads on this device.
+
+A path may be a model directory (``model.json``, one ONNX export and several
+Neo artifacts) or one Neo artifact directory. For DLR the artifact is picked
+for the device's Neo target and real CPU architecture and verified against
+both; no check is skipped for emulated devices.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from agent.core.errors import ArtifactMissingError, ConfigError
+from agent.core.model_layout import (
+    ARTIFACT_INFO,
+    MODEL_INFO,
+    TESTSET,
+    ArtifactInfo,
+    is_artifact_dir,
+    read_artifact_info,
+)
+from agent.device.platform.profile import DeviceProfile
+from agent.device.platform.selection import select_artifact, verify_artifact
+from agent.device.runtime.onnx import model_file
+
+
+@dataclass(frozen=True)
+class ResolvedModel:
+    backend: str
+    load_dir: Path  # what the backend loads: an artifact dir (dlr) or the .onnx file (onnx)
+    model_dir: Path | None
+    artifact: ArtifactInfo | None
+    testset: Path | None
+
+
+def _owning_model_dir(artifact_dir: Path) -> Path | None:
+    candidate = artifact_dir.parent.parent
+    return candidate if (candidate / MODEL_INFO).is_file() else None
+
+
+def resolve_model(path: Path, *, backend: str, profile: DeviceProfile) -> ResolvedModel:
+    if not path.exists():
+        raise ArtifactMissingError(f"{path}: no such model directory")
+    if is_artifact_dir(path):
+        model_dir = _owning_model_dir(path)
+        if backend == "dlr":
+            info = None
+            if (path / ARTIFACT_INFO).is_file():
+                info = read_artifact_info(path)
+                verify_artifact(path, info, profile)
+            return ResolvedModel("dlr", path, model_dir, info, _testset(model_dir))
+        if model_dir is None:
+            raise ConfigError(f"{path} is a Neo artifact; the onnx backend needs a model "
+                              "directory with onnx/model.onnx")
+        path = model_dir
+    if backend == "dlr":
+        artifact_dir, info = select_artifact(path, profile)
+        verify_artifact(artifact_dir, info, profile)
+        return ResolvedModel("dlr", artifact_dir, path, info, _testset(path))
+    if backend == "onnx":
+        return ResolvedModel("onnx", model_file(path), path, None, _testset(path))
+    raise ConfigError(f"unknown backend {backend!r} (choose dlr or onnx)")
+
+
+def _testset(model_dir: Path | None) -> Path | None:
+    if model_dir is None:
+        return None
+    candidate = model_dir / TESTSET
+    return candidate if candidate.is_file() else None

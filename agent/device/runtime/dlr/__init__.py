@@ -1,0 +1,3 @@
+"""The DLR backend: the real libdlr.so bound through ctypes, and the Neo/TVM artifact format it
+loads.
+"""

@@ -1,0 +1,3 @@
+"""The model store: verified versions, crash-safe current/previous pointers, trials, rollback and
+recovery.
+"""

@@ -1,7 +1,0 @@
-"""Internals of :mod:`agent.lambda_handler`, the Greengrass Lambda entry point.
-
-:mod:`agent.lambda_.core` validates events and runs batches through one loaded
-model; :mod:`agent.lambda_.models` reads the settings from the environment and
-loads the model they name (the agent's store, a signed package, or, for
-development, an unsigned model directory).
-"""

@@ -1,1 +1,0 @@
-"""The zero-copy inference loop: buffers allocated once, sources that fill them in place."""

@@ -1,1 +1,0 @@
-"""The device <-> cloud protocol: topics, versioned message schemas, command signatures."""

@@ -1,1 +1,0 @@
-"""The long-running agent: inference, telemetry, commands, spool and transport together."""

@@ -1,0 +1,1 @@
+"""The emulated-fleet and telemetry demos."""

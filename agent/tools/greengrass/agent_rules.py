@@ -1,0 +1,146 @@
+"""What the agent component's recipe must say about the agent itself.
+
+Its ``DefaultConfiguration`` (less ``accessControl``) is the agent's own settings: every
+setting of :class:`~agent.device.app.config.AgentConfig` but ``thingName`` (each device gets
+its own from ``AWS_IOT_THING_NAME``), each valid, also after Greengrass has turned integer
+values into floats (it stores configuration as JSON numbers).
+
+Its ``accessControl`` grants exactly the MQTT topics the agent uses, no more: the agent
+publishes each up channel (every protocol message's channel and the extra ones such as
+``emf``) and subscribes to its own commands and its groups' commands, all computed from
+:mod:`agent.wire.topics` and :mod:`agent.wire.messages` with the configured
+``topicPrefix``, scoped to the device by ``{iot:thingName}``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+from pydantic import ValidationError
+
+from agent.core.errors import ConfigError
+from agent.device.app.config import AgentConfig, load_config
+from agent.tools.greengrass.access_policy import MQTT_PROXY, PolicyBody
+from agent.tools.greengrass.variables import key_path
+from agent.wire.messages import UpMessage
+from agent.wire.topics import DEFAULT_PREFIX, EXTRA_CHANNELS, Topics
+
+PUBLISH = "aws.greengrass#PublishToIoTCore"
+SUBSCRIBE = "aws.greengrass#SubscribeToIoTCore"
+THING = "{iot:thingName}"
+ACCESS_CONTROL = "accessControl"
+_BASE_KEYS: list[str | int] = ["ComponentConfiguration", "DefaultConfiguration"]
+_BASE = key_path(_BASE_KEYS)
+_THING_MARK = "thing-mark"  # a valid thing name, swapped for {iot:thingName}
+_GROUP_MARK = "group-mark"  # a valid group name, swapped for the '+' wildcard
+
+Found = list[tuple[str, str]]
+
+
+def up_channels() -> tuple[str, ...]:
+    """Every channel the agent publishes on: its messages' and the extra ones."""
+    def walk(cls: type[UpMessage]) -> Iterator[type[UpMessage]]:
+        for sub in cls.__subclasses__():
+            yield sub
+            yield from walk(sub)
+
+    channels = {getattr(cls, "channel", None) for cls in walk(UpMessage)}
+    return tuple(sorted({c for c in channels if isinstance(c, str)} | set(EXTRA_CHANNELS)))
+
+
+def agent_topics(prefix: str = DEFAULT_PREFIX) -> dict[str, frozenset[str]]:
+    """The agent's topics as policy resources, by IPC operation."""
+    topics = Topics(_THING_MARK, prefix)
+    publish = {topics.up(channel) for channel in up_channels()}
+    subscribe = {topics.commands, topics.group_commands(_GROUP_MARK)}
+    return {op: frozenset(t.replace(_THING_MARK, THING).replace(_GROUP_MARK, "+") for t in found)
+            for op, found in ((PUBLISH, publish), (SUBSCRIBE, subscribe))}
+
+
+def setting_names() -> set[str]:
+    """The camelCase names of every agent setting."""
+    return {field.alias or name for name, field in AgentConfig.model_fields.items()}
+
+
+def agent_problems(configuration: Mapping[str, Any]) -> Found:
+    """Problems of the agent recipe's ``DefaultConfiguration``, as (key path, message)."""
+    settings = {k: v for k, v in configuration.items() if k != ACCESS_CONTROL}
+    found: Found = []
+    if "thingName" in settings:
+        found.append((f"{_BASE}.thingName", "must not be set: every device has its own, "
+                                            "from AWS_IOT_THING_NAME"))
+    missing = sorted(setting_names() - {"thingName"} - set(settings))
+    if missing:
+        found.append((_BASE, f"missing agent setting(s) {', '.join(missing)}: the recipe "
+                             "lists every setting with its default"))
+    prefix = settings.get("topicPrefix", DEFAULT_PREFIX)
+    try:
+        prefix = load_config({**settings, "thingName": _THING_MARK}).topic_prefix
+    except ConfigError as err:
+        found += _config_problems(err, "")
+    else:
+        try:
+            load_config({**_floats(settings), "thingName": _THING_MARK})
+        except ConfigError as err:
+            found += _config_problems(err, " once Greengrass stores its integers as floats")
+    return found + _access_problems(configuration.get(ACCESS_CONTROL), str(prefix))
+
+
+def _floats(value: Any) -> Any:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int):
+        return float(value)
+    if isinstance(value, Mapping):
+        return {k: _floats(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_floats(v) for v in value]
+    return value
+
+
+def _config_problems(err: ConfigError, when: str) -> Found:
+    cause = err.__cause__
+    if not isinstance(cause, ValidationError):
+        return [(_BASE, f"{err}{when}")]
+    return [(key_path([*_BASE_KEYS, *e["loc"]]), f"{e['msg']}{when}") for e in cause.errors()]
+
+
+def _access_problems(access: Any, prefix: str) -> Found:
+    where = f"{_BASE}.{ACCESS_CONTROL}"
+    if not isinstance(access, Mapping):
+        return [(where, f"missing: the agent needs {MQTT_PROXY} grants")]
+    try:
+        expected = agent_topics(prefix)
+    except ConfigError as err:
+        return [(f"{_BASE}.topicPrefix", str(err))]
+    found: Found = []
+    granted: set[tuple[str, str]] = set()
+    for service, policies in access.items():
+        if service != MQTT_PROXY:
+            found.append((key_path([*_BASE_KEYS, ACCESS_CONTROL, service]),
+                          f"too wide: the agent uses no {service}"))
+            continue
+        for policy_id, raw in (policies.items() if isinstance(policies, Mapping) else ()):
+            at = key_path([*_BASE_KEYS, ACCESS_CONTROL, service, policy_id])
+            try:
+                body = PolicyBody.model_validate(raw)
+            except ValidationError as err:
+                found.append((at, f"not a policy: {err.errors()[0]['msg']}"))
+                continue
+            for operation in body.operations:
+                if operation not in expected:
+                    found.append((f"{at}.operations", f"too wide: grants {operation}"))
+                    continue
+                for resource in body.resources:
+                    topic = resource.replace("${iot:thingName}", THING)
+                    if topic in expected[operation]:
+                        granted.add((operation, topic))
+                    else:
+                        found.append((f"{at}.resources", f"too wide: grants {operation} on "
+                                                         f"{resource}, a topic the agent "
+                                                         "does not use"))
+    found += [(where, f"missing grant: {operation} on {topic}")
+              for operation, topics in sorted(expected.items()) for topic in sorted(topics)
+              if (operation, topic) not in granted]
+    return found

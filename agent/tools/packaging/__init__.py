@@ -1,0 +1,1 @@
+"""Producer side of model packages: building and signing packages, signing keys."""

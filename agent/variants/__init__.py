@@ -1,1 +1,0 @@
-"""Blue/green variants inside one agent: shadow tests, weighted splits, promote and rollback."""

@@ -1,0 +1,3 @@
+"""The device-cloud contract: topics, messages, commands, codec, signing and keys, and the MQTT
+transport both sides speak.
+"""

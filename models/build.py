@@ -31,6 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
+from agent.core.durable import atomic_write, atomic_write_text
 from agent.core.errors import DeviceProfileError, ModelBuildError
 from agent.core.model_layout import DLR_DIR, MODEL_INFO, ONNX_FILE, TESTSET, ModelInfo, TensorSpec
 from agent.device.platform.boards import generic_target
@@ -41,7 +42,7 @@ from models.digits.data import N_CLASSES, N_FEATURES, load_split
 from models.export.kernels import Fault
 from models.export.neo import ArtifactRequest, Compiler, export_neo, find_compiler
 from models.export.onnx_export import INPUT_NAME, OUTPUT_NAME, export_onnx
-from models.files import atomic_write_bytes, atomic_write_text, load_npz, npz_bytes
+from models.files import load_npz, npz_bytes
 
 Log = Callable[[str], None]
 
@@ -119,7 +120,7 @@ def _sources_digest(*relative: str) -> str:
 
 def _write_if_changed(path: Path, data: bytes) -> None:
     if not path.is_file() or path.read_bytes() != data:
-        atomic_write_bytes(path, data)
+        atomic_write(path, data)
 
 
 def _stamp_ok(stamp: Path, digest: str) -> bool:
@@ -258,7 +259,7 @@ def _build_model_dir(spec: ModelSpec, params: dict[str, np.ndarray],
     info = _model_info(spec, accuracy)
     atomic_write_text(staging / MODEL_INFO, json.dumps(info.model_dump(mode="json"), indent=2)
                       + "\n")
-    atomic_write_bytes(staging / TESTSET, npz_bytes(testset))
+    atomic_write(staging / TESTSET, npz_bytes(testset))
     if spec.onnx:
         export_onnx(params, staging / ONNX_FILE)
     futures = []

@@ -8,8 +8,13 @@ from agent.controller.guardrails import evaluate
 from agent.controller.plan import Step, command_seq, plan_rollout
 from agent.controller.registry import FleetRegistry
 from agent.controller.spec import GuardrailSpec, parse_spec
-from agent.core.histogram import BUCKET_EDGES_US, BUCKETS_VERSION
-from agent.device.telemetry.metrics import diff_counts, merge_counts, quantiles_of
+from agent.core.histogram import (
+    BUCKET_EDGES_US,
+    BUCKETS_VERSION,
+    diff_counts,
+    merge_counts,
+    quantiles_of,
+)
 from agent.wire.messages import (
     Buckets,
     HealthReport,

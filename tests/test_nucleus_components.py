@@ -24,7 +24,7 @@ import yaml
 from agent.tools.greengrass.recipe import Recipe, host_platform
 from agent.tools.greengrass.versions import satisfies
 from agent.tools.nucleus import (
-    ArtifactError,
+    ComponentArtifactError,
     ComponentStore,
     DependencyError,
     EmulatedNucleus,
@@ -253,14 +253,15 @@ def deploy_fails(store: Path, error: type[Exception], match: str,
 def test_a_digest_mismatch_is_refused(tmp_path: Path) -> None:
     store = write_store(tmp_path / "s", data_recipe(), app_recipe())
     (store / "artifacts" / DATA / "1.0.0" / "data.txt").write_bytes(b"tampered")
-    error = deploy_fails(store, ArtifactError, "data.txt does not match its SHA-256 Digest")
+    error = deploy_fails(store, ComponentArtifactError,
+                         "data.txt does not match its SHA-256 Digest")
     assert getattr(error, "component", None) == DATA
 
 
 def test_a_missing_artifact_is_refused(tmp_path: Path) -> None:
     store = write_store(tmp_path / "s", data_recipe(), app_recipe())
     (store / "artifacts" / APP / "1.0.0" / "app.py").unlink()
-    error = deploy_fails(store, ArtifactError, "artifact app.py .* is not in")
+    error = deploy_fails(store, ComponentArtifactError, "artifact app.py .* is not in")
     assert getattr(error, "component", None) == APP
 
 

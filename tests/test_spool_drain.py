@@ -11,8 +11,8 @@ import pytest
 
 from agent.device.uplink.drain import SpoolDrainer
 from agent.device.uplink.spool import Spool
-from agent.wire.matching import topic_matches
 from agent.wire.memory import MemoryBroker, MemoryTransport
+from agent.wire.topics import topic_matches
 from agent.wire.transport import Transport, TransportError
 
 

@@ -7,16 +7,16 @@ from typing import Any, NoReturn
 
 import pytest
 
-from agent.core.histogram import BUCKET_EDGES_US, LatencyHistogram
-from agent.device.inference.runner import LoopStats
-from agent.device.telemetry.metrics import (
-    MetricsReporter,
-    VariantSource,
+from agent.core.histogram import (
+    BUCKET_EDGES_US,
+    LatencyHistogram,
     diff_counts,
     merge_counts,
     quantiles_of,
     window_quantiles,
 )
+from agent.device.inference.runner import LoopStats
+from agent.device.telemetry.metrics import MetricsReporter, VariantSource
 from agent.wire.codec import decode, encode
 from agent.wire.messages import Metrics
 

@@ -1,23 +1,123 @@
-"""The agent's error hierarchy.
+"""The agent's error hierarchy: the whole tree, every error class of the package.
 
 Every failure the agent reports is an :class:`AgentError`. Third-party and native
 errors are translated where they enter (``raise ... from err``), so callers catch
-these types and never a library's own::
+these types and never a library's own.
 
-    AgentError
-    ├── ConfigError                  bad CLI option or configuration value
-    ├── DeviceProfileError           the device's profile cannot be read or mapped
-    ├── ArtifactError                a model artifact that cannot be used
-    │   ├── ArtifactMissingError     a required file is absent
-    │   ├── ArtifactCorruptError     a file is present but malformed
-    │   ├── ArchitectureMismatchError  native code built for another machine
-    │   └── TargetMismatchError      built for another Neo target than the device's
-    ├── BackendError                 a runtime backend failed
-    │   ├── BackendUnavailableError  the runtime library is not installed here
-    │   ├── ModelLoadError           the runtime refused the artifact
-    │   └── InferenceError           a run failed (e.g. a kernel returned an error)
-    ├── InputSpecError               input of the wrong dtype or shape
-    └── ModelBuildError              building a reference model failed
+Where a class is defined: a bracket names its module (relative to the ``agent``
+package); a class without one is defined where its nearest bracketed ancestor is, or
+in this module when no ancestor has a bracket. A class with two parents is drawn under
+its first, and its meaning names the other ("also ..."), which catches it as well.
+Modules that define a branch of errors (:mod:`agent.wire.errors`,
+:mod:`agent.device.packages.errors`, :mod:`agent.device.store.errors`,
+:mod:`agent.controller.errors`, :mod:`agent.tools.nucleus.errors`) describe theirs in
+more detail and point back here. ``tests/test_error_tree.py`` checks this drawing
+against the classes themselves, so it cannot fall behind::
+
+    AgentError                                  every failure the agent reports on purpose
+    ├── ConfigError                             bad CLI option or configuration value
+    │   ├── KeyFormatError [wire.errors]        a key file or string that is not an Ed25519 key
+    │   └── StateFileError [wire.errors]        a state file (sequence, replay marks) unusable
+    ├── DeviceProfileError                      the device's profile cannot be read or mapped
+    ├── ArtifactError                           a model artifact that cannot be used
+    │   ├── ArtifactMissingError                a required file is absent
+    │   ├── ArtifactCorruptError                a file is present but malformed
+    │   ├── ArchitectureMismatchError           native code built for another machine
+    │   └── TargetMismatchError                 built for another Neo target than the device's
+    ├── BackendError                            a runtime backend failed
+    │   ├── BackendUnavailableError             the runtime library is not installed here
+    │   ├── ModelLoadError                      the runtime refused the artifact
+    │   └── InferenceError                      a run failed (e.g. a kernel returned an error)
+    ├── InputSpecError                          input of the wrong dtype or shape
+    │   └── EventError [device.lambda_function.batches]
+    │       │                                   a Lambda event the handler does not understand
+    │       └── TooManyRowsError                more rows than one invocation accepts
+    ├── ModelBuildError                         building a reference model failed
+    ├── ProtocolError [wire.errors]             a message that is refused and changes nothing
+    │   ├── DecodeError                         bytes that are not a valid message
+    │   │   ├── MalformedMessageError           not UTF-8, not JSON, or not a JSON object
+    │   │   ├── OversizedMessageError           over AWS IoT Core's 128 KB payload limit
+    │   │   ├── UnsupportedVersionError         a schema version ``v`` this agent does not speak
+    │   │   └── SchemaError                     JSON that does not fit the schema (names the field)
+    │   ├── SignatureError                      a command the device must not trust
+    │   │   ├── MissingSignatureError           no ``key_id`` or no ``signature``
+    │   │   ├── UnknownKeyError                 signed by a key the trust store does not hold
+    │   │   ├── RevokedKeyError                 signed by a revoked key
+    │   │   └── BadSignatureError               forged, or edited after signing
+    │   ├── WrongTargetError                    for another thing, or a group this device is not in
+    │   ├── ReplayError                         a message or command id seen before (re-ack only)
+    │   └── StaleCommandError                   a rollout_seq at or below the highest applied
+    ├── TransportError [wire.transport]         a transport could not connect, publish or subscribe
+    │   └── TransportConfigError                misconfigured (certificate, option): no retry helps
+    ├── PackageError [device.packages.errors]   a model package that must not be installed
+    │   ├── PackageFormatError                  no or malformed manifest.json, or not a tar.gz
+    │   │   └── TruncatedArchiveError           the archive ends early (cut download, short file)
+    │   ├── PackageSignatureError               an untrusted manifest; also a SignatureError
+    │   │   ├── UnsignedPackageError            no key_id or signature; also MissingSignatureError
+    │   │   ├── UnknownPackageKeyError          signed by an untrusted key; also UnknownKeyError
+    │   │   ├── RevokedPackageKeyError          signed by a revoked key; also RevokedKeyError
+    │   │   └── BadPackageSignatureError        forged or edited; also BadSignatureError
+    │   ├── VersionBelowFloorError              older than the anti-rollback floor
+    │   ├── DigestMismatchError                 content differs from what was signed
+    │   │   ├── MissingFileError                a file the manifest lists is not in the archive
+    │   │   └── UnlistedFileError               a file in the archive the manifest does not list
+    │   ├── UnsafeArchiveError                  a member that escapes, links, or breaks a limit
+    │   ├── FetchError                          the download failed (status, connection, retries)
+    │   │   ├── PackageTooLargeError            the download passed the size cap (stopped there)
+    │   │   └── S3UnavailableError              s3:// needs boto3; also BackendUnavailableError
+    │   ├── StagingIOError                      the staging area could not be written (EACCES, EIO)
+    │   │   └── DiskFullError                   no space left (ENOSPC, quota, file-size limit)
+    │   └── GoldenError                         the golden vectors were not reproduced here
+    │       ├── GoldenMismatchError             outputs differ beyond the manifest's tolerance
+    │       ├── GoldenRuntimeError              the runtime refused the model or a run failed
+    │       ├── GoldenCrashError                the check process died of a signal (signal_name)
+    │       └── GoldenTimeoutError              the check did not finish in time and was killed
+    ├── StoreError [device.store.errors]        the model store refused; nothing changed on disk
+    │   ├── StoreLockedError                    another process holds the store's lock
+    │   ├── StoreCorruptError                   a store file that is unreadable or malformed
+    │   ├── StoreIOError                        reading or writing the store failed (EIO, ENOSPC)
+    │   ├── InvalidVersionIdError               a version id that is not a safe directory name
+    │   ├── VersionExistsError                  a version of that id is already stored
+    │   ├── UnknownVersionError                 no complete version of that id in the store
+    │   ├── TrialPendingError                   a trial is running: confirm or roll it back first
+    │   ├── NoTrialError                        no trial is running to confirm or roll back
+    │   └── RollbackUnavailableError            no previous version to roll back to
+    ├── VariantError [device.inference.router]  a variant change that does not fit the state
+    │   └── InsufficientMemoryError [device.app.swaps]
+    │                                           no room for the candidate beside the serving model
+    ├── SpoolError [device.uplink.spool_types]  the uplink spool database cannot be read or written
+    │   └── SpoolFullError                      no space for the spool (disk full, page cap reached)
+    ├── FleetError [controller.errors]          the fleet controller refused or failed something
+    │   ├── SpecError                           a rollout spec that does not validate (names field)
+    │   ├── FleetFileError                      a fleet (groups) file that cannot be read or parsed
+    │   ├── PlanError                           a spec and a fleet that cannot be planned together
+    │   │   └── OverlapError                    its devices are in another unfinished rollout
+    │   ├── RolloutExistsError                  a rollout of that name exists already
+    │   ├── FleetStateError                     the controller's SQLite state is unusable
+    │   │   └── DecisionConflictError           a second, different decision for a device's step
+    │   └── SimulationError [tools.fleet_sim.model]
+    │                                           a simulated fleet set up wrongly, or cut off
+    ├── NucleusError [tools.nucleus.errors]     the emulated nucleus cannot start or do as asked
+    │   ├── FramingError                        IPC socket bytes that are no event-stream message
+    │   ├── IpcServiceError                     an operation answered with a Greengrass error shape
+    │   └── DeploymentError [tools.nucleus.components]
+    │       │                                   a deployment that cannot go on (names the component)
+    │       ├── DependencyError                 unknown dependency, requirement not met, cycle
+    │       ├── PlatformError                   no manifest of the recipe fits this platform
+    │       ├── ComponentArtifactError          an artifact missing, not matching its digest, unsafe
+    │       └── LifecycleError                  a lifecycle step failed or timed out (log_path)
+    ├── RecipeError [tools.greengrass.recipe]   a component recipe that cannot be loaded
+    │   └── UnresolvedVariableError [tools.nucleus.strict_variables]
+    │                                           a recipe variable the emulated nucleus cannot fill
+    ├── RecipeCheckError [tools.greengrass.recipe_check]
+    │                                           a recipe that failed check_recipe (see problems)
+    ├── AccessDeniedError [tools.greengrass.access_policy]
+    │                                           no accessControl policy grants the operation
+    ├── BrokerError [tools.brokers]             a local MQTT broker could not be started or stopped
+    │   └── BrokerMissingError                  the broker program (e.g. mosquitto) is not installed
+    ├── VerificationError [tools.bench.loop]    a benchmarked loop gave wrong classes: no timing
+    └── DemoTimeoutError [tools.demo.fleet_rollouts]
+                                                something a demo waits for did not happen in time
 """
 
 from __future__ import annotations

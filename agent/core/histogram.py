@@ -1,4 +1,15 @@
-"""Latency histogram on fixed, versioned bucket edges.
+"""Latency histograms: the fixed, versioned bucket edges and all arithmetic on counts.
+
+The edges are a wire contract (a metrics report names its ``buckets.version`` and sends
+one count per bucket), so the device, the fleet controller and the tools share this one
+module for them and for what is computed from counts:
+
+- :class:`LatencyHistogram` records on the inference path;
+- :func:`diff_counts` gives the counts of a window between two cumulative snapshots of
+  one series, :func:`counts_decreased` tells when two snapshots are not of one series;
+- :func:`merge_counts` merges histograms of many reports or devices exactly;
+- :func:`quantile_us`, :func:`quantiles_of` and :func:`window_quantiles` read
+  quantiles from counts.
 
 Counts are kept per bucket so histograms from many inferences, reports or
 devices merge exactly by adding counts, which averaged percentiles never do.
@@ -11,7 +22,7 @@ from __future__ import annotations
 
 import bisect
 import itertools
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 # Upper bucket edges in microseconds: 10 per decade (ratio ~1.26) from 1 us to
@@ -20,6 +31,7 @@ BUCKETS_VERSION = "log10x10-v1"
 BUCKET_EDGES_US: tuple[float, ...] = tuple(
     float(f"{10 ** (k / 10):.3g}") for k in range(0, 79)
 )
+REPORTED_QUANTILES = (0.5, 0.9, 0.99)  # the p50, p90 and p99 of a metrics report
 
 
 def edges_for(version: str) -> tuple[float, ...]:
@@ -91,3 +103,49 @@ def quantile_us(counts: Sequence[int], edges_us: Sequence[float], q: float) -> f
             return lower + (edges_us[i] - lower) * ((rank - seen) / count)
         seen += count
     return edges_us[-1]
+
+
+def diff_counts(prev: Sequence[int], cur: Sequence[int]) -> list[int]:
+    """Counts recorded between two cumulative snapshots of one series."""
+    if len(prev) != len(cur):
+        raise ValueError(f"snapshots have {len(prev)} and {len(cur)} buckets")
+    if counts_decreased(prev, cur):
+        raise ValueError("counts decreased: the snapshots are not of one series")
+    return [c - p for p, c in zip(prev, cur, strict=True)]
+
+
+def merge_counts(counts: Iterable[Sequence[int]]) -> list[int]:
+    """Bucket-wise sum: the exact histogram of all the inputs' inferences together."""
+    merged: list[int] = []
+    for one in counts:
+        if not merged:
+            merged = list(one)
+            continue
+        if len(one) != len(merged):
+            raise ValueError(f"cannot merge {len(one)} buckets into {len(merged)}")
+        for i, count in enumerate(one):
+            merged[i] += count
+    return merged
+
+
+def quantiles_of(counts: Sequence[int], quantiles: Sequence[float] = REPORTED_QUANTILES, *,
+                 version: str = BUCKETS_VERSION) -> tuple[float | None, ...]:
+    """Quantiles in microseconds (None for an empty histogram), as the loop computes them."""
+    edges = edges_for(version)
+    if len(counts) != len(edges) + 1:
+        raise ValueError(f"{version} needs {len(edges) + 1} counts, got {len(counts)}")
+    if not any(counts):
+        return tuple(None for _ in quantiles)
+    return tuple(round(quantile_us(counts, edges, q), 3) for q in quantiles)
+
+
+def window_quantiles(prev: Sequence[int], cur: Sequence[int],
+                     quantiles: Sequence[float] = REPORTED_QUANTILES, *,
+                     version: str = BUCKETS_VERSION) -> tuple[float | None, ...]:
+    """Quantiles of the inferences between two cumulative snapshots."""
+    return quantiles_of(diff_counts(prev, cur), quantiles, version=version)
+
+
+def counts_decreased(prev: Sequence[int], cur: Sequence[int]) -> bool:
+    """True when ``cur`` cannot follow ``prev`` in one series (other length, a count down)."""
+    return len(prev) != len(cur) or any(c < p for p, c in zip(prev, cur, strict=True))

@@ -1,5 +1,7 @@
 """Why a message was refused. Each error's text is short: it is echoed back in a
-``rejected_message`` event, and ``code`` names the reason for machines::
+``rejected_message`` event, and ``code`` names the reason for machines. This is the
+wire's branch; the whole tree of the package's errors is drawn in
+:mod:`agent.core.errors`::
 
     AgentError
     ├── ProtocolError                   a message that is refused and changes nothing

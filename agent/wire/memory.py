@@ -14,7 +14,7 @@ import threading
 from concurrent.futures import Future
 from dataclasses import dataclass
 
-from agent.wire.matching import check_topic_filter, topic_matches
+from agent.wire.topics import check_topic_filter, topic_matches
 from agent.wire.transport import MessageHandler, TransportError
 
 

@@ -30,8 +30,8 @@ from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any
 
-from agent.wire.matching import check_topic_filter, topic_matches
 from agent.wire.mqtt_config import MqttConfig, build_connection
+from agent.wire.topics import check_topic_filter, topic_matches
 from agent.wire.transport import MessageHandler, TransportConfigError, TransportError
 
 log = logging.getLogger(__name__)

@@ -13,12 +13,23 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import urlparse
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from agent.core.errors import ConfigError
 from agent.wire.transport import TransportConfigError
 
 _AWSCRT_RECONNECT_S = 3600
+
+
+def broker_address(url: str) -> tuple[str, int]:
+    """Host and port of a plain-TCP broker address ``mqtt://HOST[:PORT]`` (``tcp://`` too;
+    port 1883 by default), as ``--broker`` gives it."""
+    parsed = urlparse(url)
+    if parsed.scheme not in ("mqtt", "tcp") or not parsed.hostname:
+        raise ConfigError(f"--broker wants mqtt://HOST:PORT, got {url!r}")
+    return parsed.hostname, parsed.port or 1883
 
 
 class MqttConfig(BaseModel):

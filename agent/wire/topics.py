@@ -1,4 +1,11 @@
-"""Topic layout, shared by the device and the fleet controller.
+"""MQTT topics: the agent's topic layout, topic-filter matching, and filter validity.
+
+This module is the one home for topics, shared by the device, the fleet controller,
+the transports and the tools: it builds the topic strings of the layout below
+(:class:`Topics`, :func:`group_commands_topic`, :func:`command_filters`), matches topics
+against subscription filters (:func:`topic_matches`, used by the in-memory broker and
+the MQTT transport's dispatch) and checks filters and topics for validity
+(:func:`check_topic_filter`, :func:`is_valid_filter`, :func:`is_valid_topic`).
 
 Everything lives under one configurable prefix (default ``edge``)::
 
@@ -16,6 +23,9 @@ Everything lives under one configurable prefix (default ``edge``)::
 
 AWS IoT Core allows at most 7 slashes (8 levels) in a topic and reserves
 topics starting with ``$``; the longest topic here has 4 levels.
+
+Filters follow MQTT 3.1.1: ``+`` matches one level, ``#`` (only as the whole last
+level) the level above and everything below.
 """
 
 from __future__ import annotations
@@ -44,6 +54,18 @@ def group_commands_topic(prefix: str, group: str) -> str:
     return f"{prefix}/groups/{check_name('group', group)}/commands"
 
 
+def command_filters(prefix: str) -> tuple[str, str]:
+    """The subscription filters that hear every command under ``prefix``: every device's
+    own (``{prefix}/+/commands``) and every group's (``{prefix}/groups/+/commands``)."""
+    return f"{prefix}/+/commands", f"{prefix}/groups/+/commands"
+
+
+def device_topics_filter(prefix: str) -> str:
+    """The subscription filter that hears every device's own topics under ``prefix``
+    (``{prefix}/+/+``): each up channel, and the commands for one device."""
+    return f"{prefix}/+/+"
+
+
 @dataclass(frozen=True)
 class Topics:
     """The concrete topics of one device."""
@@ -70,3 +92,49 @@ class Topics:
 
     def group_commands(self, group: str) -> str:
         return group_commands_topic(self.prefix, group)
+
+
+def topic_matches(topic_filter: str, topic: str) -> bool:
+    """True when ``topic`` matches ``topic_filter`` under MQTT 3.1.1 rules.
+
+    Wildcards never match topics starting with ``$`` at the first level, as the spec
+    requires (so ``#`` does not see ``$SYS``).
+    """
+    if topic.startswith("$") and topic_filter[:1] in ("+", "#"):
+        return False
+    filter_levels = topic_filter.split("/")
+    topic_levels = topic.split("/")
+    for i, level in enumerate(filter_levels):
+        if level == "#":
+            return True  # also matches the parent level: "a/#" matches "a"
+        if i >= len(topic_levels):
+            return False
+        if level not in ("+", topic_levels[i]):
+            return False
+    return len(filter_levels) == len(topic_levels)
+
+
+def check_topic_filter(topic_filter: str) -> None:
+    """Raise ValueError for a malformed filter (``#`` not last, wildcards inside a level)."""
+    if not topic_filter:
+        raise ValueError("empty topic filter")
+    levels = topic_filter.split("/")
+    for i, level in enumerate(levels):
+        if "#" in level and (level != "#" or i != len(levels) - 1):
+            raise ValueError(f"'#' must be a whole last level in {topic_filter!r}")
+        if "+" in level and level != "+":
+            raise ValueError(f"'+' must be a whole level in {topic_filter!r}")
+
+
+def is_valid_filter(topic_filter: str) -> bool:
+    """True when ``topic_filter`` is a well-formed subscription filter."""
+    try:
+        check_topic_filter(topic_filter)
+    except ValueError:
+        return False
+    return True
+
+
+def is_valid_topic(topic: str) -> bool:
+    """True when ``topic`` can be published to: not empty, no wildcard."""
+    return bool(topic) and "+" not in topic and "#" not in topic

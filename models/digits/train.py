@@ -39,7 +39,8 @@ from typing import Any
 
 import numpy as np
 
-from models.files import atomic_write_text, load_npz, npz_bytes, save_npz
+from agent.core.durable import atomic_write_text
+from models.files import load_npz, save_npz
 
 ENV_HPS = "SM_HPS"
 ENV_TRAIN = "SM_CHANNEL_TRAIN"
@@ -362,11 +363,6 @@ def run_job(hps: HyperParameters, paths: JobPaths, *, kill_after: int | None = N
     atomic_write_text(paths.model_dir / METRICS_FILE, json.dumps(metrics, indent=2) + "\n")
     log(f"done: {json.dumps(metrics)}")
     return metrics
-
-
-def weights_bytes(params: Mapping[str, np.ndarray]) -> bytes:
-    """The reproducible serialisation of a weight set, for comparing runs."""
-    return npz_bytes(params)
 
 
 def main(env: Mapping[str, str] | None = None) -> int:

@@ -26,6 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
+from agent.core.durable import atomic_write, atomic_write_text
 from agent.core.errors import ModelBuildError
 from agent.core.model_layout import ARTIFACT_INFO, ArtifactInfo, artifact_dir_name
 from agent.device.platform.elf import host_arch
@@ -34,7 +35,6 @@ from models.export.kernels import Fault, graph_params, kernels_source, mlp_graph
 from models.export.onnx_export import INPUT_NAME, OUTPUT_NAME
 from models.export.runner import runner_source
 from models.export.tvm_format import graph_json, meta_json, params_bytes
-from models.files import atomic_write_bytes, atomic_write_text
 
 # Debian's cross compilers (gcc-<triple> packages), by the architecture they emit.
 CROSS_COMPILERS: dict[str, str] = {
@@ -182,7 +182,7 @@ def export_neo(params: Mapping[str, np.ndarray], artifact_dir: Path, request: Ar
         _compile(compiler, RUNNER_SOURCE, RUNNER_BINARY, flags, ["-ldl"], staging)
         named = graph_params(params)
         order = [entry.name for entry in graph.params]
-        atomic_write_bytes(staging / "compiled.params", params_bytes(named, order))
+        atomic_write(staging / "compiled.params", params_bytes(named, order))
         atomic_write_text(staging / "compiled_model.json", graph_json(graph))
         atomic_write_text(staging / "compiled.meta", meta_json(graph))
         atomic_write_text(

@@ -14,6 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
+from agent.core.durable import atomic_write
+
 INPUT_NAME = "input"
 OUTPUT_NAME = "probabilities"
 OPSET = 17
@@ -65,6 +67,4 @@ def onnx_model_bytes(params: Mapping[str, np.ndarray], *, graph_name: str = "dig
 
 
 def export_onnx(params: Mapping[str, np.ndarray], path: Path) -> None:
-    from models.files import atomic_write_bytes
-
-    atomic_write_bytes(path, onnx_model_bytes(params))
+    atomic_write(path, onnx_model_bytes(params))

@@ -1,4 +1,4 @@
-"""Per-variant metrics bodies, and the histogram arithmetic the controller needs.
+"""Per-variant metrics bodies, built on the histogram arithmetic of :mod:`agent.core.histogram`.
 
 Recording stays on the inference path: the loop increments its histogram's
 ``counts`` list in place. At report time :class:`MetricsReporter` copies that
@@ -8,9 +8,11 @@ consistent snapshot even while the loop runs) and never writes to it.
 A report carries the counts **cumulative** since the series began, so:
 
 - the controller diffs two consecutive reports of one ``(boot_id, variant,
-  series)`` to get any window, even across lost reports (:func:`diff_counts`);
-- devices merge exactly by adding counts (:func:`merge_counts`);
-- quantiles of a window come from the diff (:func:`window_quantiles`).
+  series)`` to get any window, even across lost reports
+  (:func:`~agent.core.histogram.diff_counts`);
+- devices merge exactly by adding counts (:func:`~agent.core.histogram.merge_counts`);
+- quantiles of a window come from the diff
+  (:func:`~agent.core.histogram.window_quantiles`).
 
 ``series`` starts at 0 and is bumped when a variant's counters restart inside a
 boot (its histogram object was replaced, or a count went down); within a series
@@ -25,11 +27,14 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from agent.core.histogram import BUCKETS_VERSION, edges_for, quantile_us
+from agent.core.histogram import (
+    REPORTED_QUANTILES,
+    counts_decreased,
+    diff_counts,
+    quantiles_of,
+)
 from agent.wire.fields import Variant
 from agent.wire.messages import Buckets, VariantMetrics
-
-REPORTED_QUANTILES = (0.5, 0.9, 0.99)
 
 
 class HistogramLike(Protocol):
@@ -103,7 +108,7 @@ class MetricsReporter:
         if prev is None:
             series, base, base_errors, since = 0, [0] * len(counts), 0, self._started
         elif (prev.histogram is not histogram or prev.version != version
-              or errors < prev.errors or _decreased(prev.counts, counts)):
+              or errors < prev.errors or counts_decreased(prev.counts, counts)):
             series, base, base_errors, since = prev.series + 1, [0] * len(counts), 0, prev.at
         else:
             series, base, base_errors, since = prev.series, prev.counts, prev.errors, prev.at
@@ -133,48 +138,3 @@ class MetricsReporter:
             p90_us=p90,
             p99_us=p99,
         )
-
-
-def diff_counts(prev: Sequence[int], cur: Sequence[int]) -> list[int]:
-    """Counts recorded between two cumulative snapshots of one series."""
-    if len(prev) != len(cur):
-        raise ValueError(f"snapshots have {len(prev)} and {len(cur)} buckets")
-    if _decreased(prev, cur):
-        raise ValueError("counts decreased: the snapshots are not of one series")
-    return [c - p for p, c in zip(prev, cur, strict=True)]
-
-
-def merge_counts(counts: Iterable[Sequence[int]]) -> list[int]:
-    """Bucket-wise sum: the exact histogram of all the inputs' inferences together."""
-    merged: list[int] = []
-    for one in counts:
-        if not merged:
-            merged = list(one)
-            continue
-        if len(one) != len(merged):
-            raise ValueError(f"cannot merge {len(one)} buckets into {len(merged)}")
-        for i, count in enumerate(one):
-            merged[i] += count
-    return merged
-
-
-def quantiles_of(counts: Sequence[int], quantiles: Sequence[float] = REPORTED_QUANTILES, *,
-                 version: str = BUCKETS_VERSION) -> tuple[float | None, ...]:
-    """Quantiles in microseconds (None for an empty histogram), as the loop computes them."""
-    edges = edges_for(version)
-    if len(counts) != len(edges) + 1:
-        raise ValueError(f"{version} needs {len(edges) + 1} counts, got {len(counts)}")
-    if not any(counts):
-        return tuple(None for _ in quantiles)
-    return tuple(round(quantile_us(counts, edges, q), 3) for q in quantiles)
-
-
-def window_quantiles(prev: Sequence[int], cur: Sequence[int],
-                     quantiles: Sequence[float] = REPORTED_QUANTILES, *,
-                     version: str = BUCKETS_VERSION) -> tuple[float | None, ...]:
-    """Quantiles of the inferences between two cumulative snapshots."""
-    return quantiles_of(diff_counts(prev, cur), quantiles, version=version)
-
-
-def _decreased(prev: Sequence[int], cur: Sequence[int]) -> bool:
-    return len(prev) != len(cur) or any(c < p for p, c in zip(prev, cur, strict=True))

@@ -10,7 +10,7 @@ Run ``python -m agent.tools.nucleus --help`` for the command line.
 
 from agent.tools.greengrass.recipe import Recipe, RecipeError
 from agent.tools.nucleus.components import (
-    ArtifactError,
+    ComponentArtifactError,
     ComponentStore,
     DependencyError,
     DeploymentError,
@@ -26,10 +26,10 @@ from agent.tools.nucleus.errors import (
 from agent.tools.nucleus.lifecycle import ComponentUpdate, Deferral, StateReport
 from agent.tools.nucleus.runner import ComponentState
 from agent.tools.nucleus.server import EmulatedNucleus
-from agent.tools.nucleus.variables import UnresolvedVariableError
+from agent.tools.nucleus.strict_variables import UnresolvedVariableError
 
 __all__ = [
-    "ArtifactError",
+    "ComponentArtifactError",
     "ComponentState",
     "ComponentStore",
     "ComponentUpdate",

@@ -28,7 +28,7 @@ from pathlib import Path
 
 from agent.tools.greengrass.recipe import Artifact, Permission
 from agent.tools.greengrass.recipe_check import artifact_digest
-from agent.tools.nucleus.components import ArtifactError, ComponentStore
+from agent.tools.nucleus.components import ComponentArtifactError, ComponentStore
 
 _HASHES = {"SHA-256": "sha256", "SHA-384": "sha384", "SHA-512": "sha512", "SHA-1": "sha1",
            "MD5": "md5"}
@@ -67,10 +67,11 @@ def install_artifacts(store: ComponentStore | None, *, name: str, version: str,
     for artifact in artifacts:
         file_name = artifact_file_name(artifact.uri)
         if not file_name or file_name in (".", ".."):
-            raise ArtifactError(f"{name}: artifact URI {artifact.uri!r} names no file",
-                                component=name)
+            raise ComponentArtifactError(
+                f"{name}: artifact URI {artifact.uri!r} names no file", component=name)
         if file_name in seen:
-            raise ArtifactError(f"{name}: two artifacts are named {file_name}", component=name)
+            raise ComponentArtifactError(f"{name}: two artifacts are named {file_name}",
+                                         component=name)
         seen.add(file_name)
         source = _find(store, name, version, artifact.uri, file_name)
         destination = target / file_name
@@ -95,8 +96,8 @@ def _find(store: ComponentStore | None, name: str, version: str, uri: str,
     if uri.startswith("file://") and Path(uri[len("file://"):]).is_file():
         return Path(uri[len("file://"):])
     where = folder if folder is not None else "(no component store)"
-    raise ArtifactError(f"{name} {version}: artifact {file_name} ({uri}) is not in {where}",
-                        component=name)
+    raise ComponentArtifactError(
+        f"{name} {version}: artifact {file_name} ({uri}) is not in {where}", component=name)
 
 
 def _check_digest(artifact: Artifact, path: Path, component: str) -> None:
@@ -104,13 +105,15 @@ def _check_digest(artifact: Artifact, path: Path, component: str) -> None:
         return
     algorithm = artifact.algorithm or "SHA-256"
     if algorithm.upper() not in _HASHES:
-        raise ArtifactError(f"{component}: {path.name}: unknown digest Algorithm {algorithm!r}",
-                            component=component)
+        raise ComponentArtifactError(
+            f"{component}: {path.name}: unknown digest Algorithm {algorithm!r}",
+            component=component)
     actual = artifact_digest(path, _HASHES[algorithm.upper()])
     if actual != artifact.digest:
         path.unlink()
-        raise ArtifactError(f"{component}: {path.name} does not match its {algorithm} Digest "
-                            f"(recipe {artifact.digest}, file {actual})", component=component)
+        raise ComponentArtifactError(
+            f"{component}: {path.name} does not match its {algorithm} Digest "
+            f"(recipe {artifact.digest}, file {actual})", component=component)
 
 
 def _unzip(archive: Path, folder: Path, mode: int, component: str) -> None:
@@ -125,13 +128,13 @@ def _unzip(archive: Path, folder: Path, mode: int, component: str) -> None:
                 if (Path(member.filename).is_absolute()
                         or not destination.is_relative_to(base)
                         or stat.S_ISLNK(member.external_attr >> 16)):
-                    raise ArtifactError(f"{component}: {archive.name}: member "
-                                        f"{member.filename!r} is a link or would land outside "
-                                        f"{folder}", component=component)
+                    raise ComponentArtifactError(
+                        f"{component}: {archive.name}: member {member.filename!r} is a link "
+                        f"or would land outside {folder}", component=component)
                 zipped.extract(member, folder)
                 os.chmod(destination, 0o755 if member.is_dir() else mode)
     except (zipfile.BadZipFile, OSError) as err:
-        raise ArtifactError(f"{component}: cannot unpack {archive.name}: {err}",
-                            component=component) from err
+        raise ComponentArtifactError(f"{component}: cannot unpack {archive.name}: {err}",
+                                     component=component) from err
     for directory in [folder, *(p for p in folder.rglob("*") if p.is_dir())]:
         os.chmod(directory, 0o755)

@@ -11,11 +11,11 @@ dependency closure through ``ComponentDependencies``, ordered dependencies first
 component at the newest version its ``VersionRequirement``\\ s allow. Errors::
 
     NucleusError
-    └── DeploymentError       .component names the component at fault
-        ├── DependencyError   unknown dependency, requirement not met, cycle
-        ├── PlatformError     no manifest for this device's platform
-        ├── ArtifactError     missing artifact, digest mismatch, unsafe archive
-        └── LifecycleError    a lifecycle step failed or timed out (.log_path)
+    └── DeploymentError             .component names the component at fault
+        ├── DependencyError         unknown dependency, requirement not met, cycle
+        ├── PlatformError           no manifest for this device's platform
+        ├── ComponentArtifactError  missing artifact, digest mismatch, unsafe archive
+        └── LifecycleError          a lifecycle step failed or timed out (.log_path)
 """
 
 from __future__ import annotations
@@ -52,8 +52,8 @@ class PlatformError(DeploymentError):
     """No manifest of a component's recipe fits this device's platform."""
 
 
-class ArtifactError(DeploymentError):
-    """An artifact that is missing, does not match its digest, or cannot be unpacked."""
+class ComponentArtifactError(DeploymentError):
+    """A component's artifact that is missing, does not match its digest, or cannot be unpacked."""
 
 
 class LifecycleError(DeploymentError):

@@ -3,7 +3,7 @@ the lifecycles, dependencies first.
 
 Everything that can be checked before a process starts is checked first, for every
 component: a manifest for this platform (PlatformError), every recipe variable of every
-step (UnresolvedVariableError), the Skipif syntax, and then every artifact (ArtifactError).
+step (UnresolvedVariableError), the Skipif syntax, and then every artifact (ComponentArtifactError).
 Only then do lifecycles run. When a lifecycle step fails the deployment stops there with
 a LifecycleError; the components already started keep running (as a local deployment with
 the DO_NOTHING failure policy) until the nucleus stops them.
@@ -21,7 +21,7 @@ from agent.tools.greengrass.recipe import Recipe, RecipeError
 from agent.tools.nucleus.artifacts import artifacts_path, decompressed_path, install_artifacts
 from agent.tools.nucleus.components import DeploymentPlan, LifecycleError
 from agent.tools.nucleus.runner import ComponentRunner, Phase, Step, lifecycle_steps
-from agent.tools.nucleus.variables import (
+from agent.tools.nucleus.strict_variables import (
     ComponentPaths,
     UnresolvedVariableError,
     VariableScope,

@@ -1,4 +1,5 @@
-"""Errors of the emulated nucleus::
+"""Errors of the emulated nucleus (its branch; the whole tree of the package's errors is
+drawn in :mod:`agent.core.errors`)::
 
     AgentError
     ├── NucleusError            the emulated nucleus cannot start or do what was asked

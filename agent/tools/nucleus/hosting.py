@@ -29,7 +29,7 @@ from agent.tools.nucleus.errors import NucleusError
 from agent.tools.nucleus.identity import ComponentIdentity
 from agent.tools.nucleus.lifecycle import StateReport
 from agent.tools.nucleus.runner import ComponentState, lifecycle_steps
-from agent.tools.nucleus.variables import resolve_variables
+from agent.tools.nucleus.strict_variables import resolve_variables
 
 
 class ComponentHosting(ComponentIdentity):

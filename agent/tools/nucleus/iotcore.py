@@ -25,8 +25,7 @@ from agent.tools.greengrass.access_policy import MQTT_PROXY, AccessPolicy
 from agent.tools.nucleus.errors import IpcServiceError, invalid_arguments, service_error
 from agent.tools.nucleus.operations import Body, Operation, Stream
 from agent.tools.nucleus.policy import authorize
-from agent.tools.nucleus.topic_filter import is_valid_filter, is_valid_topic
-from agent.wire.matching import topic_matches
+from agent.wire.topics import is_valid_filter, is_valid_topic, topic_matches
 
 log = logging.getLogger(__name__)
 _OP = "aws.greengrass#"

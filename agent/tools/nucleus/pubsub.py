@@ -10,8 +10,7 @@ from agent.tools.greengrass.access_policy import PUBSUB, AccessPolicy
 from agent.tools.nucleus.errors import invalid_arguments
 from agent.tools.nucleus.operations import Body, Operation, Stream
 from agent.tools.nucleus.policy import authorize
-from agent.tools.nucleus.topic_filter import is_valid_filter, is_valid_topic
-from agent.wire.matching import topic_matches
+from agent.wire.topics import is_valid_filter, is_valid_topic, topic_matches
 
 _OP = "aws.greengrass#"
 FROM_OTHERS = "RECEIVE_MESSAGES_FROM_OTHERS"

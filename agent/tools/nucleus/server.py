@@ -34,8 +34,8 @@ from types import TracebackType
 from typing import Any, TypeVar
 
 from agent.tools.greengrass.access_policy import AccessPolicy, check_policy_ids_unique
+from agent.tools.greengrass.interpolation import interpolate_tree
 from agent.tools.greengrass.recipe import Recipe, RecipeError
-from agent.tools.greengrass.recipe_variables import interpolate_tree
 from agent.tools.nucleus.components import ComponentStore, DeploymentPlan
 from agent.tools.nucleus.config import ConfigStore, KeyPath, config_operations
 from agent.tools.nucleus.connection import Connection

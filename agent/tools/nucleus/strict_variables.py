@@ -1,7 +1,7 @@
 """Strict recipe-variable resolution, for the lifecycle steps this nucleus runs.
 
 The variables themselves (how one is written, which ones the nucleus has, JSON pointers,
-how a configuration value becomes text) are :mod:`agent.tools.greengrass.recipe_variables`. A
+how a configuration value becomes text) are :mod:`agent.tools.greengrass.interpolation`. A
 real nucleus leaves a variable it cannot resolve as written, and the script then fails in
 some puzzling way; this nucleus refuses the step instead with an UnresolvedVariableError
 naming the variable, before any process starts.
@@ -14,8 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from agent.tools.greengrass.recipe import RecipeError
-from agent.tools.greengrass.recipe_variables import (
+from agent.tools.greengrass.interpolation import (
     CONFIGURATION,
     NAMESPACES,
     Variable,
@@ -23,6 +22,7 @@ from agent.tools.greengrass.recipe_variables import (
     lookup_pointer,
     substitute,
 )
+from agent.tools.greengrass.recipe import RecipeError
 
 
 class UnresolvedVariableError(RecipeError):

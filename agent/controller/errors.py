@@ -1,4 +1,5 @@
-"""Errors of the fleet controller::
+"""Errors of the fleet controller (its branch; the whole tree of the package's errors is
+drawn in :mod:`agent.core.errors`)::
 
     AgentError
     └── FleetError                  the fleet controller refused or failed something

@@ -42,7 +42,7 @@ from typing import Literal
 
 from agent.controller.plan import Step, step_of_seq
 from agent.controller.spec import GuardrailSpec
-from agent.device.telemetry.metrics import diff_counts, merge_counts, quantiles_of
+from agent.core.histogram import diff_counts, merge_counts, quantiles_of
 from agent.wire.messages import Metrics, VariantMetrics
 
 Role = Literal["green", "blue"]

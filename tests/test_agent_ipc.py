@@ -14,6 +14,7 @@ from cloud import CloudSubscriber
 
 from agent.device.app.config import load_config
 from agent.device.app.service import AgentService
+from agent.device.greengrass.component import GreengrassComponent
 from agent.device.uplink.ipc import IpcTransport
 from agent.tools.brokers.mosquitto import MosquittoBroker, find_mosquitto
 from agent.tools.greengrass.recipe import Recipe
@@ -94,7 +95,8 @@ def test_component_update_is_deferred_during_a_rollout_then_accepted(
         transport = IpcTransport.from_environ(nucleus.ipc_env())
         config = load_config({"thingName": THING, "modelDir": str(built_models / "digits-v1"),
                               "stateDir": str(tmp_path / "state"), "rateHz": 100})
-        service = AgentService(config=config, transport=transport)
+        service = AgentService(config=config, transport=transport,
+                               greengrass=GreengrassComponent(transport.connection))
         service.updates.recheck_after_ms = 300
         service.start()
         try:

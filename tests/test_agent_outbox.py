@@ -49,10 +49,11 @@ def test_emf_documents_go_out_as_metrics(tmp_path: Path) -> None:
 def test_offline_agent_spools_metrics_and_emf(tmp_path: Path, built_models: Path) -> None:
     from agent.device.app.config import load_config
     from agent.device.app.service import AgentService
+    from agent.tools.boards import board_root
 
     config = load_config({"thingName": "emf-2", "modelDir": str(built_models / "digits-v1"),
-                          "stateDir": str(tmp_path / "state"), "rateHz": 500,
-                          "emitEmf": True, "board": "jetson_nano_r32"})
+                          "stateDir": str(tmp_path / "state"), "rateHz": 500, "emitEmf": True,
+                          "deviceRoot": str(board_root("jetson_nano_r32"))})
     service = AgentService(config=config, transport=None)
     service.start()
     try:

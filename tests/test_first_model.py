@@ -120,7 +120,8 @@ def test_a_later_model_component_is_reported_not_served(built_models: Path,
     cloud.subscribe("edge/#", lambda _topic, payload: seen.append(json.loads(payload)))
     for version in (1, 2):
         config = load_config({"thingName": "t-1", "stateDir": str(tmp_path / "state"),
-                              "board": "rpi4_64", "initialPackage": str(folders[version]),
+                              "deviceRoot": str(board_root("rpi4_64")),
+                              "initialPackage": str(folders[version]),
                               "trustedKeys": {"ctl": keys.public.read_text()},
                               "rateHz": 50, "source": "random"})
         service = AgentService(config=config, transport=MemoryTransport(broker=broker))

@@ -12,13 +12,8 @@ from typing import Any
 import pytest
 import waits
 
-from agent.device.uplink.ipc import (
-    SOCKET_ENV,
-    TOKEN_ENV,
-    ComponentUpdateEvent,
-    IpcTransport,
-    ipc_available,
-)
+from agent.device.greengrass.component import ComponentUpdateEvent, GreengrassComponent
+from agent.device.uplink.ipc import SOCKET_ENV, TOKEN_ENV, IpcTransport, ipc_available
 from agent.tools.brokers.mosquitto import MosquittoBroker, find_mosquitto
 from agent.tools.nucleus import EmulatedNucleus, Recipe
 from agent.wire.transport import TransportError
@@ -83,6 +78,12 @@ def transport(nucleus: EmulatedNucleus) -> Iterator[IpcTransport]:
 
 
 @pytest.fixture()
+def component(transport: IpcTransport) -> GreengrassComponent:
+    """The component's own operations, over the transport's connection."""
+    return GreengrassComponent(transport.connection)
+
+
+@pytest.fixture()
 def cloud(broker: MosquittoBroker) -> Iterator[CloudClient]:
     client = CloudClient(broker)
     yield client
@@ -126,33 +127,33 @@ def test_topics_the_recipe_does_not_grant_are_refused(transport: IpcTransport) -
         transport.subscribe("edge/#", lambda t, p: None)
 
 
-def test_configuration_and_its_updates(transport: IpcTransport,
+def test_configuration_and_its_updates(component: GreengrassComponent,
                                        nucleus: EmulatedNucleus) -> None:
-    assert transport.get_configuration(["heartbeatIntervalSeconds"]) == {
+    assert component.get_configuration(["heartbeatIntervalSeconds"]) == {
         "heartbeatIntervalSeconds": 30}
-    assert transport.get_configuration()["topicPrefix"] == "edge"
+    assert component.get_configuration()["topicPrefix"] == "edge"
     changed: list[tuple[str, ...]] = []
-    transport.subscribe_to_configuration_update(changed.append)
+    component.subscribe_to_configuration_update(changed.append)
     nucleus.update_configuration({"metricsIntervalSeconds": 2})
     wait_for(lambda: changed == [("metricsIntervalSeconds",)])
     with pytest.raises(TransportError, match="ResourceNotFoundError"):
-        transport.get_configuration(["missing"])
+        component.get_configuration(["missing"])
 
 
-def test_state_and_a_deferred_component_update(transport: IpcTransport,
+def test_state_and_a_deferred_component_update(component: GreengrassComponent,
                                                nucleus: EmulatedNucleus) -> None:
-    transport.update_state("RUNNING")
+    component.update_state("RUNNING")
     assert nucleus.states() == ["RUNNING"]
     events: list[ComponentUpdateEvent] = []
 
     def on_update(event: ComponentUpdateEvent) -> None:
         events.append(event)
         if event.kind == "pre" and len(events) == 1:
-            transport.defer_component_update(event.deployment_id, 200, "inference busy")
+            component.defer_component_update(event.deployment_id, 200, "inference busy")
         elif event.kind == "pre":
-            transport.accept_component_update(event.deployment_id)
+            component.accept_component_update(event.deployment_id)
 
-    transport.subscribe_to_component_updates(on_update)
+    component.subscribe_to_component_updates(on_update)
     update = nucleus.announce_component_update("dep-7", timeout_s=T)
     assert update.wait(T) == "accepted"
     assert [d.recheck_after_ms for d in update.deferrals] == [200]

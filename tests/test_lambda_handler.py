@@ -330,7 +330,8 @@ def test_load_at_start_loads_when_the_module_is_imported(built_models: Path) -> 
     env = {k: v for k, v in os.environ.items() if not k.startswith("EDGE_")}
     env.update(EDGE_MODEL_DIR=str(built_models / "digits-v1"), EDGE_ALLOW_UNSIGNED="1",
                EDGE_LOAD_AT_START="1")
-    code = ("import agent.lambda_handler as h; core = h.current_core(); "
+    code = ("import agent.lambda_handler; import agent.device.lambda_function.handler as h; "
+            "core = h.current_core(); "
             "print(core.label if core else None)")
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
                          text=True, timeout=60, check=True)

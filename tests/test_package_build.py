@@ -14,10 +14,15 @@ from test_package_support import HOST_ARTIFACT, HOST_TARGET, Keys, build, make_k
 
 from agent.core.errors import AgentError, ArtifactMissingError, ConfigError
 from agent.core.model_layout import read_artifact_info
-from agent.device.packages.manifest import MANIFEST_NAME, PackageManifest, sha256_hex
+from agent.device.packages.manifest import (
+    ARTIFACT_FILES,
+    MANIFEST_NAME,
+    PackageManifest,
+    sha256_hex,
+)
 from agent.device.platform.elf import host_arch
 from agent.device.runtime.onnx import OnnxBackend, OnnxConfig
-from agent.tools.packaging.build import ARTIFACT_FILES, build_package
+from agent.tools.packaging.build import build_package
 from agent.tools.packaging.keys import keys_generate
 from agent.wire.keys import read_private_key, read_public_key
 from agent.wire.signing import Signer, TrustStore

@@ -1,5 +1,12 @@
 """The agent's settings: one pydantic model read from a file, Greengrass configuration
-(camelCase keys, as a recipe's ``DefaultConfiguration`` writes them) and the CLI."""
+(camelCase keys, as a recipe's ``DefaultConfiguration`` writes them) and the CLI.
+
+``backend`` chooses and configures the runtime that serves a model directory: it holds one
+member of :data:`agent.device.runtime.BackendConfig`, the runtimes' settings discriminated
+by ``type``. A bare runtime name (``backend: dlr``, ``--backend onnx``) stands for that
+runtime's default settings, and such settings are written back as the bare name; a mapping
+(``backend: {type: dlr, numThreads: 2}``) sets them.
+"""
 
 from __future__ import annotations
 
@@ -9,11 +16,20 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SerializerFunctionWrapHandler,
+    ValidationError,
+    field_serializer,
+    field_validator,
+)
 from pydantic.alias_generators import to_camel
 
 from agent.core.errors import ConfigError
 from agent.device.inference.guardrails import Guardrails
+from agent.device.runtime import BackendConfig, DlrConfig
 from agent.wire.keys import public_key_b64, trusted_public_key
 from agent.wire.mqtt_config import MqttConfig
 from agent.wire.topics import DEFAULT_PREFIX
@@ -38,7 +54,10 @@ class AgentConfig(BaseModel):
                                   "such as a model component's artifacts: installed as the "
                                   "first blue model when the store is empty, through the "
                                   "same staging as every swap")
-    backend: Literal["dlr", "onnx"] = "dlr"
+    backend: BackendConfig = Field(
+        default_factory=DlrConfig,
+        description="the runtime serving modelDir: its name (dlr, onnx) for its default "
+                    "settings, or its settings with their type")
     source: Literal["digits", "random", "shm"] = "digits"
     rate_hz: float = Field(default=20.0, ge=0, description="inferences/s; 0 = unpaced")
     metrics_interval_seconds: float = Field(default=10.0, gt=0)
@@ -68,6 +87,16 @@ class AgentConfig(BaseModel):
                     "interpreter before the serving thread gets it back (CPython's default "
                     "is 5 ms, ten inferences at 2 kHz)")
     guardrails: Guardrails = Field(default_factory=Guardrails)
+
+    @field_validator("backend", mode="before")
+    @classmethod
+    def _backend_by_name(cls, value: Any) -> Any:
+        return {"type": value} if isinstance(value, str) else value
+
+    @field_serializer("backend", mode="wrap")
+    def _backend_as_written(self, backend: BackendConfig,
+                            handler: SerializerFunctionWrapHandler) -> Any:
+        return backend.type if backend == type(backend)() else handler(backend)
 
     @field_validator("trusted_keys")
     @classmethod

@@ -28,7 +28,6 @@ fetches and verifies.
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import shutil
 import threading
@@ -41,12 +40,16 @@ import psutil
 
 from agent.core.crash import crash_point
 from agent.core.errors import AgentError
-from agent.core.model_layout import artifact_dir_name
 from agent.device.app.commands import Handler, Result
 from agent.device.greengrass.updates import UpdatePolicy
 from agent.device.inference.guardrails import Breach, Guardrails, evaluate
 from agent.device.inference.router import VariantError, VariantRouter
-from agent.device.packages.manifest import PackageManifest
+from agent.device.packages.manifest import (
+    PackageManifest,
+    package_artifact_dir,
+    package_file,
+    read_package_manifest,
+)
 from agent.device.packages.staging import remove_stale_staging, stage
 from agent.device.platform.profile import DeviceProfile
 from agent.device.runtime import DlrConfig, load_backend
@@ -67,17 +70,16 @@ class InsufficientMemoryError(VariantError):
 
 def package_artifact(package_dir: Path) -> tuple[Path, str]:
     """The DLR artifact directory inside a stored package, and the package's label."""
-    manifest = json.loads((package_dir / "manifest.json").read_text())
-    label = str(manifest["label"])
-    return package_dir / "dlr" / artifact_dir_name(manifest["target"], manifest["arch"]), label
+    manifest = read_package_manifest(package_dir)
+    return package_artifact_dir(package_dir, manifest), manifest.label
 
 
 def verify_package_files(package_dir: Path) -> None:
     """Every file the signed manifest lists is present with its digest (store recovery)."""
-    manifest = json.loads((package_dir / "manifest.json").read_text())
-    for name, entry in manifest["files"].items():
-        digest = hashlib.sha256((package_dir / name).read_bytes()).hexdigest()
-        if digest != entry["sha256"]:
+    manifest = read_package_manifest(package_dir)
+    for name, entry in manifest.files.items():
+        digest = hashlib.sha256(package_file(package_dir, name).read_bytes()).hexdigest()
+        if digest != entry.sha256:
             raise StoreError(f"{name} no longer matches its signed digest")
 
 

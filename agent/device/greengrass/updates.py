@@ -13,7 +13,7 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from agent.device.uplink.ipc import ComponentUpdateEvent, IpcTransport
+from agent.device.greengrass.component import ComponentUpdateEvent, GreengrassComponent
 from agent.wire.transport import TransportError
 
 log = logging.getLogger("edge_agent.updates")
@@ -41,21 +41,21 @@ class UpdatePolicy:
         with self._lock:
             return next(iter(self._active.values()), None)
 
-    def handler(self, ipc: IpcTransport) -> Callable[[ComponentUpdateEvent], None]:
+    def handler(self, component: GreengrassComponent) -> Callable[[ComponentUpdateEvent], None]:
         def on_update(event: ComponentUpdateEvent) -> None:
             if event.kind != "pre":
                 return
             reason = self.holding()
             try:
                 if reason is not None:
-                    ipc.defer_component_update(event.deployment_id, self.recheck_after_ms,
-                                               reason)
+                    component.defer_component_update(event.deployment_id,
+                                                     self.recheck_after_ms, reason)
                     self.deferred.append(event.deployment_id)
                     log.info("deferred deployment %s: %s", event.deployment_id, reason)
                     if self.on_deferred is not None:
                         self.on_deferred(event.deployment_id, reason)
                 else:
-                    ipc.accept_component_update(event.deployment_id)
+                    component.accept_component_update(event.deployment_id)
                     self.accepted.append(event.deployment_id)
             except TransportError as err:
                 log.warning("could not answer deployment %s: %s", event.deployment_id, err)

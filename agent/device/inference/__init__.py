@@ -1,3 +1,4 @@
-"""The inference path: the loop, its sources and pacing, shared memory, blue/green plans, the
-router and local guardrails.
+"""The inference path: the loop and the lanes it runs, its sources and pacing, shared
+memory, the per-inference plans (serve, shadow, weighted), the blue/green router and local
+guardrails.
 """

@@ -13,9 +13,8 @@ from dataclasses import dataclass
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
 
-from agent.core.histogram import quantile_us
+from agent.core.histogram import diff_counts, quantile_us
 from agent.device.inference.router import VariantRouter
-from agent.device.telemetry.metrics import diff_counts
 
 
 class Guardrails(BaseModel):

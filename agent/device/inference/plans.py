@@ -1,9 +1,13 @@
-"""Per-inference plans: what one step of the loop does in each variant mode.
+"""Per-inference plans: what one step of the loop does in each mode.
 
-Each plan is a closure over the lanes it uses, installed as the loop's
-``step``; the loop looks ``step`` up before every inference, so switching plan
-(shadow -> weighted -> promote -> rollback) lands between two inferences and
-no inference ever fails because of it.
+A :class:`Plan` names its mode, the lanes it runs and its ``step``: a flat
+closure over those lanes, built once with everything it touches bound as a
+local, so a step allocates nothing and looks nothing up by attribute.
+:func:`serve` is the one step of a single lane, the loop's own plan and the
+router's plain mode alike; :func:`shadow` and :func:`weighted` are the
+blue/green splits. The loop installs a plan between two inferences (see
+:meth:`~agent.device.inference.runner.InferenceLoop.use`), so switching plan
+(shadow -> weighted -> promote -> rollback) never fails an inference.
 """
 
 from __future__ import annotations
@@ -13,9 +17,19 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from agent.device.inference.runner import InferenceLoop, Lane
+from agent.device.inference.lane import Lane
 
 Step = Callable[[], None]
+Fill = Callable[[], int]  # writes the next sample into the inputs; its label or -1
+
+
+@dataclass(frozen=True, eq=False)
+class Plan:
+    """One mode of the loop: ``step`` runs one inference on ``lanes`` (serving lane first)."""
+
+    name: str  # "serve", "shadow" or "weighted"
+    lanes: tuple[Lane, ...]
+    step: Step
 
 
 @dataclass
@@ -42,14 +56,23 @@ def _record(lane: Lane, started: int, _now: Callable[[], int] = time.perf_counte
 
 
 def _check(lane: Lane, label: int) -> None:
+    # numpy's argmax allocates (~136 bytes) on every call: callers check a fixed
+    # sample of labelled inferences, so that a step stays allocation-free.
     lane.stats.checked += 1
     if lane.outputs[0].argmax() == label:
         lane.stats.correct += 1
 
 
-def serve(loop: InferenceLoop, lane: Lane) -> Step:
-    """Every inference on ``lane`` (after a promote: the new blue)."""
-    fill, run, every = loop.source.fill, lane.run, loop.check_every
+def serve(fill: Fill, lane: Lane, *, check_every: int = 1) -> Plan:
+    """Every inference on ``lane``: fill, run, record its latency, check top-1 on every
+    ``check_every``-th labelled one.
+
+    Kept flat on purpose (the defaults bind globals as locals): at a few
+    microseconds per inference, every attribute lookup shows.
+    """
+    if check_every < 1:
+        raise ValueError("check_every must be >= 1")
+    run = lane.run
     counts, edges = lane.stats.histogram.counts, lane.stats.histogram.edges_ns
     countdown = 1
 
@@ -60,24 +83,24 @@ def serve(loop: InferenceLoop, lane: Lane) -> Step:
         start = _now()
         try:
             run()
-        except Exception as err:
+        except Exception as err:  # the backend's raw runner: translated right here
             lane.failed(err)
             return
         counts[_bucket(edges, _now() - start)] += 1
         if label >= 0:
             countdown -= 1
             if not countdown:
-                countdown = every
+                countdown = check_every
                 _check(lane, label)
 
-    return step
+    return Plan("serve", (lane,), step)
 
 
-def shadow(loop: InferenceLoop, blue: Lane, green: Lane, stats: ShadowStats,
-           every: int) -> Step:
+def shadow(fill: Fill, blue: Lane, green: Lane, stats: ShadowStats, *, every: int) -> Plan:
     """Blue serves every inference; green also runs on every ``every``-th input (the
     same buffers: a copy of the input costs nothing) and is compared, never served."""
-    fill = loop.source.fill
+    if every < 1:
+        raise ValueError("every must be >= 1")
     blue_scores, green_scores = blue.outputs[0], green.outputs[0]
     count = 0
 
@@ -109,14 +132,16 @@ def shadow(loop: InferenceLoop, blue: Lane, green: Lane, stats: ShadowStats,
             _check(blue, label)
             _check(green, label)
 
-    return step
+    return Plan("shadow", (blue, green), step)
 
 
-def weighted(loop: InferenceLoop, blue: Lane, green: Lane, green_percent: int) -> Step:
+def weighted(fill: Fill, blue: Lane, green: Lane, green_percent: int, *,
+             check_every: int = 1) -> Plan:
     """Production-variant weights: exactly ``green_percent`` of every 100 consecutive
     inferences go to green, deterministically (an error accumulator, no randomness).
     A green failure is retried on blue, so the request still gets an answer."""
-    fill, every = loop.source.fill, loop.check_every
+    if check_every < 1:
+        raise ValueError("check_every must be >= 1")
     accumulator = 0
     countdown = 1
 
@@ -146,7 +171,7 @@ def weighted(loop: InferenceLoop, blue: Lane, green: Lane, green_percent: int) -
         if label >= 0:
             countdown -= 1
             if not countdown:
-                countdown = every
+                countdown = check_every
                 _check(lane, label)
 
-    return step
+    return Plan("weighted", (blue, green), step)

@@ -1,9 +1,10 @@
 """Blue and green in one running agent: load, shadow, weight, promote, roll back.
 
-Every change installs a new plan as the loop's step (see :mod:`plans`), which
-lands between two inferences. A backend that leaves service is closed only
-once the loop has finished a step under the new plan, so no inference ever
-runs on a closed model.
+Every change installs a new :class:`~agent.device.inference.plans.Plan` on the
+loop (:meth:`InferenceLoop.use`), which lands between two inferences. A backend
+that leaves service is closed only once the loop has finished a step under the
+new plan, so no inference ever runs on a closed model. :meth:`VariantRouter.lanes`
+and :meth:`VariantRouter.snapshot` are what reports read.
 """
 
 from __future__ import annotations
@@ -14,8 +15,9 @@ from dataclasses import dataclass, field
 
 from agent.core.errors import AgentError
 from agent.device.inference import plans
-from agent.device.inference.plans import ShadowStats
-from agent.device.inference.runner import InferenceLoop, Lane
+from agent.device.inference.lane import Lane, LoopStats
+from agent.device.inference.plans import Plan, ShadowStats
+from agent.device.inference.runner import InferenceLoop
 from agent.device.runtime.base import Backend, allocate_inputs
 
 WARM_UP_RUNS = 3
@@ -42,7 +44,28 @@ class Role:
     baseline: tuple[int, ...] = ()  # blue's counts when this green arrived (for windows)
 
 
+@dataclass(frozen=True)
+class LaneReport:
+    """One loaded variant, for metrics: its role, its model and its lane's live counters."""
+
+    variant: str  # "blue" or "green"
+    model_version: str
+    stats: LoopStats
+
+
+@dataclass(frozen=True)
+class RouterSnapshot:
+    """The router's state, for state reports."""
+
+    models: dict[str, str]  # variant -> model version, as :meth:`VariantRouter.models`
+    mode: str  # "serve", "shadow" or "weighted"
+    weights: tuple[float, float]  # (blue, green) percent
+    green_trial: dict[str, object] | None  # green on trial in shadow or weighted mode
+
+
 class VariantRouter:
+    """Blue (serving) and an optional green (candidate) on one loop's inputs."""
+
     def __init__(self, *, loop: InferenceLoop, blue_version: str) -> None:
         self.loop = loop
         self.blue = Role(loop.lane, blue_version)
@@ -66,7 +89,7 @@ class VariantRouter:
             self.green = Role(Lane.bind(backend, self.loop.inputs), version,
                               baseline=tuple(self.blue.lane.stats.histogram.counts))
             self.shadow_stats = ShadowStats()
-            self._install(plans.serve(self.loop, self.blue.lane), "serve", (100, 0))
+            self._install(self._serve(self.blue.lane), "serve", (100, 0))
         if old is not None:
             self._retire(old)
 
@@ -74,15 +97,16 @@ class VariantRouter:
         with self._lock:
             green = self._need_green("shadow")
             every = max(1, round(1.0 / sample_rate))
-            self._install(plans.shadow(self.loop, self.blue.lane, green.lane, self.shadow_stats,
-                                       every), "shadow", (100, 0))
+            self._install(plans.shadow(self.loop.source.fill, self.blue.lane, green.lane,
+                                       self.shadow_stats, every=every), "shadow", (100, 0))
 
     def set_weights(self, blue: int, green: int) -> None:
         with self._lock:
             role = self._need_green("set weights")
-            plan = plans.serve(self.loop, self.blue.lane) if green == 0 else \
-                plans.serve(self.loop, role.lane) if green == 100 else \
-                plans.weighted(self.loop, self.blue.lane, role.lane, green)
+            plan = self._serve(self.blue.lane) if green == 0 else \
+                self._serve(role.lane) if green == 100 else \
+                plans.weighted(self.loop.source.fill, self.blue.lane, role.lane, green,
+                               check_every=self.loop.check_every)
             self._install(plan, "weighted", (blue, green))
 
     def promote(self) -> None:
@@ -91,7 +115,7 @@ class VariantRouter:
             green = self._need_green("promote")
             retired, self.previous = self.previous, self.blue
             self.blue, self.green = green, None
-            self._install(plans.serve(self.loop, green.lane), "serve", (100, 0))
+            self._install(self._serve(green.lane), "serve", (100, 0))
         if retired is not None:
             self._retire(retired)
 
@@ -104,7 +128,7 @@ class VariantRouter:
                 dropped, self.green = self.green, None
             else:
                 raise VariantError("nothing to roll back: no candidate and no trial")
-            self._install(plans.serve(self.loop, self.blue.lane), "serve", (100, 0))
+            self._install(self._serve(self.blue.lane), "serve", (100, 0))
         self._retire(dropped)
         return dropped.version
 
@@ -122,8 +146,11 @@ class VariantRouter:
             raise VariantError(f"cannot {what}: no candidate model is staged")
         return self.green
 
-    def _install(self, plan: plans.Step, mode: str, weights: tuple[int, int]) -> None:
-        self.loop.step = plan  # type: ignore[method-assign,assignment]
+    def _serve(self, lane: Lane) -> Plan:
+        return plans.serve(self.loop.source.fill, lane, check_every=self.loop.check_every)
+
+    def _install(self, plan: Plan, mode: str, weights: tuple[int, int]) -> None:
+        self.loop.use(plan)
         self.mode, self.weights = mode, weights
 
     def _retire(self, role: Role, timeout_s: float = 10.0) -> None:
@@ -142,3 +169,23 @@ class VariantRouter:
         if self.green is not None:
             out["green"] = self.green.version
         return out
+
+    def lanes(self) -> list[LaneReport]:
+        """Blue, then green when one is loaded: each with its lane's live counters."""
+        blue, green = self.blue, self.green
+        reports = [LaneReport("blue", blue.version, blue.lane.stats)]
+        if green is not None:
+            reports.append(LaneReport("green", green.version, green.lane.stats))
+        return reports
+
+    def snapshot(self) -> RouterSnapshot:
+        """Models, mode, weights and, while green is shadowed or weighted, its trial."""
+        blue, green, mode = self.blue, self.green, self.mode
+        models = {"blue": blue.version}
+        trial: dict[str, object] | None = None
+        if green is not None:
+            models["green"] = green.version
+            if mode in ("shadow", "weighted"):
+                trial = {"candidate": green.version, "kind": mode,
+                         "elapsed_s": round(time.monotonic() - green.since, 3)}
+        return RouterSnapshot(models=models, mode=mode, weights=self.weights, green_trial=trial)

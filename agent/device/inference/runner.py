@@ -8,96 +8,33 @@ network, so the loop runs the same with no connectivity at all.
 
 from __future__ import annotations
 
-import bisect
 import threading
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
-from typing import Any
+from collections.abc import Callable
 
 import numpy as np
 
-from agent.core.errors import InferenceError
-from agent.core.histogram import LatencyHistogram
+from agent.device.inference import plans
+from agent.device.inference.lane import Lane, LoopStats
 from agent.device.inference.pacing import Pacer
+from agent.device.inference.plans import Plan, Step
 from agent.device.inference.sources import Source
 from agent.device.runtime.base import Backend, allocate_inputs
 
-
-@dataclass
-class LoopStats:
-    """Counters of one loop; ``histogram`` holds the per-inference latency."""
-
-    errors: int = 0
-    checked: int = 0  # labelled inferences whose top-1 was checked
-    correct: int = 0
-    elapsed_s: float = 0.0
-    last_error: str = ""
-    histogram: LatencyHistogram = field(default_factory=LatencyHistogram)
-
-    @property
-    def inferences(self) -> int:
-        """Successful inferences: every one is in the histogram."""
-        return self.histogram.total
-
-    @property
-    def throughput(self) -> float:
-        return self.inferences / self.elapsed_s if self.elapsed_s > 0 else 0.0
-
-    @property
-    def accuracy(self) -> float | None:
-        return self.correct / self.checked if self.checked else None
-
-    def to_dict(self) -> dict[str, Any]:
-        hist = self.histogram
-        return {
-            "inferences": self.inferences,
-            "errors": self.errors,
-            "elapsed_s": round(self.elapsed_s, 3),
-            "throughput_per_s": round(self.throughput, 1),
-            "latency_p50_us": round(hist.quantile_us(0.5), 2),
-            "latency_p99_us": round(hist.quantile_us(0.99), 2),
-            "latency_mean_us": round(hist.mean_us(), 2),
-            "accuracy": None if self.accuracy is None else round(self.accuracy, 4),
-            "checked": self.checked,
-            "last_error": self.last_error,
-        }
-
-
-@dataclass(eq=False)
-class Lane:
-    """One backend bound to the loop's input buffers, with counters of its own.
-
-    The loop serves from one lane; a candidate model (green) is a second lane on
-    the same inputs, so both see exactly the same samples with no copy.
-    """
-
-    backend: Backend
-    outputs: tuple[np.ndarray, ...]
-    run: Callable[[], object]  # the backend's raw runner
-    stats: LoopStats = field(default_factory=LoopStats)
-
-    @classmethod
-    def bind(cls, backend: Backend, inputs: tuple[np.ndarray, ...]) -> Lane:
-        outputs = backend.bind(inputs)
-        return cls(backend=backend, outputs=outputs, run=backend.runner())
-
-    def failed(self, err: Exception) -> None:
-        """Count an inference error; anything that is not one is raised."""
-        error = self.backend.translate(err)
-        if not isinstance(error, InferenceError):
-            raise error from err
-        self.stats.errors += 1
-        self.stats.last_error = str(error)
+__all__ = ["InferenceLoop", "Lane", "LoopStats"]
 
 
 class InferenceLoop:
-    """Runs one backend on one source; :meth:`step` is the whole per-inference path.
+    """Runs one source through the installed :class:`~agent.device.inference.plans.Plan`.
 
-    ``step`` may be replaced on the instance by another plan (a shadow or weighted
-    split, see :mod:`agent.device.inference`); :meth:`run` looks it up before every
-    inference, so a replacement lands between two inferences.
+    :attr:`step` is the whole per-inference path: the plan's step, bound once by
+    :meth:`use`. The loop starts on :func:`~agent.device.inference.plans.serve` over
+    its own lane; :meth:`run` looks ``step`` up before every inference, so a plan
+    installed from another thread lands between two inferences.
     """
+
+    plan: Plan
+    step: Step
 
     def __init__(self, *, backend: Backend,
                  make_source: Callable[[tuple[np.ndarray, ...]], Source],
@@ -112,42 +49,14 @@ class InferenceLoop:
         self.rate_hz = rate_hz
         self.check_every = check_every
         self.stats = self.lane.stats
-        self._fill = self.source.fill
-        self._run = self.lane.run
-        self._counts = self.stats.histogram.counts
-        self._edges = self.stats.histogram.edges_ns
-        self._scores = self.outputs[0]
-        # numpy's argmax allocates (~136 bytes) on every call; checking top-1 on a
-        # fixed sample of labelled inferences keeps the step allocation-free.
-        self._countdown = 1
         self.steps_done = 0  # by run(): lets a plan switch wait until the old plan is done
         self.running = False
+        self.use(plans.serve(self.source.fill, self.lane, check_every=check_every))
 
-    def step(self, _now: Callable[[], int] = time.perf_counter_ns,
-             _bucket: Callable[[Sequence[int], int], int] = bisect.bisect_left) -> None:
-        """One inference: fill, run, record its latency, sometimes check top-1.
-
-        Kept flat on purpose (the defaults bind globals as locals): at a few
-        microseconds per inference, every attribute lookup shows.
-        """
-        label = self._fill()
-        start = _now()
-        try:
-            self._run()
-        except Exception as err:  # the backend's raw runner: translated right here
-            self.lane.failed(err)
-            return
-        self._counts[_bucket(self._edges, _now() - start)] += 1
-        if label >= 0:
-            self._countdown -= 1
-            if not self._countdown:
-                self._check(label)
-
-    def _check(self, label: int) -> None:
-        self._countdown = self.check_every
-        self.stats.checked += 1
-        if self._scores.argmax() == label:
-            self.stats.correct += 1
+    def use(self, plan: Plan) -> None:
+        """Install ``plan``: the next inference runs its step."""
+        self.plan = plan
+        self.step = plan.step
 
     def run(self, *, duration_s: float | None = None, max_inferences: int | None = None,
             stop: threading.Event | None = None,

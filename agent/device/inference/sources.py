@@ -2,19 +2,29 @@
 
 ``fill()`` returns the sample's label, or -1 when the source has none. Sources
 prepare whatever per-sample objects they need up front, so filling costs one
-buffer copy and allocates nothing.
+buffer copy and allocates nothing. :func:`make_source_factory` picks one by name
+(``digits``, ``random``, ``shm``) for the loop to build on its buffers.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 
-from agent.core.errors import ArtifactCorruptError, ArtifactMissingError, InputSpecError
+from agent.core.errors import (
+    ArtifactCorruptError,
+    ArtifactMissingError,
+    ConfigError,
+    InputSpecError,
+)
 from agent.core.model_layout import TensorSpec
+from agent.device.inference.shm import ShmSource
+
+if TYPE_CHECKING:
+    from agent.device.runtime.base import Backend
 
 NO_LABEL = -1
 
@@ -101,3 +111,25 @@ def _random_like(rng: np.random.Generator, spec: TensorSpec) -> np.ndarray:
         return rng.random(spec.shape, dtype=np.float32).astype(dtype)
     info = np.iinfo(dtype)
     return rng.integers(info.min, info.max, size=spec.shape, dtype=dtype, endpoint=True)
+
+
+def make_source_factory(
+    kind: str, backend: Backend, testset: Path | None, rate_hz: float
+) -> Callable[[tuple[np.ndarray, ...]], Source]:
+    """A factory the loop calls with its freshly allocated input buffers."""
+
+    def factory(buffers: tuple[np.ndarray, ...]) -> Source:
+        if kind == "random":
+            return RandomSource(buffers=buffers, specs=backend.inputs)
+        if len(buffers) != 1:
+            raise ConfigError(f"--source {kind} feeds single-input models; use --source random")
+        if kind == "digits":
+            if testset is None:
+                raise ConfigError("this model has no labelled test set; use --source random")
+            x, y = load_testset(testset)
+            return ReplaySource(buffer=buffers[0], x=x, y=y)
+        if kind == "shm":
+            return ShmSource.spawn(buffer=buffers[0], testset=testset, rate_hz=rate_hz)
+        raise ConfigError(f"unknown source {kind!r}")
+
+    return factory

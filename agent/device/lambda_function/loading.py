@@ -40,8 +40,9 @@ from agent.core.model_layout import model_label, read_model_info
 from agent.device.app.first_model import choose_package, install_first_model
 from agent.device.app.swaps import package_artifact, verify_package_files
 from agent.device.packages.archive import read_manifest_member
+from agent.device.packages.errors import PackageFormatError
 from agent.device.packages.limits import PackageLimits
-from agent.device.packages.manifest import MANIFEST_NAME, parse_manifest_json, verify_manifest
+from agent.device.packages.manifest import read_manifest_doc, verify_manifest
 from agent.device.packages.staging import remove_stale_staging
 from agent.device.platform.profile import detect_profile
 from agent.device.platform.resolve import resolve_model
@@ -243,10 +244,9 @@ def _from_store(root: Path, settings: LambdaSettings) -> LoadedModel:
     try:
         verify_package_files(package)
         if settings.trust is not None:
-            verify_manifest(parse_manifest_json((package / MANIFEST_NAME).read_bytes()),
-                            settings.trust)
+            verify_manifest(read_manifest_doc(package), settings.trust)
         artifact, label = package_artifact(package)
-    except (OSError, ValueError, KeyError, TypeError) as err:
+    except (OSError, ValueError, KeyError, TypeError, PackageFormatError) as err:
         raise StoreCorruptError(f"version {version_id} in {root}: {err}") from err
     backend = load_backend(artifact, settings.dlr_config())
     log.info("serving %s (%s) from the agent's store %s", label, version_id, root)

@@ -1,5 +1,7 @@
 """Why a model package was refused. Staging stops at the first failure and leaves
-nothing behind; ``code`` names the reason for machines (a ``rejected`` event)::
+nothing behind; ``code`` names the reason for machines (a ``rejected`` event). This is
+the packages' branch; the whole tree of the package's errors is drawn in
+:mod:`agent.core.errors`::
 
     AgentError
     ├── PackageError                    a package that must not be installed

@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import IO
 
 from agent.core.crash import crash_point
+from agent.core.durable import fsync_dir, write_chunk
 from agent.device.packages.errors import (
     PackageFormatError,
     StagingIOError,
@@ -40,7 +41,6 @@ from agent.device.packages.errors import (
 )
 from agent.device.packages.limits import PackageLimits
 from agent.device.packages.manifest import path_problem
-from agent.device.store.durable import fsync_dir, write_chunk
 
 CHUNK = 256 * 1024
 _TAR_OVERHEAD_PER_MEMBER = 4096  # header, a pax header, padding: generous

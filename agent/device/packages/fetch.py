@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from agent.core.crash import crash_point
+from agent.core.durable import write_chunk
 from agent.device.packages.errors import (
     DigestMismatchError,
     FetchError,
@@ -34,7 +35,6 @@ from agent.device.packages.errors import (
     S3UnavailableError,
     staging_io_error,
 )
-from agent.device.store.durable import write_chunk
 
 CHUNK = 64 * 1024
 PARTIAL_SUFFIX = ".partial"

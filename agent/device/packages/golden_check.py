@@ -34,15 +34,18 @@ EXIT_RUNTIME = 4
 
 def check_package(package_dir: Path, *, library_path: Path | None = None) -> tuple[bool, str]:
     """(matched, message) for the package unpacked in ``package_dir``."""
-    from agent.device.packages.manifest import MANIFEST_NAME, PackageManifest, parse_manifest_json
+    from agent.device.packages.manifest import (
+        manifest_file,
+        package_artifact_dir,
+        read_package_manifest,
+    )
     from agent.device.runtime.dlr.backend import DlrBackend, DlrConfig
 
     try:
-        raw = (package_dir / MANIFEST_NAME).read_bytes()
+        manifest = read_package_manifest(package_dir)
     except OSError as err:
-        raise ModelLoadError(f"{package_dir / MANIFEST_NAME}: {err.strerror or err}") from err
-    manifest = PackageManifest.model_validate(parse_manifest_json(raw))
-    backend = DlrBackend(artifact_dir=package_dir / manifest.artifact_path,
+        raise ModelLoadError(f"{manifest_file(package_dir)}: {err.strerror or err}") from err
+    backend = DlrBackend(artifact_dir=package_artifact_dir(package_dir, manifest),
                          config=DlrConfig(library_path=library_path))
     try:
         if [s.name for s in backend.inputs] != [s.name for s in manifest.inputs] or \

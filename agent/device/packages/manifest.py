@@ -1,9 +1,21 @@
-"""``manifest.json``: what a model package holds, signed by a controller key.
+"""``manifest.json``: what a model package holds, signed by a controller key, and the
+package layout: where each thing lies inside a package.
 
 The manifest is the archive's first member. A device parses it (duplicate keys
 and NaN refused, so the signed bytes mean one thing), verifies the signature on
 that raw object *before* validating the schema (an unsigned or forged manifest
 is reported as such, never as a schema error), then validates it strictly.
+
+A package is laid out as a model directory (see :mod:`agent.core.model_layout`),
+archived or unpacked (staged, or stored in the model store) alike::
+
+    manifest.json                 PackageManifest, signed (first member)
+    model.json                    the model's ModelInfo
+    onnx/model.onnx               the ONNX export, when the model has one
+    dlr/<target>-<arch>/          the Neo artifact: ARTIFACT_FILES, those present
+
+This module is the one place that knows these paths: builders, staging, the
+golden check, the swap controller and the Lambda loader ask it.
 """
 
 from __future__ import annotations
@@ -11,11 +23,21 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from agent.core.model_layout import ArtifactInfo, TensorSpec, artifact_dir_name
+from agent.core.model_layout import (
+    ARTIFACT_INFO,
+    DLR_DIR,
+    DLR_FILES,
+    MODEL_INFO,
+    ONNX_FILE,
+    ArtifactInfo,
+    TensorSpec,
+    artifact_dir_name,
+)
 from agent.device.packages.errors import (
     BadPackageSignatureError,
     PackageFormatError,
@@ -35,6 +57,9 @@ from agent.wire.errors import (
 from agent.wire.signing import TrustStore
 
 MANIFEST_NAME = "manifest.json"
+# What a package takes from an artifact directory, where present (``runner``, ``runner.c``,
+# the build's harness, stay behind: devices never run them).
+ARTIFACT_FILES = (*DLR_FILES, "compiled.meta", ARTIFACT_INFO, "libdlr.so")
 DEFAULT_TOLERANCE = 1e-4
 _MAX_PATH_PART = 255
 
@@ -130,7 +155,7 @@ class ManifestBody(BaseModel):
     @property
     def artifact_path(self) -> str:
         """Where the Neo artifact lies inside the package, e.g. ``dlr/rasp4b-x86_64``."""
-        return f"dlr/{artifact_dir_name(self.target, self.arch)}"
+        return artifact_path(self.target, self.arch)
 
     def describe(self) -> str:
         """For messages, e.g. ``digits-v1-crash v5 (dlr/linux_x86_64-x86_64)``."""
@@ -215,3 +240,57 @@ def verify_manifest(doc: Mapping[str, Any], trust: TrustStore) -> PackageManifes
         raise PackageFormatError(
             f"{MANIFEST_NAME}: {where}: {first['msg']} ({err.error_count()} problem(s))"
         ) from err
+
+
+# ---- the package layout ----------------------------------------------------------------
+
+def artifact_path(target: str, arch: str) -> str:
+    """Where the artifact for ``target`` and ``arch`` lies inside a package (POSIX, relative)."""
+    return f"{DLR_DIR}/{artifact_dir_name(target, arch)}"
+
+
+def package_members(model_dir: Path, artifact_dir: Path,
+                    info: ArtifactInfo) -> list[tuple[str, Path]]:
+    """Every file a package of ``artifact_dir`` (an artifact of ``model_dir``, for
+    ``info``'s target and architecture) holds besides its manifest: (path inside the
+    package, the file it is taken from)."""
+    members = [(MODEL_INFO, model_dir / MODEL_INFO)]
+    if (model_dir / ONNX_FILE).is_file():
+        members.append((ONNX_FILE.as_posix(), model_dir / ONNX_FILE))
+    inside = artifact_path(info.target, info.arch)
+    members += [(f"{inside}/{name}", artifact_dir / name)
+                for name in ARTIFACT_FILES if (artifact_dir / name).is_file()]
+    return members
+
+
+def manifest_file(package_dir: Path) -> Path:
+    """The manifest of the package unpacked in ``package_dir``."""
+    return package_dir / MANIFEST_NAME
+
+
+def package_file(package_dir: Path, name: str) -> Path:
+    """The file a manifest lists as ``name`` in the package unpacked in ``package_dir``."""
+    return package_dir / name
+
+
+def package_artifact_dir(package_dir: Path, manifest: ManifestBody) -> Path:
+    """The artifact directory of the package unpacked in ``package_dir``."""
+    return package_dir / manifest.artifact_path
+
+
+def staged_dir_name(manifest: ManifestBody, archive_sha256: str) -> str:
+    """The directory a verified package is unpacked into: ``<name>-v<version>-<sha12>``."""
+    return f"{manifest.name}-v{manifest.version}-{archive_sha256[:12]}"
+
+
+def read_manifest_doc(package_dir: Path) -> dict[str, Any]:
+    """The raw manifest object of the package unpacked in ``package_dir`` (for
+    :func:`verify_manifest`): :class:`OSError` when it cannot be read,
+    :class:`PackageFormatError` when it is not a JSON object."""
+    return parse_manifest_json(manifest_file(package_dir).read_bytes())
+
+
+def read_package_manifest(package_dir: Path) -> PackageManifest:
+    """The manifest of the package unpacked in ``package_dir``, validated but not verified:
+    for a package whose signature was verified when it was staged."""
+    return PackageManifest.model_validate(read_manifest_doc(package_dir))

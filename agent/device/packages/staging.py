@@ -31,8 +31,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from agent.core.durable import fsync_dir
 from agent.core.errors import ArtifactCorruptError
-from agent.core.model_layout import read_artifact_info
+from agent.core.model_layout import ARTIFACT_INFO, read_artifact_info
 from agent.device.packages.archive import read_manifest_member
 from agent.device.packages.errors import (
     DigestMismatchError,
@@ -48,13 +49,14 @@ from agent.device.packages.limits import PackageLimits
 from agent.device.packages.manifest import (
     MANIFEST_NAME,
     PackageManifest,
+    package_artifact_dir,
     parse_manifest_json,
     sha256_hex,
+    staged_dir_name,
     verify_manifest,
 )
 from agent.device.platform.profile import DeviceProfile
 from agent.device.platform.selection import verify_artifact
-from agent.device.store.durable import fsync_dir
 from agent.wire.signing import TrustStore
 
 STAGING_PREFIX = ".stage-"
@@ -72,7 +74,7 @@ class StagedPackage:
 
     @property
     def artifact_dir(self) -> Path:
-        return self.dir / self.manifest.artifact_path
+        return package_artifact_dir(self.dir, self.manifest)
 
 
 def stage(url_or_path: str | Path, *, trust: TrustStore, min_version: int,
@@ -108,7 +110,7 @@ def stage(url_or_path: str | Path, *, trust: TrustStore, min_version: int,
         check_artifact(unpacked, manifest, profile)
         run_golden_check(unpacked, timeout_s=golden_timeout_s, library_path=dlr_library,
                          label=manifest.describe())
-        final = work_dir / f"{manifest.name}-v{manifest.version}-{fetched.sha256[:12]}"
+        final = work_dir / staged_dir_name(manifest, fetched.sha256)
         _move_into_place(unpacked, final)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -136,14 +138,14 @@ def check_files(manifest: PackageManifest, files: Mapping[str, ExtractedFile], *
 
 def check_artifact(package_dir: Path, manifest: PackageManifest, profile: DeviceProfile) -> None:
     """Target and architecture checks of the package's artifact on this device."""
-    artifact_dir = package_dir / manifest.artifact_path
+    artifact_dir = package_artifact_dir(package_dir, manifest)
     declared = manifest.artifact_info()
     inside = read_artifact_info(artifact_dir)
     ours = (declared.target, declared.arch, declared.emulated, declared.jetpack)
     theirs = (inside.target, inside.arch, inside.emulated, inside.jetpack)
     if ours != theirs:
         raise ArtifactCorruptError(
-            f"{manifest.artifact_path}/artifact.info says {theirs}, the manifest {ours}")
+            f"{manifest.artifact_path}/{ARTIFACT_INFO} says {theirs}, the manifest {ours}")
     verify_artifact(artifact_dir, declared, profile)
 
 

@@ -1,9 +1,12 @@
-"""Turn a path given by a user into what a backend loads on this device.
+"""From a model path a user gives to what a backend loads on this device.
 
-A path may be a model directory (``model.json``, one ONNX export and several
-Neo artifacts) or one Neo artifact directory. For DLR the artifact is picked
-for the device's Neo target and real CPU architecture and verified against
-both; no check is skipped for emulated devices.
+The entry point for unpackaged models (``edge-agent run --model``, the agent's
+``modelDir``, the benches): a path may be a model directory (``model.json``, one ONNX
+export and several Neo artifacts), one Neo artifact directory, an ``onnx/`` directory or a
+``.onnx`` file. This module finds the parts of the model the path names (the artifact or
+ONNX file to load, the owning model directory, its test set); which Neo artifact fits this
+device is decided by :mod:`agent.device.platform.selection`, whose checks run on every DLR
+artifact resolved here, also on emulated devices.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from agent.core.errors import ArtifactMissingError, ConfigError
 from agent.core.model_layout import (
     ARTIFACT_INFO,
     MODEL_INFO,
+    ONNX_FILE,
     TESTSET,
     ArtifactInfo,
     is_artifact_dir,
@@ -22,7 +26,6 @@ from agent.core.model_layout import (
 )
 from agent.device.platform.profile import DeviceProfile
 from agent.device.platform.selection import select_artifact, verify_artifact
-from agent.device.runtime.onnx import model_file
 
 
 @dataclass(frozen=True)
@@ -32,6 +35,14 @@ class ResolvedModel:
     model_dir: Path | None
     artifact: ArtifactInfo | None
     testset: Path | None
+
+
+def model_file(path: Path) -> Path:
+    """Accept a model directory, an ``onnx/`` directory or a ``.onnx`` file."""
+    for candidate in (path / ONNX_FILE, path / "model.onnx", path):
+        if candidate.is_file():
+            return candidate
+    raise ArtifactMissingError(f"{path}: no ONNX model ({ONNX_FILE} or model.onnx)")
 
 
 def _owning_model_dir(artifact_dir: Path) -> Path | None:

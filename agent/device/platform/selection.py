@@ -1,4 +1,8 @@
-"""Choose the DLR artifact of a model directory for a device, and check it before loading.
+"""Which Neo (DLR) artifact runs on this device: the rules, the choice and the check.
+
+These rules decide wherever a DLR artifact is chosen or admitted: for model paths a user
+gives (:mod:`agent.device.platform.resolve`), for signed packages being staged, and for
+the first model a folder of packages offers.
 
 An artifact fits a device when all of these hold:
 

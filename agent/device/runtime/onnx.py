@@ -15,16 +15,17 @@ from typing import Any, Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
+from pydantic.alias_generators import to_camel
 
 from agent.core.errors import (
     AgentError,
     ArtifactCorruptError,
-    ArtifactMissingError,
     BackendUnavailableError,
     InferenceError,
     ModelLoadError,
 )
-from agent.core.model_layout import ONNX_FILE, TensorSpec, as_dtype
+from agent.core.model_layout import TensorSpec, as_dtype
+from agent.device.platform.resolve import model_file
 from agent.device.runtime.base import check_input_buffers
 
 PREFERRED_PROVIDERS = (
@@ -39,9 +40,10 @@ _ORT_TYPES = {
 
 
 class OnnxConfig(BaseModel):
-    """Settings of the ONNX Runtime backend."""
+    """Settings of the ONNX Runtime backend (keys in either case style, like the agent's
+    settings)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", alias_generator=to_camel, populate_by_name=True)
 
     type: Literal["onnx"] = "onnx"
     providers: list[str] | None = Field(
@@ -49,14 +51,6 @@ class OnnxConfig(BaseModel):
     )
     intra_op_threads: int | None = Field(default=None, ge=1)
     inter_op_threads: int | None = Field(default=None, ge=1)
-
-
-def model_file(path: Path) -> Path:
-    """Accept a model directory, an ``onnx/`` directory or a ``.onnx`` file."""
-    for candidate in (path / ONNX_FILE, path / "model.onnx", path):
-        if candidate.is_file():
-            return candidate
-    raise ArtifactMissingError(f"{path}: no ONNX model ({ONNX_FILE} or model.onnx)")
 
 
 def _import_ort() -> Any:

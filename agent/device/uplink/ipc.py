@@ -1,12 +1,18 @@
-"""Greengrass IPC transport: AWS IoT Core through the nucleus, when the agent runs as a
-Greengrass component (:func:`ipc_available` tells from the environment).
+"""Greengrass IPC: one connection to the nucleus, and the transport to AWS IoT Core over it,
+used when the agent runs as a Greengrass component (:func:`ipc_available` tells from the
+environment).
 
-Built on the real ``GreengrassCoreIPCClientV2``, always through its ``*_async`` calls
-with a timeout (the blocking ones wait forever). A publish future completes when the
-nucleus answered PublishToIoTCore. When the nucleus goes away (restart, deployment) the
-connection drops: publishes fail with :class:`TransportError` at once, a supervisor
-thread reconnects with backoff, and every subscription is made again. SDK errors
-become :class:`TransportError` here, with the SDK error as ``__cause__``.
+:class:`IpcConnection` is built on the real ``GreengrassCoreIPCClientV2``, always through
+its ``*_async`` calls with a timeout (the blocking ones wait forever). When the nucleus
+goes away (restart, deployment) the connection drops: requests fail with
+:class:`TransportError` at once, a supervisor thread reconnects with backoff, and every
+stream (subscription) is opened again. SDK errors become :class:`TransportError` here,
+with the SDK error as ``__cause__``.
+
+:class:`IpcTransport` only moves messages: PublishToIoTCore and SubscribeToIoTCore over a
+connection. A publish future completes when the nucleus answered PublishToIoTCore. The
+component's own operations over the same connection (configuration, state, update
+notices) are :class:`agent.device.greengrass.component.GreengrassComponent`'s.
 """
 
 from __future__ import annotations
@@ -16,10 +22,10 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from concurrent.futures import Future
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any
 
 from agent.wire.transport import MessageHandler, TransportError
 
@@ -28,23 +34,13 @@ log = logging.getLogger(__name__)
 SOCKET_ENV = "AWS_GG_NUCLEUS_DOMAIN_SOCKET_FILEPATH_FOR_COMPONENT"
 TOKEN_ENV = "SVCUID"
 
+# V2 client -> (response future, stream operation): how a stream is opened.
+StreamOpener = Callable[[Any], tuple[Future[Any], Any]]
+
 
 def ipc_available(environ: Mapping[str, str]) -> bool:
     """True when a Greengrass nucleus started this process (its IPC variables are set)."""
     return bool(environ.get(SOCKET_ENV)) and bool(environ.get(TOKEN_ENV))
-
-
-@dataclass(frozen=True)
-class ComponentUpdateEvent:
-    """A deployment is about to update components (``pre``) or has done so (``post``)."""
-
-    kind: Literal["pre", "post"]
-    deployment_id: str
-    is_ggc_restarting: bool = False
-
-
-ConfigCallback = Callable[[tuple[str, ...]], None]  # key path of the changed configuration
-UpdateCallback = Callable[[ComponentUpdateEvent], None]
 
 
 def _error(what: str, err: BaseException) -> TransportError:
@@ -69,15 +65,15 @@ def _settle(future: Future[None], error: BaseException | None = None) -> None:
         pass  # already settled (the deadline and the answer raced)
 
 
-def _guarded(what: str) -> Callable[[Callable[[Any], None]], Callable[[Any], None]]:
-    """Keep a failing callback from reaching the SDK's event thread."""
+def guarded(what: str) -> Callable[[Callable[[Any], None]], Callable[[Any], None]]:
+    """Keep a failing stream callback from reaching the SDK's event thread."""
     def wrap(callback: Callable[[Any], None]) -> Callable[[Any], None]:
-        def guarded(event: Any) -> None:
+        def guarded_callback(event: Any) -> None:
             try:
                 callback(event)
             except Exception:
                 log.exception("%s failed", what)
-        return guarded
+        return guarded_callback
     return wrap
 
 
@@ -86,7 +82,7 @@ class _Stream:
     """A subscription to make again after every reconnect."""
 
     what: str
-    open: Callable[[Any], tuple[Future[Any], Any]]  # V2 client -> (response, operation)
+    open: StreamOpener
     operation: Any = None
 
 
@@ -94,7 +90,7 @@ class _Stream:
 class _Link:
     """One connection's identity, so a late disconnect of an old one is not mistaken."""
 
-    owner: IpcTransport
+    owner: IpcConnection
     client: Any = None
     alive: bool = True
 
@@ -113,32 +109,37 @@ class _Link:
         pass
 
 
+@dataclass(frozen=True)
+class _Pending:
+    deadline: float
+    late: str  # the error when no answer came by the deadline
+
+
 @dataclass(eq=False, kw_only=True)
-class IpcTransport:
+class IpcConnection:
+    """The process's IPC connection to the nucleus, kept up by a supervisor thread."""
+
     socket_path: str
     auth_token: str
     request_timeout_s: float = 10.0
     reconnect_max_s: float = 5.0
-    name: str = field(default="ipc", init=False)
     _lock: threading.Condition = field(default_factory=threading.Condition, init=False)
     _link: _Link | None = field(default=None, init=False)
     _streams: list[_Stream] = field(default_factory=list, init=False)
-    _pending: dict[Future[None], float] = field(default_factory=dict, init=False)
+    _pending: dict[Future[None], _Pending] = field(default_factory=dict, init=False)
     _dead: list[_Link] = field(default_factory=list, init=False)  # to close off the lock
     _closed: bool = field(default=False, init=False)
     _supervisor: threading.Thread | None = field(default=None, init=False)
 
     @classmethod
     def from_environ(cls, environ: Mapping[str, str] | None = None, *,
-                     request_timeout_s: float = 10.0) -> IpcTransport:
+                     request_timeout_s: float = 10.0) -> IpcConnection:
         env = os.environ if environ is None else environ
         if not ipc_available(env):
             raise TransportError(f"{SOCKET_ENV} and {TOKEN_ENV} are not set: "
                                  "not started by a Greengrass nucleus")
         return cls(socket_path=env[SOCKET_ENV], auth_token=env[TOKEN_ENV],
                    request_timeout_s=request_timeout_s)
-
-    # ---- Transport -------------------------------------------------------------------
 
     def connect(self, timeout_s: float = 10.0) -> None:
         if self.is_connected():
@@ -154,38 +155,6 @@ class IpcTransport:
         with self._lock:
             return self._link is not None
 
-    def publish(self, topic: str, payload: bytes, qos: int = 1) -> Future[None]:
-        result: Future[None] = Future()
-        what = f"publish to {topic}"
-        try:
-            client = self._client()
-            answer = client.publish_to_iot_core_async(topic_name=topic, qos=str(min(qos, 1)),
-                                                      payload=payload)
-        except Exception as err:
-            _settle(result, _error(what, err))
-            return result
-        with self._lock:
-            self._pending[result] = time.monotonic() + self.request_timeout_s
-
-        def answered(done: Future[Any]) -> None:
-            with self._lock:
-                self._pending.pop(result, None)
-            error = done.exception()
-            _settle(result, None if error is None else _error(what, error))
-
-        answer.add_done_callback(answered)
-        return result
-
-    def subscribe(self, topic_filter: str, handler: MessageHandler, qos: int = 1) -> None:
-        @_guarded(f"message handler for {topic_filter}")
-        def deliver(event: Any) -> None:
-            message = event.message
-            handler(message.topic_name, bytes(message.payload or b""))
-
-        self._add_stream(_Stream(f"subscribe to {topic_filter}", lambda c: (
-            c.subscribe_to_iot_core_async(topic_name=topic_filter, qos=str(min(qos, 1)),
-                                          on_stream_event=deliver))))
-
     def close(self) -> None:
         with self._lock:
             self._closed = True
@@ -199,72 +168,42 @@ class IpcTransport:
         if link is not None:
             self._shut(link)
 
-    # ---- Greengrass operations the agent needs -----------------------------------------
+    # ---- requests and streams ------------------------------------------------------------
 
-    def get_configuration(self, key_path: Sequence[str] = (), *,
-                          component: str | None = None) -> dict[str, Any]:
-        """The configuration at ``key_path`` (all of it by default) of this component, or
-        of ``component``. As on a real nucleus, a single value comes back as
-        ``{last_key: value}``."""
-        response = self._call(f"get configuration {list(key_path)}", lambda c: (
-            c.get_configuration_async(component_name=component, key_path=list(key_path))))
-        value = response.value
-        return dict(value) if isinstance(value, dict) else {}
-
-    def subscribe_to_configuration_update(self, callback: ConfigCallback,
-                                          key_path: Sequence[str] = ()) -> None:
-        @_guarded("configuration update callback")
-        def deliver(event: Any) -> None:
-            changed = event.configuration_update_event
-            if changed is not None:
-                callback(tuple(changed.key_path or ()))
-
-        self._add_stream(_Stream("subscribe to configuration updates", lambda c: (
-            c.subscribe_to_configuration_update_async(key_path=list(key_path),
-                                                      on_stream_event=deliver))))
-
-    def update_state(self, state: Literal["RUNNING", "ERRORED"]) -> None:
-        self._call(f"report state {state}", lambda c: c.update_state_async(state=state))
-
-    def subscribe_to_component_updates(self, callback: UpdateCallback) -> None:
-        @_guarded("component update callback")
-        def deliver(event: Any) -> None:
-            if event.pre_update_event is not None:
-                pre = event.pre_update_event
-                callback(ComponentUpdateEvent("pre", pre.deployment_id,
-                                              bool(pre.is_ggc_restarting)))
-            if event.post_update_event is not None:
-                callback(ComponentUpdateEvent("post", event.post_update_event.deployment_id))
-
-        self._add_stream(_Stream("subscribe to component updates", lambda c: (
-            c.subscribe_to_component_updates_async(on_stream_event=deliver))))
-
-    def defer_component_update(self, deployment_id: str, recheck_after_ms: int,
-                               message: str | None = None) -> None:
-        """Ask the nucleus to hold the update and ask again after ``recheck_after_ms``."""
-        self._call(f"defer update {deployment_id}", lambda c: c.defer_component_update_async(
-            deployment_id=deployment_id, recheck_after_ms=recheck_after_ms, message=message))
-
-    def accept_component_update(self, deployment_id: str, message: str | None = None) -> None:
-        self.defer_component_update(deployment_id, 0, message)
-
-    # ---- internals -----------------------------------------------------------------------
-
-    def _client(self) -> Any:
-        with self._lock:
-            if self._link is None:
-                raise TransportError("not connected to the Greengrass nucleus")
-            return self._link.client
-
-    def _call(self, what: str, request: Callable[[Any], Future[Any]]) -> Any:
+    def call(self, what: str, request: Callable[[Any], Future[Any]]) -> Any:
+        """Make ``request`` on the V2 client and wait (up to the request timeout) for the
+        answer; a TransportError naming ``what`` if there is none."""
         try:
             return request(self._client()).result(self.request_timeout_s)
         except Exception as err:
             raise _error(what, err) from err
 
-    def _add_stream(self, stream: _Stream) -> None:
-        """Subscribe now if connected (raising TransportError if refused), and again after
-        every reconnect; while disconnected, the first connect makes it."""
+    def send(self, what: str, request: Callable[[Any], Future[Any]], *,
+             late: str) -> Future[None]:
+        """Make ``request`` without waiting: a future settled by the nucleus's answer, or
+        failed with TransportError(``late``) once the request timeout has passed."""
+        result: Future[None] = Future()
+        try:
+            answer = request(self._client())
+        except Exception as err:
+            _settle(result, _error(what, err))
+            return result
+        with self._lock:
+            self._pending[result] = _Pending(time.monotonic() + self.request_timeout_s, late)
+
+        def answered(done: Future[Any]) -> None:
+            with self._lock:
+                self._pending.pop(result, None)
+            error = done.exception()
+            _settle(result, None if error is None else _error(what, error))
+
+        answer.add_done_callback(answered)
+        return result
+
+    def add_stream(self, what: str, opener: StreamOpener) -> None:
+        """Open a stream now if connected (raising TransportError if refused), and again
+        after every reconnect; while disconnected, the first connect opens it."""
+        stream = _Stream(what, opener)
         with self._lock:
             self._streams.append(stream)
             link = self._link
@@ -278,6 +217,14 @@ class IpcTransport:
             with self._lock:
                 self._streams.remove(stream)
             raise
+
+    # ---- internals -----------------------------------------------------------------------
+
+    def _client(self) -> Any:
+        with self._lock:
+            if self._link is None:
+                raise TransportError("not connected to the Greengrass nucleus")
+            return self._link.client
 
     def _establish(self, client: Any, stream: _Stream) -> None:
         try:
@@ -348,15 +295,15 @@ class IpcTransport:
                 if self._closed:
                     return
                 now = time.monotonic()
-                expired = [f for f, deadline in self._pending.items() if deadline <= now]
-                for future in expired:
+                expired = [(f, p.late) for f, p in self._pending.items() if p.deadline <= now]
+                for future, _late in expired:
                     del self._pending[future]
                 down = self._link is None
                 dead, self._dead = self._dead, []
             for old in dead:
                 self._shut(old)
-            for future in expired:
-                _settle(future, TransportError("publish: no answer from the nucleus in time"))
+            for future, late in expired:
+                _settle(future, TransportError(late))
             if down and time.monotonic() >= retry_at:
                 try:
                     link = self._open(self.request_timeout_s)
@@ -384,3 +331,56 @@ class IpcTransport:
                 return  # dropped again while restoring; the supervisor tries once more
             self._link = link
         log.info("connected to the nucleus; %d subscriptions made", len(streams))
+
+
+class IpcTransport:
+    """AWS IoT Core through the nucleus: PublishToIoTCore and SubscribeToIoTCore.
+
+    Either over a connection shared with the component's own operations
+    (``IpcTransport(connection)``), or over one of its own (``socket_path`` and
+    ``auth_token``, or :meth:`from_environ`). Closing the transport closes the connection.
+    """
+
+    name = "ipc"
+
+    def __init__(self, connection: IpcConnection | None = None, *,
+                 socket_path: str | None = None, auth_token: str | None = None,
+                 request_timeout_s: float = 10.0, reconnect_max_s: float = 5.0) -> None:
+        if connection is None:
+            if socket_path is None or auth_token is None:
+                raise TypeError("IpcTransport needs a connection, or socket_path and "
+                                "auth_token")
+            connection = IpcConnection(socket_path=socket_path, auth_token=auth_token,
+                                       request_timeout_s=request_timeout_s,
+                                       reconnect_max_s=reconnect_max_s)
+        self.connection = connection
+
+    @classmethod
+    def from_environ(cls, environ: Mapping[str, str] | None = None, *,
+                     request_timeout_s: float = 10.0) -> IpcTransport:
+        return cls(IpcConnection.from_environ(environ, request_timeout_s=request_timeout_s))
+
+    def connect(self, timeout_s: float = 10.0) -> None:
+        self.connection.connect(timeout_s)
+
+    def is_connected(self) -> bool:
+        return self.connection.is_connected()
+
+    def publish(self, topic: str, payload: bytes, qos: int = 1) -> Future[None]:
+        return self.connection.send(
+            f"publish to {topic}", lambda c: c.publish_to_iot_core_async(
+                topic_name=topic, qos=str(min(qos, 1)), payload=payload),
+            late="publish: no answer from the nucleus in time")
+
+    def subscribe(self, topic_filter: str, handler: MessageHandler, qos: int = 1) -> None:
+        @guarded(f"message handler for {topic_filter}")
+        def deliver(event: Any) -> None:
+            message = event.message
+            handler(message.topic_name, bytes(message.payload or b""))
+
+        self.connection.add_stream(f"subscribe to {topic_filter}", lambda c: (
+            c.subscribe_to_iot_core_async(topic_name=topic_filter, qos=str(min(qos, 1)),
+                                          on_stream_event=deliver)))
+
+    def close(self) -> None:
+        self.connection.close()

@@ -1,15 +1,9 @@
 """Build signed model packages: ``<name>-v<version>[-<variant>]-<target>-<arch>.tar.gz``.
 
 A package holds one Neo artifact of a model directory and is itself laid out
-as a model directory, so the device can use the unpacked files as they are::
-
-    manifest.json                 PackageManifest, signed (first member)
-    model.json                    the model's ModelInfo
-    onnx/model.onnx               the ONNX export, when the model has one
-    dlr/<target>-<arch>/          compiled.so, compiled.params, compiled_model.json,
-                                  compiled.meta, artifact.info (and libdlr.so if shipped)
-
-The build harness files (``runner``, ``runner.c``) stay behind: devices never run them.
+as a model directory, so the device can use the unpacked files as they are; the
+layout (what goes where) is :mod:`agent.device.packages.manifest`'s. Its golden
+vectors come from :mod:`agent.tools.packaging.golden`.
 """
 
 from __future__ import annotations
@@ -21,9 +15,6 @@ from agent.core.errors import ArtifactMissingError, ConfigError
 from agent.core.model_layout import (
     ARTIFACT_INFO,
     DLR_DIR,
-    DLR_FILES,
-    MODEL_INFO,
-    ONNX_FILE,
     artifact_dir_name,
     is_artifact_dir,
     list_artifacts,
@@ -32,16 +23,16 @@ from agent.core.model_layout import (
     read_model_info,
 )
 from agent.device.packages.archive import write_archive
-from agent.device.packages.golden import compute_golden
 from agent.device.packages.manifest import (
     FileEntry,
     ManifestBody,
     PackageManifest,
     manifest_bytes,
+    package_members,
 )
+from agent.tools.packaging.golden import compute_golden
 from agent.wire.signing import Signer
 
-ARTIFACT_FILES = (*DLR_FILES, "compiled.meta", ARTIFACT_INFO, "libdlr.so")
 _READ_CHUNK = 1024 * 1024
 
 
@@ -60,12 +51,7 @@ def build_package(model_dir: Path, artifact: Path | str, *, signer: Signer, out_
     info = read_model_info(model_dir)
     artifact_dir = _artifact_dir(model_dir, artifact)
     artifact_info = read_artifact_info(artifact_dir)
-    inside = f"{DLR_DIR}/{artifact_dir_name(artifact_info.target, artifact_info.arch)}"
-    files = [(MODEL_INFO, model_dir / MODEL_INFO)]
-    if (model_dir / ONNX_FILE).is_file():
-        files.append((ONNX_FILE.as_posix(), model_dir / ONNX_FILE))
-    files += [(f"{inside}/{name}", artifact_dir / name)
-              for name in ARTIFACT_FILES if (artifact_dir / name).is_file()]
+    files = package_members(model_dir, artifact_dir, artifact_info)
     golden = compute_golden(model_dir=model_dir, reference_dir=reference or model_dir,
                             info=info, count=golden_count)
     body = ManifestBody(

@@ -6,8 +6,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from agent.core.durable import write_chunk
 from agent.core.errors import ConfigError
-from agent.device.store.durable import write_chunk
 from agent.wire.keys import generate_keypair
 
 PRIVATE_SUFFIX = ".key"

@@ -18,6 +18,7 @@ from typing import Any, Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
+from pydantic.alias_generators import to_camel
 
 from agent.core.errors import AgentError, InferenceError, ModelLoadError
 from agent.core.model_layout import DLR_FILES, TensorSpec, as_dtype
@@ -65,9 +66,9 @@ def _untyped(lib: ctypes.CDLL, name: str) -> Any:
 
 
 class DlrConfig(BaseModel):
-    """Settings of the DLR backend."""
+    """Settings of the DLR backend (keys in either case style, like the agent's settings)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", alias_generator=to_camel, populate_by_name=True)
 
     type: Literal["dlr"] = "dlr"
     library: Literal["installed", "artifact"] = Field(

@@ -1,6 +1,7 @@
 #!/bin/sh
 # Lifecycle install step of com.edgeinference.Agent: a virtual environment in the
-# component's work folder holding the agent wheel and the platform's DLR.
+# component's work folder holding the agent wheel (its device install: no extras) and
+# the platform's DLR.
 #
 #   install-agent.sh ARTIFACTS_DIR WORK_DIR
 #
@@ -43,6 +44,8 @@ else
   "$python" -m venv "$venv"
 fi
 "$venv/bin/python" -m pip install --quiet --upgrade pip
+# The wheel alone, no extras: the device set of the agent's dependencies (the operator
+# tools, the controller's charts and the model builder are extras a device never needs).
 # The wheel's markers pick the platform's DLR: dlr==1.6.0 (the last PyPI release with
 # a native libdlr.so) on x86_64; on aarch64 / armv7l libdlr.so comes from variant.DLR
 # (a component dependency) or JetPack, and the agent finds it without importing dlr.

@@ -114,7 +114,7 @@ def _leaves(parser: argparse.ArgumentParser, path: tuple[str, ...] = ()) -> list
 
 
 def test_help_lists_every_command_and_sub_command() -> None:
-    from agent import cli
+    from agent.cli import main as cli
 
     leaves = _leaves(cli.build_parser())
     assert {"package component", "demo fleet", "bench swap", "fleet devices", "keys generate",

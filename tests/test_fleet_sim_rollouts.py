@@ -12,7 +12,8 @@ from typing import Any
 import numpy as np
 import pytest
 
-from agent.tools.fleet_sim.device import SimContext, SimDevice
+from agent.tools.fleet_sim.device import SimDevice
+from agent.tools.fleet_sim.lanes import SimContext
 from agent.tools.fleet_sim.model import BucketModel, ModelBehaviour, resolve_profiles
 from agent.tools.fleet_sim.simulate import fresh_keys
 from agent.wire.codec import decode, encode

@@ -17,7 +17,8 @@ import pytest
 from mqtt_brokers import running_mosquitto
 from waits import wait_for
 
-from agent.tools.fleet_sim.device import SimContext, SimDevice
+from agent.tools.fleet_sim.device import SimDevice
+from agent.tools.fleet_sim.lanes import SimContext
 from agent.tools.fleet_sim.model import BucketModel, ModelBehaviour, resolve_profiles
 from agent.tools.fleet_sim.simulate import SimulatedFleet, assign_groups, fresh_keys
 from agent.wire.codec import decode, encode

@@ -17,6 +17,7 @@ from agent.core.errors import ConfigError
 from agent.tools.greengrass import agent_rules
 from agent.tools.greengrass.access_policy import MQTT_PROXY, AccessDeniedError, AccessPolicy
 from agent.tools.greengrass.agent_rules import PUBLISH, SUBSCRIBE, agent_problems, agent_topics
+from agent.tools.greengrass.interpolation import interpolate
 from agent.tools.greengrass.recipe import Recipe, load_recipe_data
 from agent.tools.greengrass.recipe_check import (
     RecipeCheckError,
@@ -24,7 +25,6 @@ from agent.tools.greengrass.recipe_check import (
     check_recipe_file,
     find_problems,
 )
-from agent.tools.greengrass.recipe_variables import interpolate
 from agent.tools.greengrass.versions import satisfies
 from agent.wire.topics import EXTRA_CHANNELS, UP_CHANNELS, Topics
 

@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 from types import FrameType
 
-from agent.cli.mqtt_options import add_mqtt_tls_arguments
+from agent.cli.options import add_mqtt_tls_arguments
 from agent.tools.demo.fleet_options import DemoOptions
 
 

@@ -5,7 +5,8 @@ Each top-level command is defined beside the code it runs (its sub-commands ther
     run, device, models       here: the offline loop, the device profile, reference models
     serve                     agent.cli.serve: the agent itself
     keys, package             agent.cli.package: signing keys, model packages, components
-    rollout, fleet            agent.cli.rollout: the rollout controller, simulated fleets
+    rollout                   agent.cli.rollout: the rollout controller
+    fleet                     agent.cli.fleet: simulated fleets
     demo                      here; ``demo fleet`` in agent.cli.demo
     bench                     here: benchmarks (agent.tools.bench)
 
@@ -14,10 +15,14 @@ tree itself (:func:`leaf_commands`), so the list cannot drift from what parses;
 ``edge-agent COMMAND --help`` gives a command's options, ``edge-agent --version`` the
 agent's version.
 
+The default install is the device's (``serve``, ``run``, ``device``); a command that needs
+an optional extra this install lacks says which, and how to add it, and exits 2
+(:mod:`agent.cli.extras`).
+
 Options mean one thing in every command: ``--cert``/``--key``/``--ca`` are the TLS client
-credentials of a direct MQTT connection (:mod:`agent.cli.mqtt_options`); ``--signing-key FILE
---key-id ID`` is the controller's Ed25519 signing key (:mod:`agent.cli.signing_options`); a public
-key, as in ``serve --trusted-key ID=VALUE``, is PEM, base64 or a file holding either
+credentials of a direct MQTT connection; ``--signing-key FILE --key-id ID`` is the
+controller's Ed25519 signing key (both in :mod:`agent.cli.options`); a public key, as in
+``serve --trusted-key ID=VALUE``, is PEM, base64 or a file holding either
 (:func:`agent.wire.keys.public_key_from`).
 """
 
@@ -33,6 +38,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from agent import __version__
+from agent.cli.extras import command_words, missing_extra, require_extras
 from agent.core.errors import AgentError
 
 if TYPE_CHECKING:
@@ -173,8 +179,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_device_args(run)
     run.set_defaults(func=cmd_run)
 
+    from agent.cli.fleet import add_fleet_arguments
     from agent.cli.package import add_package_arguments
-    from agent.cli.rollout import add_fleet_arguments, add_rollout_arguments
+    from agent.cli.rollout import add_rollout_arguments
 
     add_package_arguments(sub)
     add_rollout_arguments(sub)
@@ -237,10 +244,19 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    words = command_words(parser, args)
     try:
+        require_extras(words)
         code: int = args.func(args)
-    except AgentError as err:
+    except (AgentError, ImportError) as err:
+        needs = missing_extra(words, err)  # a module of an extra this install lacks
+        if needs is not None:
+            print(needs, file=sys.stderr)
+            return 2
+        if not isinstance(err, AgentError):
+            raise
         print(f"edge-agent: {type(err).__name__}: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

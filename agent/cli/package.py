@@ -25,7 +25,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from agent.cli.signing_options import add_signing_arguments, signer_from_args
+from agent.cli.options import add_signing_arguments, signer_from_args
 from agent.core.errors import ConfigError
 
 

@@ -1,4 +1,4 @@
-"""``edge-agent rollout …`` and ``edge-agent fleet …``: the operator's side.
+"""``edge-agent rollout …``: the operator's side of a rollout (the controller).
 
     edge-agent rollout start SPEC (--broker URL | --endpoint E --cert C --key K --ca CA)
                              --signing-key FILE --key-id ID [--db FILE] [--fleet FILE]
@@ -32,8 +32,7 @@ from pathlib import Path
 from types import FrameType
 from urllib.parse import urlparse
 
-from agent.cli.mqtt_options import add_mqtt_tls_arguments
-from agent.cli.signing_options import add_signing_arguments, signer_from_args
+from agent.cli.options import add_mqtt_tls_arguments, add_signing_arguments, signer_from_args
 from agent.controller.controller import TERMINAL, FleetController
 from agent.controller.errors import PlanError
 from agent.controller.lock import ControllerLock
@@ -399,22 +398,3 @@ def _report(args: argparse.Namespace) -> int:
     if len(written) == 1:
         print("no PNG timeline: pip install 'edge-inference-agent[controller]'")
     return 0
-
-
-def add_fleet_arguments(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    from agent.tools.fleet_sim.rollout import add_arguments, simulate_rollout_main
-    from agent.tools.fleet_sim.simulate import add_simulate_arguments, simulate_main
-
-    fleet = sub.add_parser("fleet", help="emulated fleets")
-    verbs = fleet.add_subparsers(dest="fleet_command", required=True)
-    simulate = verbs.add_parser(
-        "simulate", help="a canary with a latency breach on N simulated devices, through the "
-                         "real controller and broker")
-    add_arguments(simulate)
-    simulate.set_defaults(func=simulate_rollout_main)
-    devices = verbs.add_parser("devices", help="N protocol-level devices in one process, "
-                                               "for a controller of your own")
-    add_simulate_arguments(devices)
-    devices.set_defaults(func=lambda a: simulate_main(a))
-
-

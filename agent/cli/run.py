@@ -5,41 +5,13 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections.abc import Callable
-from pathlib import Path
-
-import numpy as np
 
 from agent.core.errors import ConfigError
 from agent.device.inference.runner import InferenceLoop, LoopStats
-from agent.device.inference.shm import ShmSource
-from agent.device.inference.sources import RandomSource, ReplaySource, Source, load_testset
+from agent.device.inference.sources import make_source_factory
 from agent.device.platform.profile import DeviceProfile
 from agent.device.platform.resolve import ResolvedModel, resolve_model
 from agent.device.runtime import DlrConfig, OnnxConfig, load_backend
-from agent.device.runtime.base import Backend
-
-
-def make_source_factory(
-    kind: str, backend: Backend, testset: Path | None, rate_hz: float
-) -> Callable[[tuple[np.ndarray, ...]], Source]:
-    """A factory the loop calls with its freshly allocated input buffers."""
-
-    def factory(buffers: tuple[np.ndarray, ...]) -> Source:
-        if kind == "random":
-            return RandomSource(buffers=buffers, specs=backend.inputs)
-        if len(buffers) != 1:
-            raise ConfigError(f"--source {kind} feeds single-input models; use --source random")
-        if kind == "digits":
-            if testset is None:
-                raise ConfigError("this model has no labelled test set; use --source random")
-            x, y = load_testset(testset)
-            return ReplaySource(buffer=buffers[0], x=x, y=y)
-        if kind == "shm":
-            return ShmSource.spawn(buffer=buffers[0], testset=testset, rate_hz=rate_hz)
-        raise ConfigError(f"unknown source {kind!r}")
-
-    return factory
 
 
 def backend_config(args: argparse.Namespace) -> DlrConfig | OnnxConfig:

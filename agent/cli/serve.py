@@ -10,21 +10,28 @@ and otherwise none: the agent serves offline and spools everything.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import logging
 import os
 import signal
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from agent.cli.mqtt_options import add_mqtt_tls_arguments, broker_address
+from agent.cli.extras import DISTRIBUTION
+from agent.cli.options import add_mqtt_tls_arguments
 from agent.core.errors import ConfigError
 from agent.device.app.config import AgentConfig, load_config, read_config_file
-from agent.device.uplink.ipc import IpcTransport, ipc_available
+from agent.device.greengrass.component import GreengrassComponent
+from agent.device.uplink.ipc import IpcConnection, IpcTransport, ipc_available
 from agent.wire.keys import public_key_b64, trusted_public_key
 from agent.wire.mqtt import MqttTransport
-from agent.wire.mqtt_config import MqttConfig
+from agent.wire.mqtt_config import MqttConfig, broker_address
 from agent.wire.transport import Transport, TransportError
+
+if TYPE_CHECKING:
+    from agent.device.app.service import AgentService
+    from agent.tools.brokers.embedded import EmbeddedBroker
 
 
 def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
@@ -102,6 +109,28 @@ def choose_transport(config: AgentConfig, ipc: IpcTransport | None = None) -> Tr
     return None
 
 
+def resolve_board(config: AgentConfig) -> AgentConfig:
+    """``board`` (a bundled board to emulate) as the device root of that board's tree: the
+    agent itself is only ever given a path. A board wins over ``deviceRoot``."""
+    if config.board is None:
+        return config
+    from agent.tools.boards import board_root
+
+    return config.model_copy(update={"device_root": board_root(config.board), "board": None})
+
+
+def start_embedded_broker() -> EmbeddedBroker:
+    """An in-process broker (amqtt, from the ``tools`` extra), started."""
+    if importlib.util.find_spec("amqtt") is None:
+        raise ConfigError(f"the embedded broker needs the \"tools\" extra: "
+                          f"pip install '{DISTRIBUTION}[tools]'")
+    from agent.tools.brokers.embedded import EmbeddedBroker
+
+    broker = EmbeddedBroker()
+    broker.start()
+    return broker
+
+
 def serve_main(args: argparse.Namespace) -> int:
     from agent.device.app.service import AgentService
 
@@ -109,35 +138,42 @@ def serve_main(args: argparse.Namespace) -> int:
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     for chatty in ("amqtt", "transitions"):  # the embedded broker's per-connection chatter
         logging.getLogger(chatty).setLevel(logging.WARNING)
-    ipc = None
-    greengrass: dict[str, Any] = {}
+    connection = None
+    greengrass = None
+    component_config: dict[str, Any] = {}
     if ipc_available(os.environ):
         # Started by a nucleus: the component's configuration is the main source.
-        ipc = IpcTransport.from_environ(os.environ)
+        connection = IpcConnection.from_environ(os.environ)
+        greengrass = GreengrassComponent(connection)
         try:
-            ipc.connect(timeout_s=30.0)
-            greengrass = ipc.get_configuration()
+            connection.connect(timeout_s=30.0)
+            component_config = greengrass.get_configuration()
         except TransportError as err:
             raise ConfigError(f"cannot read the component configuration: {err}") from err
-    raw = config_from_args(args, greengrass)
-    broker = None
-    if args.embedded_broker:
-        from agent.tools.brokers.embedded import EmbeddedBroker
+    raw = config_from_args(args, component_config)
+    broker = start_embedded_broker() if args.embedded_broker else None
+    try:
+        if broker is not None:
+            raw["mqtt"] = {"host": broker.host, "port": broker.port,
+                           "clientId": raw.get("thingName") or "edge-agent"}
+        if "mqtt" in raw and isinstance(raw["mqtt"], dict):
+            raw["mqtt"] = MqttConfig.model_validate(
+                {k: v for k, v in _snake(raw["mqtt"]).items() if v is not None})
+        config = resolve_board(load_config(raw))
+        if connection is not None and config.transport == "mqtt":
+            connection.close()
+            connection = greengrass = None
+        transport = choose_transport(config, None if connection is None
+                                     else IpcTransport(connection))
+        _serve(AgentService(config=config, transport=transport, greengrass=greengrass))
+    finally:
+        if broker is not None:
+            broker.stop()
+    return 0
 
-        broker = EmbeddedBroker()
-        broker.start()
-        raw["mqtt"] = {"host": broker.host, "port": broker.port,
-                       "clientId": raw.get("thingName") or "edge-agent"}
-    if "mqtt" in raw and isinstance(raw["mqtt"], dict):
-        raw["mqtt"] = MqttConfig.model_validate(
-            {k: v for k, v in _snake(raw["mqtt"]).items() if v is not None})
-    config = load_config(raw)
-    if ipc is not None and config.transport == "mqtt":
-        ipc.close()
-        ipc = None
-    service = AgentService(config=config,
-                           transport=choose_transport(config, ipc))
 
+def _serve(service: AgentService) -> None:
+    """Run ``service`` until SIGTERM or SIGINT, then shut it down."""
     def stop(_signum: int, _frame: object) -> None:
         service.stop_event.set()
 
@@ -147,13 +183,10 @@ def serve_main(args: argparse.Namespace) -> int:
         service.start()
         service.run()
     finally:
-        if hasattr(service, "spool"):
+        if service.parts is not None:
             remaining = service.shutdown()
             logging.getLogger("edge_agent").info(
                 "stopped; %d message(s) left in the spool for next start", remaining)
-        if broker is not None:
-            broker.stop()
-    return 0
 
 
 def _snake(raw: dict[str, Any]) -> dict[str, Any]:

@@ -7,12 +7,11 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from agent.cli.mqtt_options import broker_address
 from agent.core.errors import ConfigError
 from agent.tools.brokers.embedded import EmbeddedBroker
 from agent.tools.brokers.mosquitto import MosquittoBroker, find_mosquitto
 from agent.tools.demo.fleet_options import DemoOptions
-from agent.wire.mqtt_config import MqttConfig
+from agent.wire.mqtt_config import MqttConfig, broker_address
 
 
 @dataclass(frozen=True)

@@ -7,85 +7,36 @@ device returns ``(channel, payload)`` pairs; the fleet decides whether they go o
 plain dicts in the wire's canonical JSON; rare ones (register, ack, event, state) go
 through the pydantic schemas and :func:`~agent.wire.codec.encode`.
 
-Commands are answered as :class:`~agent.device.app.swaps.SwapController` answers them,
-with the same ack ``data`` codes: a stage during a trial is refused (``on_trial``);
-``confirm`` ends the trial of the rollout that promoted; ``rollback`` undoes only
-what its own rollout did (else ``nothing_to_roll_back``); ``announce`` sends a
-register. Heartbeats carry groups and profile.
+Commands pass the device's own :class:`~agent.wire.gate.CommandGate` and
+:class:`~agent.wire.replay.ReplayGuard` here and are answered in
+:mod:`agent.tools.fleet_sim.answers`, as the real agent answers them (a replayed command
+gets its first ack again). Heartbeats carry groups and profile.
 """
 
 from __future__ import annotations
 
-import random
-import time
 from collections import OrderedDict
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from typing import Any, TypeVar
 
-import numpy as np
-
-from agent.core.histogram import BUCKET_EDGES_US, BUCKETS_VERSION
-from agent.device.telemetry.metrics import quantiles_of
-from agent.tools.fleet_sim.model import BreachSpec, BucketModel, ModelBehaviour, ProfileSpec
+from agent.core.histogram import BUCKETS_VERSION, quantiles_of
+from agent.tools.fleet_sim.answers import answer
+from agent.tools.fleet_sim.lanes import Lane, Out, SimContext, new_lane
+from agent.tools.fleet_sim.model import ModelBehaviour, ProfileSpec
 from agent.wire.canonical import canonical_json
 from agent.wire.codec import encode
-from agent.wire.commands import Command, SetWeightsArgs, ShadowArgs, StageArgs
+from agent.wire.commands import Command
 from agent.wire.errors import ProtocolError, ReplayError
 from agent.wire.gate import CommandGate, rejection
-from agent.wire.messages import Ack, Event, Outcome, Register, State, UpMessage
+from agent.wire.messages import Ack, Event, Register, UpMessage
 from agent.wire.replay import ReplayGuard
-from agent.wire.signing import TrustStore
 
-Out = tuple[str, bytes]  # (channel, payload)
-Answer = tuple[Outcome, str, dict[str, Any]]  # an ack's outcome, reason and data
 U = TypeVar("U", bound=UpMessage)
-_BUCKETS = len(BUCKET_EDGES_US) + 1
 _REMEMBERED_ACKS = 16
 
 
-@dataclass(kw_only=True)
-class SimContext:
-    """What every device shares: randomness, the behaviour tables, the trust store."""
-
-    rng: np.random.Generator
-    ids: random.Random
-    buckets: BucketModel
-    blue: ModelBehaviour
-    green: Mapping[str, ModelBehaviour]
-    breach: BreachSpec | None
-    blue_accuracy: float
-    inference_rate_hz: float
-    trial_s: float
-    trust: TrustStore
-    agent_version: str
-    wall_clock: Callable[[], float] = time.time
-
-    def new_id(self) -> str:
-        return f"{self.ids.getrandbits(128):032x}"
-
-
-@dataclass(kw_only=True)
-class Lane:
-    """One variant's cumulative counters within a series."""
-
-    label: str
-    series: int
-    counts: np.ndarray
-    errors: int = 0
-    checked: int = 0
-    correct: int = 0
-    reported_counts: np.ndarray | None = None  # at the previous report of this series
-    reported_errors: int = 0
-    reported_at: float = 0.0
-
-
-def new_lane(label: str, series: int, now: float) -> Lane:
-    return Lane(label=label, series=series, counts=np.zeros(_BUCKETS, dtype=np.int64),
-                reported_at=now)
-
-
 class SimDevice:
+    """One device's state, its periodic messages, its traffic and its command gate."""
+
     def __init__(self, *, thing: str, groups: tuple[str, ...], profile: ProfileSpec,
                  speed: float, connection: int, blue_label: str, ctx: SimContext,
                  now: float) -> None:
@@ -143,7 +94,8 @@ class SimDevice:
         return {"v": 1, "type": kind, "id": self.ctx.new_id(), "thing": self.thing,
                 "seq": self.seq, "sent_at": int(self.ctx.wall_clock() * 1000)}
 
-    def _message(self, cls: type[U], **fields: Any) -> Out:
+    def message(self, cls: type[U], **fields: Any) -> Out:
+        """A schema message from this device, next in its sequence, encoded."""
         self.seq += 1
         message = cls(id=self.ctx.new_id(), thing=self.thing, seq=self.seq,
                       sent_at=int(self.ctx.wall_clock() * 1000), **fields)
@@ -158,7 +110,7 @@ class SimDevice:
     # ---- periodic messages ------------------------------------------------------------
 
     def register(self) -> Out:
-        return self._message(Register, groups=list(self.groups), profile=self.profile.info,
+        return self.message(Register, groups=list(self.groups), profile=self.profile.info,
                              agent_version=self.ctx.agent_version, boot_id=self.boot_id,
                              models=self.models())
 
@@ -275,16 +227,16 @@ class SimDevice:
         except ReplayError as err:
             first = self._acks.get(err.related_id or "")
             if first is None:
-                return [self._message(Event, **rejection(err, topic=topic))]
-            return [self._message(Ack, command_id=first.command_id,
-                                  rollout_id=first.rollout_id, rollout_seq=first.rollout_seq,
-                                  outcome=first.outcome, reason=first.reason,
-                                  data=first.data)]
+                return [self.message(Event, **rejection(err, topic=topic))]
+            return [self.message(Ack, command_id=first.command_id,
+                                 rollout_id=first.rollout_id, rollout_seq=first.rollout_seq,
+                                 outcome=first.outcome, reason=first.reason,
+                                 data=first.data)]
         except ProtocolError as err:
-            return [self._message(Event, **rejection(err, topic=topic))]
+            return [self.message(Event, **rejection(err, topic=topic))]
         self.advance(now)  # traffic so far was served under the previous mode
         out: list[Out] = []
-        outcome, reason, data = self._apply(command, now, out)
+        outcome, reason, data = answer(self, command, now, out)
         self._note_breach_cleared(now)
         self.seq += 1
         ack = Ack(id=self.ctx.new_id(), thing=self.thing, seq=self.seq,
@@ -296,118 +248,6 @@ class SimDevice:
             self._acks.popitem(last=False)
         out.append((Ack.channel, encode(ack)))
         return out
-
-    def _enter(self, command: Command) -> None:
-        if self.rollout is not None and self.rollout[0] != command.rollout_id:
-            self.guard.retire(self.rollout[0])  # its delayed commands are stale now
-        self.rollout = (command.rollout_id, command.rollout_seq)
-
-    def _apply(self, command: Command, now: float, out: list[Out]) -> Answer:
-        args = command.args
-        if isinstance(args, StageArgs):
-            return self._stage(command, args, now)
-        if command.action == "status":
-            out.append(self._message(State, in_reply_to=command.command_id,
-                                     **self.state_fields(now)))
-            return "ok", "", {}
-        if command.action == "announce":
-            out.append(self.register())
-            return "ok", "register sent", {}
-        if command.action == "confirm":
-            return self._confirm(command)
-        if command.action == "rollback":
-            return self._roll_back(command, now)
-        if self.green is None:
-            return "rejected", f"cannot {command.action}: no candidate model is staged", {}
-        self._enter(command)
-        if isinstance(args, ShadowArgs):
-            self.mode, self.weights, self.sample_rate = "shadow", (100, 0), args.sample_rate
-            self.green_rollout = command.rollout_id
-            return "ok", f"shadowing {self.green.label}", {}
-        if isinstance(args, SetWeightsArgs):
-            self.mode, self.weights = "weighted", (args.blue, args.green)
-            self.green_rollout = command.rollout_id
-            return "ok", f"weights blue {args.blue} / green {args.green}", {}
-        # promote: green becomes blue, on trial
-        green = self.green
-        self.previous, self.previous_label = self.blue, self.blue.label
-        self.previous_rollout, self.blue_rollout = self.blue_rollout, command.rollout_id
-        self.blue = Lane(label=green.label, series=self.blue.series + 1, counts=green.counts,
-                         errors=green.errors, checked=green.checked, correct=green.correct,
-                         reported_at=green.reported_at)
-        self.green, self.green_rollout, self.mode, self.weights = None, None, "serve", (100, 0)
-        self.trial_started, self.trial_rollout = now, command.rollout_id
-        out.append(self._message(
-            Event, kind="model_activated",
-            detail=f"{green.label} serves, on trial for {self.ctx.trial_s:g} s",
-            data={"version": green.label, "role": "blue"}))
-        return "ok", f"{green.label} promoted (trial {self.ctx.trial_s:g} s)", \
-            {"model": green.label}
-
-    def _stage(self, command: Command, args: StageArgs, now: float) -> Answer:
-        if self.trial_started is not None:
-            label, owner = self.blue.label, self.trial_rollout or "unknown"
-            return "rejected", (f"{label} promoted by rollout {owner} is on trial: rollout "
-                                f"{owner} must confirm or roll it back first"), \
-                {"code": "on_trial", "trial_rollout_id": owner, "model": label}
-        self._enter(command)
-        self.green_series += 1
-        self.green = new_lane(args.version, self.green_series, now)
-        self.green_rollout = command.rollout_id
-        self.green_since = now
-        self.mode, self.weights = "serve", (100, 0)
-        data: dict[str, Any] = {"model": args.version}
-        if args.package_version is not None:  # the simulated package is the one asked for
-            data["package_version"] = args.package_version
-        return "ok", f"{args.version} staged", data
-
-    def _confirm(self, command: Command) -> Answer:
-        rollout, serving = command.rollout_id, self.blue.label
-        if self.trial_started is not None and self.trial_rollout == rollout:
-            self._enter(command)
-            self.trial_started = self.trial_rollout = None
-            self.previous = None
-            return "ok", f"{serving} confirmed", {"model": serving}
-        if self.trial_started is not None:
-            owner = self.trial_rollout or "unknown"
-            return "rejected", f"{serving} on trial was promoted by rollout {owner}, not " \
-                f"{rollout}", {"code": "other_rollout", "model": serving,
-                               "trial_rollout_id": owner}
-        if self.blue_rollout == rollout:
-            return "ok", f"{serving} already confirmed", {"model": serving}
-        return "rejected", f"nothing of rollout {rollout} to confirm; {serving} serves", \
-            {"code": "nothing_to_confirm", "model": serving}
-
-    def _roll_back(self, command: Command, now: float) -> Answer:
-        """Undo what the command's rollout did: its trial, its candidate, or the model it
-        promoted; anything else stays (an ok no-op)."""
-        rollout = command.rollout_id
-        dropped = self.blue.label
-        if self.trial_started is not None and self.trial_rollout == rollout \
-                and self.previous is not None:
-            old = self.previous
-            self.blue = Lane(label=old.label, series=self.blue.series + 1, counts=old.counts,
-                             errors=old.errors, checked=old.checked, correct=old.correct,
-                             reported_at=old.reported_at)
-            self.blue_rollout = self.previous_rollout
-            self.previous, self.previous_label, self.previous_rollout = None, None, None
-            self.trial_started = self.trial_rollout = None
-        elif self.green is not None and self.green_rollout == rollout:
-            dropped, self.green, self.green_rollout = self.green.label, None, None
-        elif self.trial_started is None and self.blue_rollout == rollout:
-            if self.previous_label is None:
-                return "rejected", f"{dropped} of rollout {rollout} has no previous version " \
-                    "to go back to", {"code": "no_previous", "model": dropped}
-            self.blue = new_lane(self.previous_label, self.blue.series + 1, now)
-            self.blue_rollout = self.previous_rollout
-            self.previous_label = self.previous_rollout = None
-        else:
-            return "ok", f"nothing of rollout {rollout} on this device; {dropped} serves", \
-                {"code": "nothing_to_roll_back", "model": dropped}
-        self._enter(command)
-        self.mode, self.weights = "serve", (100, 0)
-        return "ok", f"{dropped} rolled back; {self.blue.label} serves", \
-            {"model": self.blue.label}
 
     def state_fields(self, now: float) -> dict[str, Any]:
         fields: dict[str, Any] = {"models": self.models(), "mode": self.mode,

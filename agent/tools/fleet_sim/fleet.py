@@ -27,7 +27,8 @@ from typing import Any, TypeVar
 import numpy as np
 
 from agent import __version__
-from agent.tools.fleet_sim.device import Out, SimContext, SimDevice
+from agent.tools.fleet_sim.device import SimDevice
+from agent.tools.fleet_sim.lanes import Out, SimContext
 from agent.tools.fleet_sim.model import (
     BreachReport,
     BreachSpec,
@@ -45,7 +46,7 @@ from agent.wire.errors import ProtocolError
 from agent.wire.mqtt import MqttTransport
 from agent.wire.mqtt_config import MqttConfig
 from agent.wire.signing import TrustStore
-from agent.wire.topics import Topics, check_name
+from agent.wire.topics import Topics, check_name, command_filters
 from agent.wire.transport import TransportError
 
 T = TypeVar("T")
@@ -98,7 +99,7 @@ class SimulatedFleet:
         for d in self.devices:
             for g in d.groups:
                 self._members[d.connection].setdefault(g, []).append(d)
-        self._topic_base = {d.thing: f"{prefix}/{d.thing}/" for d in self.devices}
+        self._topics = {d.thing: Topics(thing=d.thing, prefix=prefix) for d in self.devices}
         self._transports = [MqttTransport(config=MqttConfig(
             host=broker_host, port=broker_port, client_id=f"{thing_prefix}-fleet-{seed}-{k}",
             clean_session=True)) for k in range(connections)]
@@ -128,8 +129,7 @@ class SimulatedFleet:
                 self._close_transports()
                 raise SimulationError(f"cannot reach mqtt://{self.broker_host}:"
                                       f"{self.broker_port} ({transport.last_error})")
-            for topic_filter in (f"{self.prefix}/+/commands",
-                                 f"{self.prefix}/groups/+/commands"):
+            for topic_filter in command_filters(self.prefix):
                 transport.subscribe(topic_filter, self._on_command(k))
         now = self.started_at = time.monotonic()
         spread = random.Random(self.seed + 2)
@@ -322,13 +322,13 @@ class SimulatedFleet:
 
     def _send(self, device: SimDevice, out: list[Out]) -> None:
         transport = self._transports[device.connection]
-        base = self._topic_base[device.thing]
+        topics = self._topics[device.thing]
         for channel, payload in out:
             self._counts[channel] += 1
             with self._lock:
                 self._inflight += 1
             try:
-                future = transport.publish(base + channel, payload)
+                future = transport.publish(topics.up(channel), payload)
             except TransportError:
                 future = Future()
                 future.set_exception(TransportError("publish failed"))

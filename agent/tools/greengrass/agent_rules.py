@@ -22,7 +22,7 @@ from pydantic import ValidationError
 from agent.core.errors import ConfigError
 from agent.device.app.config import AgentConfig, load_config
 from agent.tools.greengrass.access_policy import MQTT_PROXY, PolicyBody
-from agent.tools.greengrass.variables import key_path
+from agent.tools.greengrass.variable_check import key_path
 from agent.wire.messages import UpMessage
 from agent.wire.topics import DEFAULT_PREFIX, EXTRA_CHANNELS, Topics
 

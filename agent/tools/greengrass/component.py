@@ -34,15 +34,13 @@ from typing import Any
 
 from agent.core.errors import ConfigError
 from agent.core.model_layout import TESTSET, list_artifacts, read_model_info
-from agent.tools.greengrass.component_recipes import (
+from agent.tools.greengrass.component_options import (
+    DEFAULT_RECIPES,
     FILE_URIS,
     PLACEHOLDER_BASE,
-    PLATFORM_OF_ARCH,
-    TOKEN_EXCHANGE,
-    agent_recipe,
-    copy_data,
-    model_recipe,
+    ComponentOptions,
 )
+from agent.tools.greengrass.component_recipes import agent_recipe, copy_data, model_recipe
 from agent.tools.greengrass.gdk import (
     LOCAL_DEPLOYMENT,
     artifacts_dir,
@@ -59,30 +57,9 @@ from agent.tools.packaging.build import build_package
 from agent.wire.signing import Signer
 
 INSTALL_SCRIPT = "install-agent.sh"
-DEFAULT_RECIPES = Path(__file__).resolve().parents[2] / "recipes"
 
 __all__ = ["DEFAULT_RECIPES", "FILE_URIS", "INSTALL_SCRIPT", "PLACEHOLDER_BASE",
-           "PLATFORM_OF_ARCH", "TOKEN_EXCHANGE", "ComponentOptions", "WrittenComponent",
-           "build_components", "find_model_dirs"]
-
-
-@dataclass(frozen=True, kw_only=True)
-class ComponentOptions:
-    """What ``edge-agent package component`` builds, and from what."""
-
-    models: Path  # built model directories (digits-v1, digits-v2, ...)
-    key: Path  # the package-signing private key
-    key_id: str
-    out: Path
-    model_versions: tuple[int, ...] = ()  # () = every version found in ``models``
-    uri_base: str = PLACEHOLDER_BASE  # s3://bucket/prefix, or "file"
-    s3_packages: bool = False  # the agent fetches s3:// packages itself: needs TES
-    trust_signing_key: bool = False  # add the signing key to the agent's trustedKeys
-    wheel: Path | None = None  # a built agent wheel; default: build one from the source
-    recipes: Path = DEFAULT_RECIPES
-    bucket: str = "edge-inference-components"  # gdk-config publish.bucket
-    region: str = "us-east-1"  # gdk-config publish.region
-    command: tuple[str, ...] = ()  # the command line that reproduces this build (GDK build)
+           "ComponentOptions", "WrittenComponent", "build_components", "find_model_dirs"]
 
 
 @dataclass(frozen=True)

@@ -18,20 +18,16 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from agent.core.errors import ConfigError
 from agent.core.model_layout import TESTSET, list_artifacts, model_label, read_model_info
+from agent.tools.greengrass.component_options import FILE_URIS, PLACEHOLDER_BASE, ComponentOptions
 from agent.tools.greengrass.gdk import WHEEL_PREFIX
 from agent.tools.greengrass.recipe_check import AGENT_COMPONENT, DIGEST_ALGORITHM, artifact_digest
 from agent.wire.keys import public_key_b64, read_private_key
 from agent.wire.signing import Signer
 
-if TYPE_CHECKING:
-    from agent.tools.greengrass.component import ComponentOptions
-
-PLACEHOLDER_BASE = "s3://BUCKET_NAME/COMPONENT_NAME/COMPONENT_VERSION"
-FILE_URIS = "file"
 PLATFORM_OF_ARCH = {"x86_64": "amd64", "aarch64": "aarch64", "armv7l": "arm"}
 TOKEN_EXCHANGE = "aws.greengrass.TokenExchangeService"
 

@@ -31,7 +31,7 @@ GDK_VERSION = "1.0.0"  # the oldest GDK CLI with the custom build system
 LOCAL_DEPLOYMENT = "greengrass-local"  # every recipe and artifact, for greengrass-cli
 BUILD = "greengrass-build"
 WHEEL_PREFIX = "edge_inference_agent-"
-PROJECT_ROOT = Path(__file__).resolve().parents[2]
+PROJECT_ROOT = Path(__file__).resolve().parents[3]
 _WHEEL = re.compile(r"edge_inference_agent-(\d+\.\d+\.\d+)-py3-none-any\.whl")
 _SKIP = shutil.ignore_patterns("__pycache__", "*.pyc", "*.egg-info")
 

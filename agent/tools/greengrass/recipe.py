@@ -8,7 +8,7 @@ the nucleus and the GDK CLI read them (``Run`` and ``run`` are the same step); a
 the reference does not define is refused, naming the key (a :class:`RecipeError`).
 
 Recipe variables (``{artifacts:path}``, ``{Dep:configuration:/port}``...) are read by
-:mod:`agent.tools.greengrass.recipe_variables`; ``accessControl`` is read by
+:mod:`agent.tools.greengrass.interpolation`; ``accessControl`` is read by
 :mod:`agent.tools.greengrass.access_policy`. The emulated nucleus loads components with this
 model.
 """

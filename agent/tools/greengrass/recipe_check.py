@@ -38,7 +38,7 @@ from pydantic import ValidationError
 
 from agent.core.errors import AgentError, ConfigError
 from agent.tools.greengrass.recipe import Recipe, load_recipe_data
-from agent.tools.greengrass.variables import (
+from agent.tools.greengrass.variable_check import (
     configuration_problems,
     key_path,
     lifecycle_problems,

@@ -7,7 +7,7 @@ of another component resolves only when that component is a direct dependency; o
 does not resolve is left in the script as written, so the script runs with a literal
 ``{configuration:/nope}`` in it. In configuration, ``interpolateComponentConfiguration``
 fills in ``{iot:thingName}`` only. Variables are read as the nucleus reads them
-(:func:`agent.tools.greengrass.recipe_variables.find_variables`), but not after a ``$``:
+(:func:`agent.tools.greengrass.interpolation.find_variables`), but not after a ``$``:
 ``${VAR:-x}`` is the shell's. Each function returns ``(key path, message)`` pairs.
 """
 
@@ -18,8 +18,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-from agent.tools.greengrass.recipe import STEP_NAMES, Lifecycle, Manifest, Recipe
-from agent.tools.greengrass.recipe_variables import (
+from agent.tools.greengrass.interpolation import (
     CONFIGURATION,
     PATH_KEYS,
     SYSTEM_KEYS,
@@ -27,6 +26,7 @@ from agent.tools.greengrass.recipe_variables import (
     find_variables,
     lookup_pointer,
 )
+from agent.tools.greengrass.recipe import STEP_NAMES, Lifecycle, Manifest, Recipe
 
 Found = list[tuple[str, str]]
 _FILE_NAME = re.compile(r"/([^/\s\"'`;|&<>()$]+)")  # after {artifacts:path}

@@ -1,4 +1,5 @@
-"""Recipe variables: how one is written, what the nucleus has, and filling them in.
+"""Recipe-variable interpolation: how a variable is written, which ones the nucleus has, and
+filling them in.
 
 A lifecycle script may use ``{namespace:key}`` and ``{Component:namespace:key}``, read with
 the nucleus's own patterns (its KernelConfigResolver): the component ``[.\\w-]+``, the
@@ -12,9 +13,9 @@ and numbers as they are, ``true``, ``false``, ``null``, objects and lists as com
 
 :func:`interpolate` fills them in as a real nucleus does: a variable it cannot resolve stays
 as written (used for ``{iot:thingName}`` in configuration). The recipe checker
-(:mod:`agent.tools.greengrass.variables`) reads variables with :func:`find_variables`; the
-emulated nucleus resolves the variables of the steps it runs strictly, with
-:func:`substitute`.
+(:mod:`agent.tools.greengrass.variable_check`) reads variables with :func:`find_variables`;
+the emulated nucleus (:mod:`agent.tools.nucleus.strict_variables`) resolves the variables of
+the steps it runs strictly, with :func:`substitute`.
 """
 
 from __future__ import annotations

@@ -1,4 +1,9 @@
-"""Shared fixtures.
+"""Shared fixtures, and ``tests/helpers`` on the import path of every test.
+
+Tests mirror the package: ``tests/unit/<path of a module>/`` holds in-process tests of
+one part, ``tests/integration/`` the tests that start processes, brokers or the
+emulated nucleus, ``tests/helpers/`` what they share (``import waits``,
+``from cloud import ...``), ``tests/fixtures/`` their data files.
 
 ``built_models`` builds the reference models once per test session (about ten
 seconds on two cores). Set ``EDGE_TEST_MODELS_DIR`` to build into a fixed
@@ -9,9 +14,12 @@ sessions only check stamps and start in about a second.
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 import pytest
+
+sys.path.insert(0, str(Path(__file__).parent / "helpers"))
 
 
 @pytest.fixture(scope="session")

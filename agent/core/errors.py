@@ -11,7 +11,7 @@ its first, and its meaning names the other ("also ..."), which catches it as wel
 Modules that define a branch of errors (:mod:`agent.wire.errors`,
 :mod:`agent.device.packages.errors`, :mod:`agent.device.store.errors`,
 :mod:`agent.controller.errors`, :mod:`agent.tools.nucleus.errors`) describe theirs in
-more detail and point back here. ``tests/test_error_tree.py`` checks this drawing
+more detail and point back here. ``tests/unit/core/test_errors.py`` checks this drawing
 against the classes themselves, so it cannot fall behind::
 
     AgentError                                  every failure the agent reports on purpose

@@ -1,3 +1,18 @@
-"""``edge-agent`` (``python -m agent.cli``): one module per command group and the options they
-share.
+"""``edge-agent`` (``python -m agent.cli``): one module per command group, shared options.
+
+Modules and their public names:
+
+- ``demo``: ``add_fleet_demo_arguments``, ``cmd_demo_fleet``
+- ``extras``: ``command_words``, ``extra_of_module``, ``needs_extra_message``,
+  ``require_extras``, ``missing_extra``
+- ``fleet``: ``add_fleet_arguments``
+- ``main``: ``cmd_device``, ``cmd_models_build``, ``cmd_run``, ``cmd_serve``,
+  ``cmd_bench_telemetry`` (+7)
+- ``options``: ``add_mqtt_tls_arguments``, ``add_signing_arguments``, ``signer_from_args``
+- ``package``: ``add_package_arguments``, ``keys_generate_main``, ``package_model_main``,
+  ``package_component_main``
+- ``rollout``: ``add_rollout_arguments``
+- ``run``: ``backend_config``, ``run_from_args``
+- ``serve``: ``add_serve_arguments``, ``config_from_args``, ``choose_transport``,
+  ``resolve_board``, ``start_embedded_broker`` (+1)
 """

@@ -8,7 +8,7 @@
                              [--model-version N ...] [--uri-base s3://BUCKET/PREFIX | file]
                              [--s3-packages] [--trust-signing-key] [--wheel FILE]
 
-The signing key is ``--signing-key``/``--key-id`` (:mod:`agent.cli.signing_options`), as in every
+The signing key is ``--signing-key``/``--key-id`` (:mod:`agent.cli.options`), as in every
 command that signs; ``--key`` is only ever a TLS key. ``keys generate`` prints where each
 form of the new public key goes: the PEM file for ``serve --trusted-key ID=PATH``, the
 base64 line for a Greengrass configuration's ``trustedKeys`` (either form works in either

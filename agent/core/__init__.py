@@ -1,3 +1,14 @@
-"""Shared vocabulary below everything else: errors, tensor specs and the model layout, histograms,
-durable writes, crash points.
+"""Shared vocabulary under every other floor: errors, model layout, histogram, durable writes.
+
+Modules and their public names:
+
+- ``crash``: ``parse_crash_spec``, ``crash_point``
+- ``durable``: ``temp_path``, ``write_chunk``, ``fsync_dir``, ``atomic_write``,
+  ``atomic_write_text`` (+3)
+- ``errors``: ``AgentError``, ``ConfigError``, ``DeviceProfileError``, ``ArtifactError``,
+  ``ArtifactMissingError`` (+9)
+- ``histogram``: ``LatencyHistogram``, ``edges_for``, ``quantile_us``, ``diff_counts``,
+  ``merge_counts`` (+3)
+- ``model_layout``: ``TensorSpec``, ``ModelInfo``, ``ArtifactInfo``, ``as_dtype``,
+  ``model_label`` (+5)
 """

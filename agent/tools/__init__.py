@@ -1,3 +1,14 @@
-"""Host and cloud tooling, never needed on a device: packaging, Greengrass components and recipe
-checks, the emulated nucleus and boards, the fleet simulator, demos, benchmarks, brokers.
+"""Host and cloud tooling, never needed on a device (its dependencies come with extras).
+
+Modules and their public names:
+
+- ``bench``/
+- ``boards``/: ``board_names``, ``board_root``
+- ``brokers``/: ``BrokerError``, ``BrokerMissingError``
+- ``demo``/
+- ``fleet_sim``/
+- ``greengrass``/
+- ``nucleus``/: ``ComponentArtifactError``, ``ComponentState``, ``ComponentStore``,
+  ``ComponentUpdate``, ``Deferral`` (+13)
+- ``packaging``/
 """

@@ -1,3 +1,29 @@
-"""The device-cloud contract: topics, messages, commands, codec, signing and keys, and the MQTT
-transport both sides speak.
+"""The device-cloud contract: topics, messages, commands, codec, signing, MQTT transport.
+
+Modules and their public names:
+
+- ``canonical``: ``canonical_json``
+- ``codec``: ``encode``, ``decode``
+- ``commands``: ``Target``, ``Weights``, ``StageArgs``, ``ShadowArgs``, ``SetWeightsArgs``
+  (+10)
+- ``errors``: ``ProtocolError``, ``DecodeError``, ``MalformedMessageError``,
+  ``OversizedMessageError``, ``UnsupportedVersionError`` (+11)
+- ``examples``: ``example_up_messages``, ``example_commands``
+- ``fields``: ``Schema``, ``new_message_id``
+- ``gate``: ``CommandGate``, ``rejection``
+- ``keys``: ``KeyPair``, ``check_key_id``, ``generate_keypair``, ``public_key_b64``,
+  ``load_private_key`` (+5)
+- ``memory``: ``MemoryBroker``, ``MemoryTransport``
+- ``messages``: ``UpMessage``, ``ProfileInfo``, ``Register``, ``Heartbeat``, ``Buckets``
+  (+7)
+- ``mqtt``: ``MqttTransport``, ``is_permanent``
+- ``mqtt_config``: ``MqttConfig``, ``broker_address``, ``build_connection``
+- ``replay``: ``ReplayGuard``
+- ``senders``: ``SenderState``, ``SenderTracker``
+- ``sequence``: ``SequenceCounter``, ``new_boot_id``, ``read_reserved``, ``write_reserved``
+- ``signing``: ``Signer``, ``TrustStore``, ``signed_bytes``
+- ``stamp``: ``Stamper``
+- ``topics``: ``Topics``, ``check_name``, ``group_commands_topic``, ``command_filters``,
+  ``device_topics_filter`` (+4)
+- ``transport``: ``TransportError``, ``TransportConfigError``, ``Transport``
 """

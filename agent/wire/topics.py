@@ -90,6 +90,11 @@ class Topics:
     def commands(self) -> str:
         return f"{self.prefix}/{self.thing}/commands"
 
+    @property
+    def own_filter(self) -> str:
+        """The filter that hears every topic of this device (``{prefix}/{thing}/+``)."""
+        return f"{self.prefix}/{self.thing}/+"
+
     def group_commands(self, group: str) -> str:
         return group_commands_topic(self.prefix, group)
 

@@ -27,14 +27,13 @@ from typing import Any
 from unittest import mock
 
 import pytest
-from paths import REPO_ROOT
 
 from agent.core.crash import CRASH_ENV, CRASH_POINTS
 from agent.device.store import durable as durable_module
 from agent.device.store import store as store_module
 from agent.device.store.store import ModelStore, Rollback
 
-ROOT = REPO_ROOT
+ROOT = Path(__file__).resolve().parents[2]  # also run as a script: no helpers import
 KEEP = 3
 STORE_POINTS = ("after-version-copy", "before-verified-marker", "before-pointer-rename",
                 "after-rename-before-dir-fsync", "after-trial-marker", "after-rollback-intent",

@@ -178,6 +178,18 @@ def test_every_package_says_what_it_is_for() -> None:
                          "is for:\n" + "\n".join(unclear))
 
 
+def test_every_package_lists_its_modules() -> None:
+    """A package's docstring names each of its modules and sub-packages, so it cannot drift."""
+    missing = []
+    for init in sorted(PACKAGE.rglob("__init__.py")):
+        doc = ast.get_docstring(ast.parse(init.read_text())) or ""
+        members = [p.stem for p in init.parent.glob("*.py")
+                   if p.stem not in ("__init__", "__main__")]
+        members += [p.name for p in init.parent.iterdir() if (p / "__init__.py").is_file()]
+        missing += [f"{_module_name(init)}.{m}" for m in sorted(members) if f"``{m}``" not in doc]
+    assert not missing, "modules missing from their package's docstring:\n" + "\n".join(missing)
+
+
 # The checker itself, on small graphs and sources.
 
 def test_cycle_finder_reports_a_cycle_and_only_cycles() -> None:

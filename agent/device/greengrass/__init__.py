@@ -1,3 +1,7 @@
-"""Greengrass specifics of the running agent: component-update deferral while a rollout is in
-progress.
+"""Greengrass specifics of the running agent: component config, state, update deferral.
+
+Modules and their public names:
+
+- ``component``: ``ComponentUpdateEvent``, ``GreengrassComponent``
+- ``updates``: ``UpdatePolicy``
 """

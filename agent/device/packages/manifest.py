@@ -292,5 +292,10 @@ def read_manifest_doc(package_dir: Path) -> dict[str, Any]:
 
 def read_package_manifest(package_dir: Path) -> PackageManifest:
     """The manifest of the package unpacked in ``package_dir``, validated but not verified:
-    for a package whose signature was verified when it was staged."""
-    return PackageManifest.model_validate(read_manifest_doc(package_dir))
+    for a package whose signature was verified when it was staged. A stored manifest that no
+    longer fits the schema raises :class:`PackageFormatError`."""
+    try:
+        return PackageManifest.model_validate(read_manifest_doc(package_dir))
+    except ValidationError as err:
+        raise PackageFormatError(
+            f"{MANIFEST_NAME} does not fit the manifest schema: {err}") from err

@@ -9,6 +9,12 @@ agent's ``backend`` setting holds (:class:`agent.device.app.config.AgentConfig`)
 
 Each backend module imports its native library only when a model is loaded,
 so this package imports on a device that has only one of them.
+
+Modules and their public names:
+
+- ``base``: ``Backend``, ``check_input_buffers``, ``allocate_inputs``
+- ``dlr``/: ``DlrBackend``, ``DlrConfig``
+- ``onnx``: ``OnnxConfig``, ``OnnxBackend``
 """
 
 from __future__ import annotations

@@ -1,3 +1,14 @@
-"""The model store: verified versions, crash-safe current/previous pointers, trials, rollback and
-recovery.
+"""The model store: verified versions, crash-safe pointers, trials, rollback, recovery.
+
+Modules and their public names:
+
+- ``durable``: ``switch_pointer``, ``discard_tree``
+- ``errors``: ``StoreError``, ``StoreLockedError``, ``StoreCorruptError``, ``StoreIOError``,
+  ``InvalidVersionIdError`` (+5)
+- ``layout``: ``StoreLayout``
+- ``records``: ``Trial``, ``Rollback``, ``check_version_id``, ``is_rollout_id``,
+  ``json_bytes`` (+8)
+- ``recovery``: ``RecoveryReport``, ``StoreRecovery``
+- ``store``: ``MANIFEST``, ``PACKAGE``, ``TRASH_PREFIX``, ``VERIFIED``,
+  ``InvalidVersionIdError`` (+14)
 """

@@ -1,1 +1,9 @@
-"""What the agent reports: metrics from the loop's histograms, health, and CloudWatch EMF lines."""
+"""What the agent reports: metrics from the loop's histograms, health, CloudWatch EMF.
+
+Modules and their public names:
+
+- ``emf``: ``render_emf``, ``emf_lines``
+- ``health``: ``ThermalReading``, ``HealthSnapshot``, ``HealthProbe``, ``read_cpu_times``,
+  ``read_loadavg`` (+3)
+- ``metrics``: ``HistogramLike``, ``StatsLike``, ``VariantSource``, ``MetricsReporter``
+"""

@@ -1,4 +1,9 @@
-"""Board trees (see README.md here): the files ``detect_profile`` reads on each board."""
+"""Board trees: the files ``detect_profile`` reads on each emulated board.
+
+Modules and their public names:
+
+
+"""
 
 from __future__ import annotations
 

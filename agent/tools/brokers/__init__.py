@@ -1,4 +1,4 @@
-"""Local MQTT brokers for development, emulation and tests.
+"""Local MQTT brokers for development, emulation and tests: mosquitto and embedded.
 
 ``embedded`` runs an in-process broker when no broker URL is given; ``mosquitto``
 starts a real mosquitto (persistence on, optional mutual TLS); ``certs`` makes the
@@ -10,6 +10,12 @@ Errors::
     AgentError
     └── BrokerError              a local broker could not start or stop
         └── BrokerMissingError   the broker program is not installed
+
+Modules and their public names:
+
+- ``certs``: ``TestPki``, ``make_test_pki``
+- ``embedded``: ``EmbeddedBroker``
+- ``mosquitto``: ``MosquittoTls``, ``MosquittoBroker``, ``find_mosquitto``, ``free_port``
 """
 
 from __future__ import annotations

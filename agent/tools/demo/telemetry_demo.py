@@ -30,6 +30,7 @@ from agent.wire.messages import UpMessage
 from agent.wire.mqtt import MqttTransport
 from agent.wire.mqtt_config import MqttConfig
 from agent.wire.signing import Signer
+from agent.wire.topics import Topics
 
 
 def _describe(m: Any) -> str:
@@ -73,7 +74,8 @@ def run_demo(models: Path, *, board: str, seconds: float) -> int:
         cloud = MqttTransport(config=MqttConfig(host=broker.host, port=broker.port,
                                                 client_id="demo-cloud"))
         cloud.connect(10)
-        cloud.subscribe(f"edge/{thing}/+", lambda t, p: None
+        topics = Topics(thing=thing)
+        cloud.subscribe(topics.own_filter, lambda t, p: None
                         if t.endswith(("/emf", "/commands")) else on_message(t, p))
         agent = subprocess.Popen([
             sys.executable, "-m", "agent.cli", "serve", "--thing", thing,
@@ -97,7 +99,7 @@ def run_demo(models: Path, *, board: str, seconds: float) -> int:
             while not cloud.is_connected() and time.monotonic() < deadline:
                 time.sleep(0.1)  # the cloud client reconnects after the outage too
             print(f"  cloud -> signed status request {command.command_id[:8]}")
-            cloud.publish(f"edge/{thing}/commands", encode(command)).result(30)
+            cloud.publish(topics.commands, encode(command)).result(30)
             time.sleep(seconds / 2)
         finally:
             agent.send_signal(signal.SIGTERM)

@@ -1,4 +1,4 @@
-"""AWS IoT Greengrass v2 components of the edge inference agent.
+"""Greengrass v2 components: the recipe format, recipe checks, the component builder.
 
 * The recipe format: :mod:`~agent.tools.greengrass.recipe` (the typed recipe model, ``Recipe``,
   ``RecipeError``), :mod:`~agent.tools.greengrass.interpolation` (how a recipe variable is
@@ -15,4 +15,26 @@
   publish`` or a local ``greengrass-cli deployment create --recipeDir ... --artifactDir ...``;
   what it is asked to build: :mod:`~agent.tools.greengrass.component_options`; the recipes it
   fills in (artifact URIs and digests): :mod:`~agent.tools.greengrass.component_recipes`.
+
+Modules and their public names:
+
+- ``access_policy``: ``AccessDeniedError``, ``PolicyBody``, ``Grant``, ``AccessPolicy``,
+  ``resource_pattern`` (+1)
+- ``agent_rules``: ``up_channels``, ``agent_topics``, ``setting_names``, ``agent_problems``
+- ``component``: ``DEFAULT_RECIPES``, ``FILE_URIS``, ``INSTALL_SCRIPT``,
+  ``PLACEHOLDER_BASE``, ``ComponentOptions`` (+3)
+- ``component_options``: ``ComponentOptions``
+- ``component_recipes``: ``copy_data``, ``artifact_entry``, ``agent_recipe``,
+  ``model_recipe``
+- ``gdk``: ``version_key``, ``artifacts_dir``, ``write_recipe``, ``write_project``,
+  ``local_deployment`` (+2)
+- ``interpolation``: ``Variable``, ``find_variables``, ``substitute``, ``lookup_pointer``,
+  ``configuration_text`` (+2)
+- ``recipe``: ``RecipeError``, ``LifecycleStep``, ``Lifecycle``, ``Platform``,
+  ``Permission`` (+7)
+- ``recipe_check``: ``AGENT_COMPONENT``, ``REQUIRED_PLATFORMS``, ``Problem``,
+  ``RecipeCheckError``, ``check_recipe`` (+2)
+- ``variable_check``: ``key_path``, ``lifecycle_strings``, ``tree_strings``,
+  ``lifecycle_problems``, ``configuration_problems`` (+1)
+- ``versions``: ``Version``, ``parse_range``, ``satisfies``
 """

@@ -19,7 +19,10 @@ from pathlib import Path
 
 import pytest
 
+# The repository first, so that ``models`` is always the reference-model package and never
+# the test folder ``tests/unit/models`` that pytest's rootdir-relative imports can expose.
 sys.path.insert(0, str(Path(__file__).parent / "helpers"))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 
 @pytest.fixture(scope="session")

@@ -22,6 +22,7 @@ from agent.device.packages.limits import PackageLimits
 from agent.device.packages.staging import stage
 from agent.device.platform.profile import DeviceProfile
 from agent.device.platform.selection import acceptable_targets
+from agent.device.store.records import version_id_of
 from agent.device.store.store import ModelStore
 from agent.wire.signing import TrustStore
 
@@ -90,7 +91,7 @@ def install_first_model(location: Path, *, store: ModelStore, trust: TrustStore,
     staged = stage(package, trust=trust, min_version=min_version, profile=profile,
                    work_dir=work_dir, golden_timeout_s=golden_timeout_s)
     manifest = staged.manifest
-    version_id = f"v{manifest.version}-{staged.archive_sha256[:12]}"
+    version_id = version_id_of(manifest.version, staged.archive_sha256)
     if version_id not in store.versions():
         store.add(staged.dir, version_id=version_id, manifest=manifest.model_dump(mode="json"))
     store.promote(version_id, trial_s=1.0)

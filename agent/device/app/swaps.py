@@ -54,6 +54,7 @@ from agent.device.packages.staging import remove_stale_staging, stage
 from agent.device.platform.profile import DeviceProfile
 from agent.device.runtime import DlrConfig, load_backend
 from agent.device.runtime.base import Backend
+from agent.device.store.records import version_id_of
 from agent.device.store.store import ModelStore, StoreError
 from agent.device.uplink.outbox import Outbox
 from agent.wire.commands import Command, SetWeightsArgs, ShadowArgs, StageArgs
@@ -171,7 +172,7 @@ class SwapController:
                        profile=self.profile, work_dir=self.work_dir,
                        expected_sha256=args.sha256, golden_timeout_s=self.golden_timeout_s)
         manifest = staged.manifest
-        version_id = f"v{manifest.version}-{staged.archive_sha256[:12]}"
+        version_id = version_id_of(manifest.version, staged.archive_sha256)
         refused = _package_refusal(manifest, args)
         if refused is not None or version_id in self.store.versions():
             # A refused package is never stored; an already stored one is used as it is.

@@ -48,6 +48,7 @@ from agent.device.platform.profile import detect_profile
 from agent.device.platform.resolve import resolve_model
 from agent.device.runtime import DlrConfig, load_backend
 from agent.device.runtime.base import Backend
+from agent.device.store.records import version_id_of
 from agent.device.store.store import (
     PACKAGE,
     VERIFIED,
@@ -305,7 +306,7 @@ def _expected_version_id(package: Path) -> str | None:
                 digest.update(chunk)
     except (AgentError, OSError, ValueError, KeyError, TypeError):
         return None
-    return f"v{version}-{digest.hexdigest()[:12]}"
+    return version_id_of(version, digest.hexdigest())
 
 
 # ---- an unsigned model directory (development) -----------------------------------------

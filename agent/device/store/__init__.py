@@ -6,8 +6,8 @@ Modules and their public names:
 - ``errors``: ``StoreError``, ``StoreLockedError``, ``StoreCorruptError``, ``StoreIOError``,
   ``InvalidVersionIdError`` (+5)
 - ``layout``: ``StoreLayout``
-- ``records``: ``Trial``, ``Rollback``, ``check_version_id``, ``is_rollout_id``,
-  ``json_bytes`` (+8)
+- ``records``: ``Trial``, ``Rollback``, ``version_id_of``, ``check_version_id``,
+  ``is_rollout_id`` (+9)
 - ``recovery``: ``RecoveryReport``, ``StoreRecovery``
 - ``store``: ``MANIFEST``, ``PACKAGE``, ``TRASH_PREFIX``, ``VERIFIED``,
   ``InvalidVersionIdError`` (+14)

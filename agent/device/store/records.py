@@ -46,6 +46,12 @@ class Rollback:
     previous_rollout: str | None = None
 
 
+def version_id_of(version: int, archive_sha256: str) -> str:
+    """The store's name for a package's version: ``v<version>-<first 12 hex of its digest>``,
+    so two different packages claiming one version never share a folder."""
+    return f"v{version}-{archive_sha256[:12]}"
+
+
 def check_version_id(version_id: str) -> None:
     if not _VERSION_ID.fullmatch(version_id):
         raise InvalidVersionIdError(f"version id {version_id!r} is not a safe directory name")

@@ -14,6 +14,5 @@ Modules and their public names:
 - ``service``: ``AgentService``
 - ``startup``: ``model_version``, ``device_root``, ``device_profile``, ``open_store``,
   ``initial_model`` (+1)
-- ``swaps``: ``InsufficientMemoryError``, ``Rollout``, ``SwapController``,
-  ``package_artifact``, ``verify_package_files``
+- ``swaps``: ``InsufficientMemoryError``, ``Rollout``, ``SwapController``
 """

@@ -14,13 +14,13 @@ from agent.core.errors import ConfigError
 from agent.core.model_layout import MODEL_INFO, TESTSET, model_label, read_model_info
 from agent.device.app.config import AgentConfig
 from agent.device.app.first_model import install_first_model, offered_version
-from agent.device.app.swaps import package_artifact, verify_package_files
 from agent.device.platform.profile import DeviceProfile, detect_profile
 from agent.device.platform.resolve import resolve_model
 from agent.device.runtime import DlrConfig, load_backend
 from agent.device.runtime.base import Backend
 from agent.device.store.recovery import RecoveryReport
 from agent.device.store.store import ModelStore
+from agent.device.store.stored_package import package_artifact, verify_package_files
 from agent.device.uplink.outbox import Outbox
 from agent.wire.signing import TrustStore
 

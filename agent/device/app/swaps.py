@@ -27,7 +27,6 @@ fetches and verifies.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import shutil
 import threading
@@ -44,18 +43,14 @@ from agent.device.app.commands import Handler, Result
 from agent.device.greengrass.updates import UpdatePolicy
 from agent.device.inference.guardrails import Breach, Guardrails, evaluate
 from agent.device.inference.router import VariantError, VariantRouter
-from agent.device.packages.manifest import (
-    PackageManifest,
-    package_artifact_dir,
-    package_file,
-    read_package_manifest,
-)
+from agent.device.packages.manifest import PackageManifest
 from agent.device.packages.staging import remove_stale_staging, stage
 from agent.device.platform.profile import DeviceProfile
 from agent.device.runtime import DlrConfig, load_backend
 from agent.device.runtime.base import Backend
 from agent.device.store.records import version_id_of
-from agent.device.store.store import ModelStore, StoreError
+from agent.device.store.store import ModelStore
+from agent.device.store.stored_package import package_artifact
 from agent.device.uplink.outbox import Outbox
 from agent.wire.commands import Command, SetWeightsArgs, ShadowArgs, StageArgs
 from agent.wire.replay import ReplayGuard
@@ -67,21 +62,6 @@ MEMORY_FACTOR = 3  # weights in memory + runtime workspace + headroom, per byte 
 
 class InsufficientMemoryError(VariantError):
     """Free memory would not hold the candidate beside the serving model."""
-
-
-def package_artifact(package_dir: Path) -> tuple[Path, str]:
-    """The DLR artifact directory inside a stored package, and the package's label."""
-    manifest = read_package_manifest(package_dir)
-    return package_artifact_dir(package_dir, manifest), manifest.label
-
-
-def verify_package_files(package_dir: Path) -> None:
-    """Every file the signed manifest lists is present with its digest (store recovery)."""
-    manifest = read_package_manifest(package_dir)
-    for name, entry in manifest.files.items():
-        digest = hashlib.sha256(package_file(package_dir, name).read_bytes()).hexdigest()
-        if digest != entry.sha256:
-            raise StoreError(f"{name} no longer matches its signed digest")
 
 
 def _package_refusal(manifest: PackageManifest, args: StageArgs) -> Result | None:

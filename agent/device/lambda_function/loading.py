@@ -38,7 +38,6 @@ from pathlib import Path
 from agent.core.errors import AgentError, ArtifactMissingError, ConfigError
 from agent.core.model_layout import model_label, read_model_info
 from agent.device.app.first_model import choose_package, install_first_model
-from agent.device.app.swaps import package_artifact, verify_package_files
 from agent.device.packages.archive import read_manifest_member
 from agent.device.packages.errors import PackageFormatError
 from agent.device.packages.limits import PackageLimits
@@ -58,6 +57,7 @@ from agent.device.store.store import (
     UnknownVersionError,
     check_version_id,
 )
+from agent.device.store.stored_package import package_artifact, verify_package_files
 from agent.wire.errors import KeyFormatError
 from agent.wire.signing import TrustStore
 

@@ -28,7 +28,6 @@ from typing import Any
 import numpy as np
 
 from agent.device.app.config import AgentConfig
-from agent.device.app.swaps import package_artifact
 from agent.device.inference.router import VariantRouter
 from agent.device.inference.runner import InferenceLoop
 from agent.device.inference.sources import ReplaySource, load_testset
@@ -38,6 +37,7 @@ from agent.device.platform.profile import DeviceProfile, detect_profile
 from agent.device.platform.resolve import resolve_model
 from agent.device.runtime import DlrConfig, load_backend
 from agent.device.runtime.base import Backend
+from agent.device.store.stored_package import package_artifact
 from agent.tools.bench.report import emit
 from agent.tools.packaging.build import build_package
 from agent.tools.packaging.keys import keys_generate

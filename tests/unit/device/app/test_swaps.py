@@ -21,7 +21,7 @@ from package_support import HOST_ARTIFACT
 
 from agent.device.app import swaps
 from agent.device.app.commands import Result
-from agent.device.app.swaps import InsufficientMemoryError, SwapController, package_artifact
+from agent.device.app.swaps import InsufficientMemoryError, SwapController
 from agent.device.greengrass.updates import UpdatePolicy
 from agent.device.inference.guardrails import Guardrails
 from agent.device.inference.router import VariantRouter
@@ -31,6 +31,7 @@ from agent.device.packages.staging import stage
 from agent.device.platform.profile import DeviceProfile, detect_profile
 from agent.device.runtime import DlrConfig, load_backend
 from agent.device.store.store import ModelStore
+from agent.device.store.stored_package import package_artifact
 from agent.device.uplink.outbox import Outbox
 from agent.device.uplink.spool import Spool
 from agent.tools.packaging.build import build_package

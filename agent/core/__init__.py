@@ -11,4 +11,6 @@ Modules and their public names:
   ``merge_counts`` (+3)
 - ``model_layout``: ``TensorSpec``, ``ModelInfo``, ``ArtifactInfo``, ``as_dtype``,
   ``model_label`` (+5)
+- ``model_metadata``: ``ModelMetadata``, ``Preprocess``, ``Postprocess``, ``metadata_problem``,
+  ``class_count`` (+1)
 """

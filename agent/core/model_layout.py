@@ -4,11 +4,18 @@ A model directory is what ``edge-agent models build`` writes, one per model
 version, and what a device stores::
 
     digits-v1/
-      model.json              ModelInfo: name, version, variant, tensor specs
-      testset.npz             labelled inputs (``x`` float32 [N, ...], ``y`` int64 [N]), optional
-      onnx/model.onnx         ONNX export of the same weights
+      model.json              ModelInfo: name, version, variant, tensor specs, metadata
+                              (labels, pre/post-processing: agent.core.model_metadata)
+      testset.npz             evaluation set, optional: ``x`` [N, ...] (a single-input model)
+                              or one array [N, ...] per input name; ``y`` int64 [N] labels,
+                              optional (a regression model has none)
+      golden.npz              golden cases, optional: ``in/<input>`` and ``out/<output>``
+                              arrays [N, ...]; model.json's ``golden`` says where the outputs
+                              came from (GoldenInfo); without it packaging asks ONNX Runtime
+      onnx/model.onnx         ONNX export of the same weights, optional
       dlr/<target>-<arch>/    one Neo-format artifact per Neo target and CPU architecture
         compiled.so  compiled.params  compiled_model.json  compiled.meta
+        libdlr.so             the DLR build Neo shipped with the artifact, when it did
         artifact.info         ArtifactInfo (JSON): target, arch, emulated, JetPack line
         runner.c              stand-alone C harness (kernels in graph order), for qemu checks
 
@@ -22,9 +29,10 @@ import json
 from pathlib import Path
 from typing import Literal, TypeVar, get_args
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from agent.core.errors import ArtifactCorruptError, ArtifactMissingError
+from agent.core.model_metadata import ModelMetadata, metadata_problem
 
 MODEL_INFO = "model.json"
 # Not ``*.json``: libdlr refuses a directory that holds a second JSON file besides
@@ -34,6 +42,9 @@ ARTIFACT_INFO = "artifact.info"
 ONNX_FILE = Path("onnx") / "model.onnx"
 DLR_DIR = "dlr"
 TESTSET = "testset.npz"
+GOLDEN = "golden.npz"
+GOLDEN_INPUT_PREFIX = "in/"
+GOLDEN_OUTPUT_PREFIX = "out/"
 DLR_FILES = ("compiled.so", "compiled.params", "compiled_model.json")
 
 Dtype = Literal["float32", "float16", "int8", "uint8", "int32", "int64"]
@@ -58,6 +69,22 @@ class TensorSpec(BaseModel):
     shape: tuple[int, ...]
 
 
+GoldenSource = Literal["onnx", "dlr-host", "user"]
+
+
+class GoldenInfo(BaseModel):
+    """Where a model directory's (or a package's) golden outputs came from."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+    source: GoldenSource = Field(description="onnx: ONNX Runtime on the ONNX export; dlr-host: "
+                                             "the host-architecture Neo artifact through "
+                                             "libdlr; user: expected outputs the user gave")
+    reference: str | None = Field(default=None,
+                                  description="what computed them, e.g. 'dlr/ml_c5-x86_64'")
+    tolerance: float = Field(default=1e-4, gt=0, description="max |difference| a device allows")
+
+
 class ModelInfo(BaseModel):
     """``model.json``: what a model directory holds."""
 
@@ -72,6 +99,16 @@ class ModelInfo(BaseModel):
     inputs: list[TensorSpec]
     outputs: list[TensorSpec]
     accuracy: float | None = Field(default=None, description="top-1 accuracy on testset.npz")
+    metadata: ModelMetadata | None = None
+    golden: GoldenInfo | None = Field(default=None, description="what golden.npz holds")
+
+    @model_validator(mode="after")
+    def _metadata_fits(self) -> ModelInfo:
+        if self.metadata is not None:
+            problem = metadata_problem(self.metadata, inputs=self.inputs, outputs=self.outputs)
+            if problem is not None:
+                raise ValueError(problem)
+        return self
 
 
 class ArtifactInfo(BaseModel):
@@ -89,6 +126,9 @@ class ArtifactInfo(BaseModel):
     jetpack: str | None = Field(default=None, description="JetPack line, Jetson targets only")
     compiler: str = ""
     cflags: list[str] = Field(default_factory=list)
+    neo_target: str | None = Field(
+        default=None, description="the target as Neo named it when compiling, e.g. 'ml_c5'")
+    source: str | None = Field(default=None, description="what it was imported from")
 
 
 def model_label(info: ModelInfo) -> str:

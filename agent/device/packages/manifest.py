@@ -11,8 +11,13 @@ archived or unpacked (staged, or stored in the model store) alike::
 
     manifest.json                 PackageManifest, signed (first member)
     model.json                    the model's ModelInfo
-    onnx/model.onnx               the ONNX export, when the model has one
-    dlr/<target>-<arch>/          the Neo artifact: ARTIFACT_FILES, those present
+    onnx/model.onnx               the ONNX export: an ONNX package's model, and in a DLR
+                                  package when the model has one
+    dlr/<target>-<arch>/          a DLR package's Neo artifact: ARTIFACT_FILES, those present
+
+A DLR package (``backend: dlr``) holds one Neo artifact for one target and architecture;
+an ONNX package (``backend: onnx``, target and arch ``any``) holds the ONNX model only and
+serves on any device whose agent runs the ONNX backend.
 
 This module is the one place that knows these paths: builders, staging, the
 golden check, the swap controller and the Lambda loader ask it.
@@ -35,9 +40,11 @@ from agent.core.model_layout import (
     MODEL_INFO,
     ONNX_FILE,
     ArtifactInfo,
+    GoldenSource,
     TensorSpec,
     artifact_dir_name,
 )
+from agent.core.model_metadata import ModelMetadata
 from agent.device.packages.errors import (
     BadPackageSignatureError,
     PackageFormatError,
@@ -61,6 +68,8 @@ MANIFEST_NAME = "manifest.json"
 # the build's harness, stay behind: devices never run them).
 ARTIFACT_FILES = (*DLR_FILES, "compiled.meta", ARTIFACT_INFO, "libdlr.so")
 DEFAULT_TOLERANCE = 1e-4
+ANY = "any"  # an ONNX package's target and arch: it is not native code
+Backend = Literal["dlr", "onnx"]
 _MAX_PATH_PART = 255
 
 
@@ -101,6 +110,8 @@ class Golden(BaseModel):
     inputs: list[dict[str, list[float]]] = Field(min_length=1)
     outputs: list[dict[str, list[float]]] = Field(min_length=1)
     tolerance: float = Field(default=DEFAULT_TOLERANCE, gt=0)
+    source: GoldenSource = Field(default="onnx", description="what computed the outputs")
+    reference: str | None = Field(default=None, description="e.g. 'dlr/ml_c5-x86_64'")
 
     @model_validator(mode="after")
     def _same_case_count(self) -> Golden:
@@ -123,11 +134,13 @@ class ManifestBody(BaseModel):
     arch: str = Field(min_length=1, description="CPU architecture of the native code")
     emulated: bool = False
     jetpack: str | None = None
-    backend: Literal["dlr"] = "dlr"
+    backend: Backend = "dlr"
     inputs: list[TensorSpec] = Field(min_length=1)
     outputs: list[TensorSpec] = Field(min_length=1)
     files: dict[str, FileEntry] = Field(min_length=1)
     golden: Golden
+    metadata: ModelMetadata | None = Field(
+        default=None, description="labels, pre/post-processing: model.json's, signed here")
 
     @field_validator("files")
     @classmethod
@@ -139,6 +152,14 @@ class ManifestBody(BaseModel):
             if name == MANIFEST_NAME:
                 raise ValueError(f"{MANIFEST_NAME} cannot list itself")
         return files
+
+    @model_validator(mode="after")
+    def _onnx_is_portable(self) -> ManifestBody:
+        if self.backend == "onnx" and (self.target, self.arch, self.emulated, self.jetpack) != (
+                ANY, ANY, False, None):
+            raise ValueError(f"an onnx package has target and arch {ANY!r}, no emulated flag "
+                             "and no jetpack")
+        return self
 
     @model_validator(mode="after")
     def _golden_fits_specs(self) -> ManifestBody:
@@ -154,7 +175,10 @@ class ManifestBody(BaseModel):
 
     @property
     def artifact_path(self) -> str:
-        """Where the Neo artifact lies inside the package, e.g. ``dlr/rasp4b-x86_64``."""
+        """What the backend loads inside the package: the Neo artifact directory, e.g.
+        ``dlr/rasp4b-x86_64``, or an ONNX package's ``onnx/model.onnx``."""
+        if self.backend == "onnx":
+            return ONNX_FILE.as_posix()
         return artifact_path(self.target, self.arch)
 
     def describe(self) -> str:
@@ -274,7 +298,8 @@ def package_file(package_dir: Path, name: str) -> Path:
 
 
 def package_artifact_dir(package_dir: Path, manifest: ManifestBody) -> Path:
-    """The artifact directory of the package unpacked in ``package_dir``."""
+    """What the backend loads in the package unpacked in ``package_dir``: its Neo artifact
+    directory, or an ONNX package's model file."""
     return package_dir / manifest.artifact_path
 
 

@@ -10,5 +10,5 @@ Modules and their public names:
   ``process_arch``, ``check_arch`` (+2)
 - ``resolve``: ``ResolvedModel``, ``model_file``, ``resolve_model``
 - ``selection``: ``acceptable_targets``, ``select_artifact``, ``verify_artifact``
-- ``targets``: ``NeoTarget``
+- ``targets``: ``NeoTarget``, ``ParsedTarget``, ``parse_target``, ``known_target_names``
 """

@@ -159,21 +159,31 @@ class DlrBackend:
         return tuple(int(shape[i]) for i in range(dim.value))
 
     def _query_inputs(self, declared: Sequence[TensorSpec]) -> tuple[TensorSpec, ...]:
+        """The inputs, in the graph's order, checked against what libdlr reports.
+
+        libdlr 1.6 answers ``GetDLRInputName(i)`` from a sorted list of names but
+        ``GetDLRInputType(i)``/``GetDLRInputShape(i)`` in graph order, so for a model with
+        several inputs index ``i`` does not name one tensor. The names are compared as a
+        set and the types and shapes as a sequence; inputs are set by name, so nothing
+        depends on libdlr's order.
+        """
         count = ctypes.c_int()
         self._check(self._lib.GetDLRNumInputs(self._handle_ref, ctypes.byref(count)),
                     ModelLoadError, "GetDLRNumInputs")
-        by_name = {spec.name: spec for spec in declared}
-        specs = []
-        for i in range(count.value):
-            name = self._query_str(self._lib.GetDLRInputName, i)
-            dtype = self._query_str(self._lib.GetDLRInputType, i)
-            shape = self._query_shape(self._lib.GetDLRInputSizeDim, self._lib.GetDLRInputShape, i)
-            spec = TensorSpec(name=name, dtype=as_dtype(dtype), shape=shape)
-            if name in by_name and by_name[name] != spec:
-                raise ModelLoadError(f"libdlr reports input {spec}, the graph declares "
-                                     f"{by_name[name]}")
-            specs.append(spec)
-        return tuple(specs)
+        names = {self._query_str(self._lib.GetDLRInputName, i) for i in range(count.value)}
+        layouts = [(as_dtype(self._query_str(self._lib.GetDLRInputType, i)),
+                    self._query_shape(self._lib.GetDLRInputSizeDim, self._lib.GetDLRInputShape,
+                                      i))
+                   for i in range(count.value)]
+        if not declared:
+            return tuple(TensorSpec(name=name, dtype=dtype, shape=shape)
+                         for name, (dtype, shape) in zip(sorted(names), layouts, strict=True))
+        if names != {spec.name for spec in declared} or \
+                layouts != [(spec.dtype, spec.shape) for spec in declared]:
+            raise ModelLoadError(
+                f"libdlr reports inputs {sorted(names)} with dtypes and shapes {layouts}, the "
+                f"graph declares {[(s.name, s.dtype, s.shape) for s in declared]}")
+        return tuple(declared)
 
     def _query_outputs(self, declared: Sequence[TensorSpec]) -> tuple[TensorSpec, ...]:
         count = ctypes.c_int()

@@ -8,6 +8,7 @@ Modules and their public names:
 - ``demo``/
 - ``fleet_sim``/
 - ``greengrass``/
+- ``importing``/
 - ``nucleus``/: ``ComponentArtifactError``, ``ComponentState``, ``ComponentStore``,
   ``ComponentUpdate``, ``Deferral`` (+13)
 - ``packaging``/

@@ -1,11 +1,12 @@
 """``edge-agent keys generate``, ``edge-agent package model`` and ``package component``.
 
     edge-agent keys generate --out DIR --key-id ID [--json]
-    edge-agent package model DIR --signing-key FILE --key-id ID --version N
-                             [--target T [--arch A] | --all] [--reference DIR]
-                             [--golden-count N] --out DIR
+    edge-agent package model DIR --signing-key FILE --key-id ID [--version N]
+                             (--target T [--arch A] | --all | --backend onnx)
+                             [--reference DIR] [--golden-count N] --out DIR
     edge-agent package component --signing-key FILE --key-id ID --out DIR [--models DIR]
-                             [--model-version N ...] [--uri-base s3://BUCKET/PREFIX | file]
+                             [--model NAME] [--model-version N ...]
+                             [--uri-base s3://BUCKET/PREFIX | file]
                              [--s3-packages] [--trust-signing-key] [--wheel FILE]
 
 The signing key is ``--signing-key``/``--key-id`` (:mod:`agent.cli.options`), as in every
@@ -22,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -42,19 +44,31 @@ def add_package_arguments(subparsers: Any) -> None:
 
     package = subparsers.add_parser("package", help="signed model packages").add_subparsers(
         dest="package_command", required=True)
-    model = package.add_parser("model", help="package a model directory's Neo artifacts")
+    model = package.add_parser(
+        "model", help="package a model directory's Neo artifacts or its ONNX model",
+        description="Write signed packages <name>-v<N>[-<variant>]-<target>-<arch>.tar.gz "
+                    "(one Neo artifact) or <name>-v<N>[-<variant>]-onnx.tar.gz (the ONNX "
+                    "model, for devices running the onnx backend). The label is always "
+                    "<name>-v<N>[-<variant>] of the package version N.")
     model.add_argument("model_dir", type=Path, metavar="DIR", help="a built model directory")
     add_signing_arguments(model, what="the packages' manifests")
-    model.add_argument("--version", type=int, required=True,
-                       help="monotonic package version (devices refuse one below their floor)")
-    which = model.add_mutually_exclusive_group(required=True)
-    which.add_argument("--target", help="Neo target of the artifact, e.g. rasp4b")
-    which.add_argument("--all", action="store_true", help="one package per artifact")
+    model.add_argument("--version", type=int, default=None, metavar="N",
+                       help="monotonic integer package version (devices refuse one below "
+                            "their floor; default: model.json's version); another than "
+                            "model.json's is written into the packaged model.json and label")
+    which = model.add_mutually_exclusive_group()
+    which.add_argument("--target", help="Neo target of the artifact as SageMaker spells it, "
+                                        "e.g. rasp4b, ml_c5, linux_arm64")
+    which.add_argument("--all", action="store_true",
+                       help="one package per artifact, and the ONNX package when DIR has "
+                            "onnx/model.onnx")
     model.add_argument("--arch", default=None,
                        help="CPU architecture with --target (default: the target's own)")
+    model.add_argument("--backend", choices=("dlr", "onnx"), default="dlr",
+                       help="onnx: the ONNX package (target and arch 'any'); default dlr")
     model.add_argument("--reference", type=Path, default=None,
                        help="model directory whose onnx/model.onnx gives the golden outputs "
-                            "(default: DIR's own)")
+                            "(default: DIR's golden.npz, else DIR's own onnx/model.onnx)")
     model.add_argument("--golden-count", type=int, default=8, help="golden vectors to include")
     model.add_argument("--out", type=Path, required=True, help="directory for the packages")
     model.add_argument("--json", action="store_true", help="print one JSON line")
@@ -67,12 +81,18 @@ def _add_component_arguments(package: Any) -> None:
 
     component = package.add_parser(
         "component", help="the agent and its model as Greengrass components (GDK layout)",
-        description="Write com.edgeinference.Agent and com.edgeinference.Model.<name> in the "
-                    "Greengrass Development Kit layout: gdk-config.json, recipe.yaml and "
-                    "greengrass-build/ (recipes with artifact URIs and SHA-256 digests, "
-                    "artifacts), plus greengrass-local/ for greengrass-cli local deployments.")
+        description="Write com.edgeinference.Agent and com.edgeinference.Model.<name> (the "
+                    "model's name) in the Greengrass Development Kit layout: gdk-config.json, "
+                    "recipe.yaml and greengrass-build/ (recipes with artifact URIs and "
+                    "SHA-256 digests, artifacts), plus greengrass-local/ for greengrass-cli "
+                    "local deployments. Both components have a manifest for each platform "
+                    "the model has builds for (amd64, aarch64, arm), and only those.")
     component.add_argument("--models", type=Path, default=Path("build/models"),
-                           help="built model directories (default: build/models)")
+                           help="built model directories, or one model directory "
+                                "(default: build/models)")
+    component.add_argument("--model", default=None, metavar="NAME",
+                           help="the model to package when --models holds several "
+                                "(default: the only one)")
     add_signing_arguments(component, what="the model packages")
     component.add_argument("--out", type=Path, required=True,
                            help="output folder; its component folders are replaced")
@@ -126,27 +146,49 @@ def keys_generate_main(args: argparse.Namespace) -> int:
 
 
 def package_model_main(args: argparse.Namespace) -> int:
-    from agent.core.model_layout import artifact_dir_name
-    from agent.device.platform.targets import NEO_TARGETS
-    from agent.tools.packaging.build import build_package, build_packages
+    from agent.core.model_layout import artifact_dir_name, model_label, read_model_info
+    from agent.device.platform.targets import parse_target
+    from agent.tools.packaging.build import (
+        build_onnx_package,
+        build_package,
+        build_packages,
+        package_version,
+        packaged_info,
+    )
 
     if args.arch is not None and args.target is None:
         raise ConfigError("--arch needs --target")
+    if args.backend == "onnx" and (args.target is not None or args.all):
+        raise ConfigError("--backend onnx packages the ONNX model, for any target: drop "
+                          f"{'--target' if args.target is not None else '--all'} (--all "
+                          "already includes the ONNX package)")
+    if args.backend == "dlr" and args.target is None and not args.all:
+        raise ConfigError("say what to package: --target T, --all or --backend onnx")
+    info = read_model_info(args.model_dir)
+    version = package_version(args.model_dir, info, args.version)
     signer = signer_from_args(args)
-    common: dict[str, Any] = {"signer": signer, "out_dir": args.out, "version": args.version,
+    common: dict[str, Any] = {"signer": signer, "out_dir": args.out, "version": version,
                               "reference": args.reference, "golden_count": args.golden_count}
     if args.all:
         built = build_packages(args.model_dir, **common)
+    elif args.backend == "onnx":
+        built = [build_onnx_package(args.model_dir, **common)]
     else:
-        target = NEO_TARGETS.get(args.target)
-        if target is None:
-            raise ConfigError(f"unknown Neo target {args.target!r}; known: "
-                              f"{', '.join(sorted(NEO_TARGETS))}")
+        target = parse_target(args.target).target
         arch = args.arch or target.arch
         built = [build_package(args.model_dir, artifact_dir_name(target.name, arch), **common)]
+    relabelled = None
+    if str(version) != info.version:
+        label = model_label(packaged_info(info, version))
+        relabelled = (f"{args.model_dir / 'model.json'} says version {info.version}: packaged "
+                      f"as version {version}, label {label} (the packaged model.json says "
+                      f"{version} too)")
     if args.json:
-        print(json.dumps({"packages": [str(path) for path in built]}))
+        print(json.dumps({"packages": [str(path) for path in built], "version": version,
+                          **({"note": relabelled} if relabelled else {})}))
     else:
+        if relabelled:
+            print(relabelled)
         for path in built:
             print(path)
     return 0
@@ -157,20 +199,29 @@ def package_component_main(args: argparse.Namespace) -> int:
 
     options = ComponentOptions(
         models=args.models, key=args.signing_key, key_id=args.key_id, out=args.out,
-        model_versions=tuple(args.model_versions or ()), uri_base=args.uri_base,
+        model=args.model, model_versions=tuple(args.model_versions or ()),
+        uri_base=args.uri_base,
         s3_packages=args.s3_packages, trust_signing_key=args.trust_signing_key,
         wheel=args.wheel, recipes=args.recipes, bucket=args.bucket, region=args.region,
         command=_component_command(args))
     log = (lambda _message: None) if args.json else print
-    written = build_components(options, log=log)
+    left_out: list[str] = []
+
+    def warn(message: str) -> None:
+        left_out.append(message)
+        print(f"note: {message}", file=sys.stderr)
+
+    written = build_components(options, log=log, warn=warn)
     if args.json:
-        print(json.dumps({"out": str(args.out), "components": [
+        print(json.dumps({"out": str(args.out), "left_out": left_out, "components": [
             {"name": c.name, "folder": str(c.folder), "versions": list(c.versions),
+             "platforms": list(c.platforms),
              "recipes": [str(p) for p in c.recipes],
              "artifacts": [str(p) for p in c.artifacts]} for c in written]}))
         return 0
     for c in written:
-        print(f"{c.name} {', '.join(c.versions)}: {len(c.artifacts)} artifact(s) in {c.folder}")
+        print(f"{c.name} {', '.join(c.versions)}: {len(c.artifacts)} artifact(s) for "
+              f"{', '.join(c.platforms)} in {c.folder}")
         for recipe in c.recipes:
             print(f"  {recipe}")
     merges = " ".join(f"--merge {c.name}={c.versions[-1]}" for c in written)
@@ -188,6 +239,8 @@ def _component_command(args: argparse.Namespace) -> tuple[str, ...]:
                "--out", str(args.out.resolve()), "--uri-base", args.uri_base,
                "--recipes", str(args.recipes.resolve()), "--bucket", args.bucket,
                "--region", args.region]
+    if args.model is not None:
+        command += ["--model", args.model]
     if args.model_versions:
         command += ["--model-version", *map(str, args.model_versions)]
     command += ["--s3-packages"] * args.s3_packages + \

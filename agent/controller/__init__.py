@@ -20,7 +20,8 @@ Modules and their public names:
   (+5)
 - ``progress``: ``step_name``, ``step_count``, ``progress_line``, ``final_summary``,
   ``status_lines``
-- ``registry``: ``Device``, ``FleetRegistry``, ``neo_target_class``, ``load_fleet_file``
+- ``registry``: ``Device``, ``FleetRegistry``, ``neo_target_class``, ``load_fleet_file``,
+  ``ONNX_PACKAGE``
 - ``report``: ``StepSpan``, ``plain``, ``rollout_json``, ``rollout_end``, ``step_spans``
   (+4)
 - ``runner``: ``RunningRollout``, ``RolloutRunner``, ``parse_spec_json``

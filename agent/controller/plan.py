@@ -122,9 +122,8 @@ def plan_rollout(spec: RolloutSpec, devices: Iterable[Device], *,
     if not targeted:
         raise PlanError(f"no registered device is in groups {spec.groups}")
     for device in targeted.values():
-        if device.profile.neo_target not in spec.packages:
-            raise PlanError(f"no package for Neo target {device.profile.neo_target!r} "
-                            f"({device.thing})")
+        if device.package_key not in spec.packages:
+            raise PlanError(f"no package for {device.describe_key()} ({device.thing})")
     cohorts = _cohorts(spec, targeted)
     builder = _Builder(spec=spec, rollout_id=rid, devices=targeted)
     if spec.shadow is not None:
@@ -297,7 +296,7 @@ class _Builder:
                       watch_s=watch_s, commands=commands)
 
     def _stage(self, index: int, thing: str) -> PlannedCommand:
-        package = self.spec.packages[self.devices[thing].profile.neo_target]
+        package = self.spec.packages[self.devices[thing].package_key]
         # ``version`` names the build the device should end up reporting (the label its
         # metrics carry), which is what the guardrails look for; the package's integer
         # version is checked on the device against the signed manifest's floor.

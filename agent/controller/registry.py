@@ -11,6 +11,10 @@ A heartbeat carries the device's groups and profile too, so a controller that
 started after its devices (and missed their register messages) knows each one
 within a heartbeat interval; the newest groups a device reports, by either
 message, are the ones kept.
+
+Which of a spec's packages a device gets is its :attr:`Device.package_key`: its Neo
+target, or :data:`ONNX_PACKAGE` for a device that serves with the ONNX backend (its
+register or heartbeat says ``backend: onnx``; older agents say nothing and run DLR).
 """
 
 from __future__ import annotations
@@ -28,6 +32,8 @@ from agent.core.errors import ConfigError
 from agent.wire.messages import Heartbeat, ProfileInfo, Register
 from agent.wire.topics import check_name
 
+ONNX_PACKAGE = "onnx"  # the key of a spec's ONNX package (``packages: {onnx: ...}``)
+
 
 @dataclass(frozen=True, kw_only=True)
 class Device:
@@ -38,6 +44,18 @@ class Device:
     models: Mapping[str, str]  # variant -> model version
     last_seen: float  # controller monotonic clock
     boot_id: str
+    backend: str = "dlr"  # the runtime it serves with, as it last reported
+
+    @property
+    def package_key(self) -> str:
+        """The key of the spec's ``packages`` this device takes: ``onnx`` for a device
+        running the ONNX backend, else its Neo target."""
+        return ONNX_PACKAGE if self.backend == ONNX_PACKAGE else self.profile.neo_target
+
+    def describe_key(self) -> str:
+        """The package key for messages: ``Neo target 'rasp4b'`` or ``backend onnx``."""
+        return f"backend {ONNX_PACKAGE}" if self.package_key == ONNX_PACKAGE else \
+            f"Neo target {self.profile.neo_target!r}"
 
 
 def neo_target_class(profile: ProfileInfo) -> str:
@@ -95,13 +113,15 @@ class FleetRegistry:
             self._devices[message.thing] = Device(
                 thing=message.thing, groups=self._groups_of(message.thing), profile=profile,
                 hardware_class=self._classify(profile), models=models, last_seen=at,
-                boot_id=message.boot_id)
+                boot_id=message.boot_id, backend=message.backend or "dlr")
             return True
         if groups is not None:
             self._registered_groups[message.thing] = frozenset(groups)
             device = replace(device, groups=self._groups_of(message.thing))
         if profile is not None and profile != device.profile:
             device = replace(device, profile=profile, hardware_class=self._classify(profile))
+        if message.backend is not None:
+            device = replace(device, backend=message.backend)
         self._devices[message.thing] = replace(device, last_seen=at, boot_id=message.boot_id,
                                                models=models)
         return True

@@ -4,7 +4,8 @@ A spec is YAML or JSON (``load_spec``)::
 
     name: digits-v2-2024-06          # also the rollout id the devices see
     model: digits-v2                 # the candidate's model label (its model_version)
-    packages: {rasp4b: {url: https://..., sha256: <64 hex>, version: 7}}
+    packages: {rasp4b: {url: https://..., sha256: <64 hex>, version: 7},
+               onnx: {url: https://..., sha256: <64 hex>, version: 7}}   # by Neo target
     groups: [kitchen, garage]
     strategy: {type: canary, percent: 10, bake_s: 600, then: linear,
                linear_steps: 3, step_interval_s: 300}
@@ -29,8 +30,14 @@ A spec stored with ``model_dump_json`` carries every limit explicitly (disabled
 ones as ``null``), so a rollout resumed from the controller's database keeps the
 limits it started with even if the defaults change later.
 
+**Packages.** ``packages`` maps a key to one signed package: a device takes the one of
+its Neo target (``rasp4b``, ``linux_x86_64``, ...: a DLR package built for it), or,
+when the device serves with the ONNX backend (it registers with ``backend: onnx``), the
+one under ``onnx`` (an ONNX package, ``edge-agent package model DIR --backend onnx``),
+whatever its Neo target. Every package carries the same label, ``model``.
+
 Every error names its field: ``strategy.steps: must be >= 1``. Checks that need
-the fleet (unknown groups, a Neo target without a package) are in
+the fleet (unknown groups, a device without a package) are in
 :meth:`RolloutSpec.validate_against`.
 """
 
@@ -197,7 +204,7 @@ class Timing(_Spec):
 class RolloutSpec(_Spec):
     name: Name
     model: Name
-    packages: Annotated[dict[Name, Package], Field(min_length=1)]  # by Neo target
+    packages: Annotated[dict[Name, Package], Field(min_length=1)]  # by Neo target, or onnx
     groups: Annotated[list[Name], Field(min_length=1)]
     strategy: Strategy
     shadow: Shadow | None = None
@@ -248,20 +255,19 @@ class RolloutSpec(_Spec):
         return self
 
     def validate_against(self, fleet: FleetRegistry) -> None:
-        """Raise :class:`SpecError` if a group is unknown to ``fleet`` or a Neo target
-        present among the targeted devices has no package."""
+        """Raise :class:`SpecError` if a group is unknown to ``fleet`` or a package key
+        (a Neo target, or ``onnx``) of the targeted devices has no package."""
         known = fleet.known_groups()
         for i, group in enumerate(self.groups):
             if group not in known:
                 raise SpecError(f"unknown group {group!r}", field=f"groups[{i}]")
         missing: dict[str, list[str]] = {}
         for device in fleet.devices_in(self.groups):
-            target = device.profile.neo_target
-            if target not in self.packages:
-                missing.setdefault(target, []).append(device.thing)
+            if device.package_key not in self.packages:
+                missing.setdefault(device.describe_key(), []).append(device.thing)
         if missing:
-            target, things = sorted(missing.items())[0]
-            raise SpecError(f"no package for Neo target {target!r} ({len(things)} device(s), "
+            key, things = sorted(missing.items())[0]
+            raise SpecError(f"no package for {key} ({len(things)} device(s), "
                             f"e.g. {sorted(things)[0]})", field="packages")
 
 

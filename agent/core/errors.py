@@ -10,7 +10,8 @@ in this module when no ancestor has a bracket. A class with two parents is drawn
 its first, and its meaning names the other ("also ..."), which catches it as well.
 Modules that define a branch of errors (:mod:`agent.wire.errors`,
 :mod:`agent.device.packages.errors`, :mod:`agent.device.store.errors`,
-:mod:`agent.controller.errors`, :mod:`agent.tools.nucleus.errors`) describe theirs in
+:mod:`agent.controller.errors`, :mod:`agent.tools.nucleus.errors`,
+:mod:`agent.tools.importing.errors`) describe theirs in
 more detail and point back here. ``tests/unit/core/test_errors.py`` checks this drawing
 against the classes themselves, so it cannot fall behind::
 
@@ -33,6 +34,16 @@ against the classes themselves, so it cannot fall behind::
     │       │                                   a Lambda event the handler does not understand
     │       └── TooManyRowsError                more rows than one invocation accepts
     ├── ModelBuildError                         building a reference model failed
+    ├── ModelImportError [tools.importing.errors]
+    │   │                                       ``models import`` refused; nothing was written
+    │   ├── ImportSourceError                   not a dir/.tar.gz/.zip/.onnx, or an unsafe archive
+    │   ├── ImportLayoutError                   not one Neo artifact: no or two graphs, bad params
+    │   ├── ImportTargetError                   unknown target, or one the code contradicts
+    │   ├── ImportMetadataError                 metadata flags or file that do not fit the model
+    │   ├── ImportTestsetError                  a test set that does not fit the model's inputs
+    │   ├── ImportGoldenError                   golden vectors that cannot be made or checked
+    │   │   └── GoldenNotReproducedError        expected outputs the artifact does not reproduce
+    │   └── ImportOutputError                   --out exists (no --force) or cannot be written
     ├── ProtocolError [wire.errors]             a message that is refused and changes nothing
     │   ├── DecodeError                         bytes that are not a valid message
     │   │   ├── MalformedMessageError           not UTF-8, not JSON, or not a JSON object
@@ -51,7 +62,8 @@ against the classes themselves, so it cannot fall behind::
     │   └── TransportConfigError                misconfigured (certificate, option): no retry helps
     ├── PackageError [device.packages.errors]   a model package that must not be installed
     │   ├── PackageFormatError                  no or malformed manifest.json, or not a tar.gz
-    │   │   └── TruncatedArchiveError           the archive ends early (cut download, short file)
+    │   │   ├── TruncatedArchiveError           the archive ends early (cut download, short file)
+    │   │   └── ModelInfoMismatchError          model.json disagrees with the signed manifest
     │   ├── PackageSignatureError               an untrusted manifest; also a SignatureError
     │   │   ├── UnsignedPackageError            no key_id or signature; also MissingSignatureError
     │   │   ├── UnknownPackageKeyError          signed by an untrusted key; also UnknownKeyError

@@ -8,9 +8,11 @@ Every message is a JSON object with ``v`` (schema version, now 1) and ``type``
     seq      per-device sequence, increasing across restarts (see sequence.py)
     sent_at  Unix ms by the device's clock: informational only (a Pi has no RTC)
 
-    register   groups, device profile, agent version, boot id, model per variant
-    heartbeat  uptime, boot id, model per variant, groups and profile (IPC has no MQTT
-               last will; a controller that missed the register learns the device here)
+    register   groups, device profile, agent version, boot id, model per variant, the
+               runtime it serves with (``backend``: dlr or onnx; absent from older agents,
+               which run dlr): the controller sends an onnx device the spec's ONNX package
+    heartbeat  uptime, boot id, model per variant, groups, profile and backend (IPC has no
+               MQTT last will; a controller that missed the register learns the device here)
     metrics    per-variant counts and latency buckets (cumulative per boot), health
     event      guardrail breach, local rollback, rejected message, spool drop, ...
     state      models, variant mode, weights, rollout, trial; answers ``status``
@@ -106,6 +108,7 @@ class Register(UpMessage):
     agent_version: ShortText
     boot_id: MessageId
     models: ModelVersions
+    backend: Name | None = None  # optional for older agents (they run dlr)
 
 
 class Heartbeat(UpMessage):
@@ -117,6 +120,7 @@ class Heartbeat(UpMessage):
     # Optional for older agents; the agent always fills them.
     groups: Annotated[list[GroupName], Field(max_length=64)] | None = None
     profile: ProfileInfo | None = None
+    backend: Name | None = None
 
 
 class Buckets(Schema):

@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 from agent_process import AgentProcess
 from cloud import CloudPublisher, CloudSubscriber, signed_command
+from package_support import package_label
 
 from agent.tools.brokers.mosquitto import MosquittoBroker, find_mosquitto
 from agent.tools.packaging.build import build_package
@@ -57,10 +58,12 @@ class Device:
         return next(m for m in self.cloud.of_type("ack") if m.command_id == command_id)
 
     def stage(self, name: str, rollout: str = "r1") -> Any:
+        """Stage the package of model directory ``name``, expecting the label it carries
+        (the bad builds of v1, packaged as version 3, are ``digits-v3-<variant>``)."""
         package = self.packages[name]
         return self.ack(self.send(StageCommand, rollout, url=package.as_uri(),
                                   sha256=hashlib.sha256(package.read_bytes()).hexdigest(),
-                                  version=name))
+                                  version=package_label(package)))
 
     def state(self) -> Any:
         command_id = self.send(StatusCommand)

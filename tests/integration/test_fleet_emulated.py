@@ -155,7 +155,8 @@ def test_rollouts_on_an_emulated_fleet(fleet: Fleet) -> None:
                 offline.append(canary[0])
                 fleet.agents[canary[0]].stop()
 
-    slow = _spec("r-slow", "digits-v1-slow",
+    # The bad builds of v1 packaged as versions 3 and 4 carry the labels of those versions.
+    slow = _spec("r-slow", "digits-v3-slow",
                  fleet.packages("digits-v1-slow", 3, reference="digits-v1"))
     slow["guardrails"]["min_samples"] = 250  # ~5 s of the slow build: time to go offline
     status = fleet.run(slow, during=take_one_offline)
@@ -170,12 +171,12 @@ def test_rollouts_on_an_emulated_fleet(fleet: Fleet) -> None:
     fleet.wait_serving([offline[0]], "digits-v2")
 
     # 3. v2 -> wrong with a shadow phase: stopped by agreement before any device serves it.
-    status = fleet.run(_spec("r-wrong", "digits-v1-wrong", fleet.packages("digits-v1-wrong", 4),
+    status = fleet.run(_spec("r-wrong", "digits-v4-wrong", fleet.packages("digits-v1-wrong", 4),
                              shadow={"duration_s": 3, "sample_rate": 1.0}))
     assert status == "rolled_back"
     record = fleet.controller.state.rollout("r-wrong")
     assert record is not None and "agreement" in record.reason, record.reason
     served_wrong = [m for m in fleet.cloud.of_type("heartbeat")
-                    if m.models.get("blue") == "digits-v1-wrong"]
+                    if m.models.get("blue") == "digits-v4-wrong"]
     assert served_wrong == [], "no device ever served the wrong build"
     fleet.wait_serving(things, "digits-v2")

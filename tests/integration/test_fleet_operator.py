@@ -44,7 +44,6 @@ class World:
         self.signer = Signer.from_file(keys.private, key_id="ctl-op")
         self.cloud = CloudSubscriber(host="127.0.0.1", port=self.broker.port,
                                      topic="edge/+/+").start()
-        self.version = 1
         self.agents = [AgentProcess(
             thing=thing, model=models / "digits-v1", state_dir=tmp / thing,
             broker_port=self.broker.port, log_path=tmp / f"{thing}.log", rate=100,
@@ -55,10 +54,11 @@ class World:
                             >= set(THINGS), 60, "both agents to register")
 
     def package(self, model: str) -> dict[str, Any]:
-        self.version += 1
+        """The package of ``model`` at its own version (its label is the model's name)."""
         path = build_package(self.models / model, "linux_x86_64-x86_64", signer=self.signer,
-                             out_dir=self.tmp / "packages", version=self.version)
-        return {"linux_x86_64": {"url": path.as_uri(), "version": self.version,
+                             out_dir=self.tmp / "packages")
+        version = int(model.rsplit("-v", 1)[1])
+        return {"linux_x86_64": {"url": path.as_uri(), "version": version,
                                  "sha256": hashlib.sha256(path.read_bytes()).hexdigest()}}
 
     def spec(self, name: str, model: str, *, package_of: str | None = None,

@@ -28,7 +28,7 @@ from agent.device.lambda_function.loading import LambdaSettings
 from agent.device.platform.profile import detect_profile
 from agent.device.store.store import ModelStore
 from agent.tools.bench.alloc import bytes_per_call
-from agent.tools.packaging.build import build_package
+from agent.tools.packaging.build import build_onnx_package, build_package
 from agent.tools.packaging.keys import keys_generate
 from agent.wire.signing import Signer, TrustStore
 
@@ -50,6 +50,8 @@ def packages(built_models: Path, tmp_path_factory: pytest.TempPathFactory) -> di
         folder.mkdir()
         out[name] = build_package(built_models / name, ARTIFACT, signer=signer,
                                   out_dir=folder, version=version)
+    out["digits-v2-onnx"] = build_onnx_package(built_models / "digits-v2", signer=signer,
+                                               out_dir=root / "onnx")
     (root / "rogue").mkdir()
     out["rogue"] = build_package(built_models / "digits-v1", ARTIFACT,
                                  signer=Signer.from_file(rogue.private, key_id="rogue-1"),
@@ -139,6 +141,30 @@ def test_a_different_package_replaces_the_current_one(
     monkeypatch.setenv("EDGE_INITIAL_PACKAGE", str(packages["digits-v2"]))
     result = lambda_handler.handler({"inputs": _rows(packages, 1)}, None)
     assert result["model"] == "digits-v2" and result["version"].startswith("v2-")
+
+
+def test_an_onnx_package_is_served_by_onnx_runtime(
+        monkeypatch: pytest.MonkeyPatch, packages: dict[str, Any], tmp_path: Path) -> None:
+    """An ONNX package (target ``any``) goes through the same staging and is loaded by the
+    runtime its manifest names, from the Lambda's own store and from the agent's."""
+    from agent.device.lambda_function.loading import load_model
+    from agent.device.runtime import OnnxBackend, OnnxConfig
+
+    monkeypatch.setenv("EDGE_NUM_THREADS", "1")
+    state = _signed(monkeypatch, packages, tmp_path, "digits-v2-onnx")
+    result = lambda_handler.handler({"inputs": _rows(packages)}, None)
+    assert result["model"] == "digits-v2" and result["version"].startswith("v2-"), result
+    assert int((np.array(result["top1"]) == packages["y"]).sum()) >= 48
+    lambda_handler._reset_for_tests()
+    settings = LambdaSettings.from_environ({"EDGE_MODEL_STORE": str(state),
+                                            "EDGE_TRUSTED_KEYS": packages["keys"],
+                                            "EDGE_NUM_THREADS": "1"})
+    loaded = load_model(settings)
+    try:
+        assert isinstance(loaded.backend, OnnxBackend) and loaded.label == "digits-v2"
+        assert loaded.backend.config == OnnxConfig(intra_op_threads=1)
+    finally:
+        loaded.backend.close()
 
 
 def test_an_untrusted_package_is_refused_and_nothing_is_installed(

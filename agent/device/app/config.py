@@ -58,7 +58,9 @@ class AgentConfig(BaseModel):
         default_factory=DlrConfig,
         description="the runtime serving modelDir: its name (dlr, onnx) for its default "
                     "settings, or its settings with their type")
-    source: Literal["digits", "random", "shm"] = "digits"
+    source: Literal["auto", "testset", "digits", "random", "shm"] = Field(
+        default="auto", description="testset (digits: its older name) replays the model's "
+                                    "testset.npz; auto: that when there is one, else random")
     rate_hz: float = Field(default=20.0, ge=0, description="inferences/s; 0 = unpaced")
     metrics_interval_seconds: float = Field(default=10.0, gt=0)
     heartbeat_interval_seconds: float = Field(default=30.0, gt=0)

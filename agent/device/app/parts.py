@@ -79,7 +79,8 @@ def build_parts(config: AgentConfig, *, greengrass: GreengrassComponent | None,
         router=router, store=store, trust=trust, guard=guard, profile=profile,
         work_dir=config.state_dir / "staging", outbox=outbox, updates=updates,
         guardrails=config.guardrails, min_version=config.min_model_version,
-        trial_s=config.trial_seconds, golden_timeout_s=config.golden_timeout_seconds)
+        trial_s=config.trial_seconds, golden_timeout_s=config.golden_timeout_seconds,
+        backend_config=config.backend)
     health = HealthProbe(root=device_root(config), disk_path=config.state_dir)
     reports = Reports(config=config, profile=profile, stamper=stamper, router=router,
                       swaps=swaps, outbox=outbox, spool=spool, health=health,

@@ -46,14 +46,16 @@ class Reports:
         """Tell the controller who this device is: on start, and on an ``announce``."""
         self.outbox.send(Register, groups=self.config.thing_groups,
                          profile=self.profile.to_dict(), agent_version=__version__,
-                         boot_id=self.stamper.boot_id, models=self.router.models())
+                         boot_id=self.stamper.boot_id, models=self.router.models(),
+                         backend=self.config.backend.type)
 
     def heartbeat(self) -> None:
         # Groups and profile ride along so that a controller that missed the register
         # knows the device within one heartbeat interval.
         self.outbox.send(Heartbeat, uptime_s=round(time.monotonic() - self.started_at, 3),
                          boot_id=self.stamper.boot_id, models=self.router.models(),
-                         groups=self.config.thing_groups, profile=self.profile.to_dict())
+                         groups=self.config.thing_groups, profile=self.profile.to_dict(),
+                         backend=self.config.backend.type)
 
     def metrics(self) -> None:
         """Each serving lane's metrics and the device's health; EMF documents too when

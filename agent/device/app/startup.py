@@ -16,7 +16,7 @@ from agent.device.app.config import AgentConfig
 from agent.device.app.first_model import install_first_model, offered_version
 from agent.device.platform.profile import DeviceProfile, detect_profile
 from agent.device.platform.resolve import resolve_model
-from agent.device.runtime import DlrConfig, load_backend
+from agent.device.runtime import load_backend
 from agent.device.runtime.base import Backend
 from agent.device.store.recovery import RecoveryReport
 from agent.device.store.store import ModelStore
@@ -66,18 +66,20 @@ def open_store(config: AgentConfig, trust: TrustStore,
         install_first_model(config.initial_package, store=store, trust=trust,
                             profile=profile, work_dir=config.state_dir / "staging",
                             min_version=config.min_model_version,
-                            golden_timeout_s=config.golden_timeout_seconds)
+                            golden_timeout_s=config.golden_timeout_seconds,
+                            backend_config=config.backend)
     return store, recovery
 
 
 def initial_model(config: AgentConfig, store: ModelStore,
                   profile: DeviceProfile) -> tuple[Backend, str, Path | None]:
-    """The store's current version if there is one, else the configured model: its
-    backend, its label and its replay data."""
+    """The store's current version if there is one (loaded with the runtime its package
+    names, with the configured settings when they are that runtime's), else the configured
+    model: its backend, its label and its replay data."""
     current = store.current()
     if current is not None:
-        artifact, label = package_artifact(store.path(current))
-        return load_backend(artifact, DlrConfig()), label, _testset(config)
+        artifact = package_artifact(store.path(current))
+        return artifact.load(config.backend), artifact.label, _testset(config)
     if config.model_dir is None:
         raise ConfigError("no model to serve: the store is empty and neither "
                           "initialPackage nor modelDir is set")
@@ -92,7 +94,8 @@ def report_start(outbox: Outbox, *, config: AgentConfig, store: ModelStore,
     (a model component only installs the first model), and a rollback on recovery."""
     current = store.current()
     if config.initial_package is not None and current is not None:
-        offered = offered_version(config.initial_package, profile)
+        offered = offered_version(config.initial_package, profile,
+                                  backend=config.backend.type)
         version = store.manifest(current).get("version")
         if offered is not None and offered != version:
             outbox.event(

@@ -46,8 +46,7 @@ from agent.device.inference.router import VariantError, VariantRouter
 from agent.device.packages.manifest import PackageManifest
 from agent.device.packages.staging import remove_stale_staging, stage
 from agent.device.platform.profile import DeviceProfile
-from agent.device.runtime import DlrConfig, load_backend
-from agent.device.runtime.base import Backend
+from agent.device.runtime import BackendConfig
 from agent.device.store.records import version_id_of
 from agent.device.store.store import ModelStore
 from agent.device.store.stored_package import package_artifact
@@ -103,12 +102,14 @@ class SwapController:
                  guard: ReplayGuard, profile: DeviceProfile, work_dir: Path, outbox: Outbox,
                  updates: UpdatePolicy, guardrails: Guardrails, min_version: int = 0,
                  trial_s: float = 600.0, golden_timeout_s: float = 10.0,
-                 dlr_config: DlrConfig | None = None) -> None:
+                 backend_config: BackendConfig | None = None) -> None:
         self.router, self.store, self.trust, self.guard = router, store, trust, guard
         self.profile, self.work_dir, self.outbox, self.updates = profile, work_dir, outbox, updates
         self.guardrails, self.min_version, self.trial_s = guardrails, min_version, trial_s
         self.golden_timeout_s = golden_timeout_s
-        self.dlr_config = dlr_config or DlrConfig()
+        # The device's runtime settings: a package of that runtime loads (and is checked)
+        # with them, one of the other runtime with that runtime's defaults.
+        self.backend_config = backend_config
         self.green_version_id: str | None = None
         self.green_rollout: str | None = None  # the rollout that staged green
         self.rollout: Rollout | None = None
@@ -150,7 +151,8 @@ class SwapController:
         args = _args(command, StageArgs)
         staged = stage(args.url, trust=self.trust, min_version=self.min_version,
                        profile=self.profile, work_dir=self.work_dir,
-                       expected_sha256=args.sha256, golden_timeout_s=self.golden_timeout_s)
+                       expected_sha256=args.sha256, golden_timeout_s=self.golden_timeout_s,
+                       backend_config=self.backend_config)
         manifest = staged.manifest
         version_id = version_id_of(manifest.version, staged.archive_sha256)
         refused = _package_refusal(manifest, args)
@@ -172,9 +174,9 @@ class SwapController:
         self._check_memory(package)
         self._enter(command)
         crash_point("mid-load")
-        artifact, label = package_artifact(package)
-        backend: Backend = load_backend(artifact, self.dlr_config)
-        self.router.load_green(backend, label)
+        artifact = package_artifact(package)
+        label = artifact.label
+        self.router.load_green(artifact.load(self.backend_config), label)
         self.green_version_id = version_id
         self.green_rollout = command.rollout_id
         self.updates.hold(command.rollout_id)
@@ -312,8 +314,8 @@ class SwapController:
 
     def _restore_previous(self, previous: str, reason: str) -> str:
         """Serve the store's previous version again (loading it replaces any candidate)."""
-        artifact, label = package_artifact(self.store.path(previous))
-        self.router.load_green(load_backend(artifact, self.dlr_config), label)
+        artifact = package_artifact(self.store.path(previous))
+        self.router.load_green(artifact.load(self.backend_config), artifact.label)
         self.green_version_id = self.green_rollout = None
         dropped = self.router.blue.version
         self.router.promote()

@@ -45,7 +45,7 @@ from agent.device.packages.manifest import read_manifest_doc, verify_manifest
 from agent.device.packages.staging import remove_stale_staging
 from agent.device.platform.profile import detect_profile
 from agent.device.platform.resolve import resolve_model
-from agent.device.runtime import DlrConfig, load_backend
+from agent.device.runtime import BackendConfig, DlrConfig, OnnxConfig, load_backend
 from agent.device.runtime.base import Backend
 from agent.device.store.records import version_id_of
 from agent.device.store.store import (
@@ -152,6 +152,13 @@ class LambdaSettings:
         # The installed libdlr (EDGE_AGENT_LIBDLR, the dlr wheel's, variant.DLR's, ...).
         return DlrConfig(num_threads=self.num_threads)
 
+    def package_config(self, backend: str) -> BackendConfig:
+        """The settings a package of ``backend`` (its manifest's) loads with here:
+        ``EDGE_NUM_THREADS`` applies to either runtime."""
+        if backend == "onnx":
+            return OnnxConfig(intra_op_threads=self.num_threads)
+        return self.dlr_config()
+
 
 def _trust(text: str) -> TrustStore | None:
     if not text.strip():
@@ -246,12 +253,12 @@ def _from_store(root: Path, settings: LambdaSettings) -> LoadedModel:
         verify_package_files(package)
         if settings.trust is not None:
             verify_manifest(read_manifest_doc(package), settings.trust)
-        artifact, label = package_artifact(package)
+        artifact = package_artifact(package)
     except (OSError, ValueError, KeyError, TypeError, PackageFormatError) as err:
         raise StoreCorruptError(f"version {version_id} in {root}: {err}") from err
-    backend = load_backend(artifact, settings.dlr_config())
-    log.info("serving %s (%s) from the agent's store %s", label, version_id, root)
-    return LoadedModel(backend, label, version_id, stamp)
+    backend = artifact.load(settings.package_config(artifact.backend))
+    log.info("serving %s (%s) from the agent's store %s", artifact.label, version_id, root)
+    return LoadedModel(backend, artifact.label, version_id, stamp)
 
 
 # ---- a signed package, installed into the Lambda's own store ---------------------------
@@ -268,17 +275,19 @@ def _from_package(location: Path, settings: LambdaSettings) -> LoadedModel:
             remove_stale_staging(work_dir)  # the store's lock is ours: no stage() runs
             install_first_model(package, store=store, trust=settings.trust, profile=profile,
                                 work_dir=work_dir, min_version=settings.min_model_version,
-                                golden_timeout_s=settings.golden_timeout_s)
+                                golden_timeout_s=settings.golden_timeout_s,
+                                backend_config=settings.dlr_config())
             store.prune()
         version_id = store.current()
         if version_id is None:  # install_first_model makes one current or raises
             raise ArtifactMissingError(f"{location}: no model was installed")
-        artifact, label = package_artifact(store.path(version_id))
+        artifact = package_artifact(store.path(version_id))
     finally:
         store.close()  # the versions stay; another instance of the function may install
-    backend = load_backend(artifact, settings.dlr_config())
-    log.info("serving %s (%s) from the signed package %s", label, version_id, package.name)
-    return LoadedModel(backend, label, version_id)
+    backend = artifact.load(settings.package_config(artifact.backend))
+    log.info("serving %s (%s) from the signed package %s", artifact.label, version_id,
+             package.name)
+    return LoadedModel(backend, artifact.label, version_id)
 
 
 def _open_store(root: Path) -> ModelStore:

@@ -6,7 +6,8 @@ the packages' branch; the whole tree of the package's errors is drawn in
     AgentError
     ├── PackageError                    a package that must not be installed
     │   ├── PackageFormatError          not a package: no or malformed manifest.json, not a tar.gz
-    │   │   └── TruncatedArchiveError   the archive ends early (cut download, short file)
+    │   │   ├── TruncatedArchiveError   the archive ends early (cut download, short file)
+    │   │   └── ModelInfoMismatchError  model.json disagrees with the signed manifest
     │   ├── PackageSignatureError       the manifest must not be trusted (also a protocol
     │   │   │                           SignatureError, so either catch works)
     │   │   ├── UnsignedPackageError        no key_id or signature   (MissingSignatureError)
@@ -60,6 +61,13 @@ class PackageFormatError(PackageError):
 
 class TruncatedArchiveError(PackageFormatError):
     code = "truncated_archive"
+
+
+class ModelInfoMismatchError(PackageFormatError):
+    """The package's model.json says another model than its manifest (name, label, tensors or
+    metadata): the signer packaged inconsistent files, so neither can be believed."""
+
+    code = "model_info_mismatch"
 
 
 class PackageSignatureError(PackageError, SignatureError):

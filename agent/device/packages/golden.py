@@ -25,21 +25,30 @@ from agent.device.packages.errors import (
     GoldenTimeoutError,
 )
 from agent.device.packages.golden_check import EXIT_MISMATCH, EXIT_OK, EXIT_RUNTIME
+from agent.device.runtime import BackendConfig, DlrConfig
 
 _MAX_DETAIL = 300
 
 
 def run_golden_check(package_dir: Path, *, timeout_s: float,
-                     library_path: Path | None = None, label: str | None = None) -> None:
+                     library_path: Path | None = None, label: str | None = None,
+                     config: BackendConfig | None = None) -> None:
     """Reproduce the manifest's golden vectors in a child process; raise unless they match.
 
-    ``label`` names the package in error messages (default: the directory's name).
+    ``config`` is the device's runtime settings: a package of that runtime is checked with
+    them, one of the other runtime with its defaults. ``label`` names the package in error
+    messages (default: the directory's name).
     """
     name = label or package_dir.name
     command = [sys.executable, "-m", "agent.device.packages.golden_check",
                str(package_dir.resolve())]
     if library_path is not None:
         command += ["--libdlr", str(library_path.resolve())]
+    if isinstance(config, DlrConfig) and config.library_path is not None:
+        # the child runs elsewhere (see below): a relative path must mean the same file
+        config = config.model_copy(update={"library_path": config.library_path.resolve()})
+    if config is not None:
+        command += ["--config", config.model_dump_json()]
     # `python -m` puts its working directory first on sys.path: run where this very
     # `agent` package lies, so the child imports the same code and nothing else.
     package_root = Path(agent.__file__).resolve().parent.parent

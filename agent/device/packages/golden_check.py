@@ -1,9 +1,12 @@
 """``python -m agent.device.packages.golden_check DIR``: reproduce a package's golden vectors.
 
-Runs in a child process of the stager: it loads the package's Neo artifact
-through the agent's own :class:`~agent.device.runtime.dlr.backend.DlrBackend` (the code path
-that will serve) and compares each output with the manifest's within its
-tolerance. It prints one JSON verdict line and exits with:
+Runs in a child process of the stager: it loads the package with the backend its manifest
+names (a Neo artifact through the agent's own
+:class:`~agent.device.runtime.dlr.backend.DlrBackend`, an ONNX package through
+:class:`~agent.device.runtime.onnx.OnnxBackend`), with the settings that will serve it
+(``--config``: the runtime settings as JSON, :mod:`agent.device.packages.backends`), and
+compares each output with the manifest's within its tolerance. Inputs are set by name;
+outputs are taken in the manifest's order. It prints one JSON verdict line and exits with:
 
     0  every output matched
     2  bad usage (argparse)
@@ -22,33 +25,43 @@ import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from agent.core.errors import AgentError, ModelLoadError
+
+if TYPE_CHECKING:
+    from agent.device.runtime import BackendConfig
 
 EXIT_OK = 0
 EXIT_MISMATCH = 3
 EXIT_RUNTIME = 4
 
 
-def check_package(package_dir: Path, *, library_path: Path | None = None) -> tuple[bool, str]:
-    """(matched, message) for the package unpacked in ``package_dir``."""
+def check_package(package_dir: Path, *, library_path: Path | None = None,
+                  config: BackendConfig | None = None) -> tuple[bool, str]:
+    """(matched, message) for the package unpacked in ``package_dir``, loaded with
+    ``config`` when it configures the package's runtime (else that runtime's defaults);
+    ``library_path`` overrides a DLR configuration's libdlr."""
+    from agent.device.packages.backends import package_backend_config
     from agent.device.packages.manifest import (
         manifest_file,
         package_artifact_dir,
         read_package_manifest,
     )
-    from agent.device.runtime.dlr.backend import DlrBackend, DlrConfig
+    from agent.device.runtime import DlrConfig, load_backend
 
     try:
         manifest = read_package_manifest(package_dir)
     except OSError as err:
         raise ModelLoadError(f"{manifest_file(package_dir)}: {err.strerror or err}") from err
-    backend = DlrBackend(artifact_dir=package_artifact_dir(package_dir, manifest),
-                         config=DlrConfig(library_path=library_path))
+    settings = package_backend_config(manifest.backend, config)
+    if library_path is not None and isinstance(settings, DlrConfig):
+        settings = settings.model_copy(update={"library_path": library_path})
+    backend = load_backend(package_artifact_dir(package_dir, manifest), settings)
     try:
-        if [s.name for s in backend.inputs] != [s.name for s in manifest.inputs] or \
+        if {s.name for s in backend.inputs} != {s.name for s in manifest.inputs} or \
                 [s.shape for s in backend.outputs] != [s.shape for s in manifest.outputs]:
             raise ModelLoadError(f"the runtime reports inputs {backend.inputs} and outputs "
                                  f"{backend.outputs}, the manifest {manifest.inputs} and "
@@ -69,8 +82,8 @@ def check_package(package_dir: Path, *, library_path: Path | None = None) -> tup
                     return False, (f"golden case {index}, output {spec.name}: max |diff| {diff:.3g}"
                                    f" exceeds tolerance {tolerance:g}")
                 worst = max(worst, diff)
-        return True, (f"{len(manifest.golden.inputs)} golden case(s) matched "
-                      f"(max |diff| {worst:.3g}, tolerance {tolerance:g})")
+        return True, (f"{len(manifest.golden.inputs)} golden case(s) matched on "
+                      f"{manifest.backend} (max |diff| {worst:.3g}, tolerance {tolerance:g})")
     finally:
         backend.close()
 
@@ -79,18 +92,32 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m agent.device.packages.golden_check")
     parser.add_argument("package_dir", type=Path)
     parser.add_argument("--libdlr", type=Path, default=None, help="explicit libdlr.so path")
+    parser.add_argument("--config", default=None,
+                        help="the device's runtime settings, JSON (a BackendConfig)")
     args = parser.parse_args(argv)
     # Verification is background work: the device keeps serving while it runs, and on a
     # board with few cores the serving thread must win the CPU.
     with contextlib.suppress(OSError):
         os.nice(10)
     try:
-        matched, message = check_package(args.package_dir, library_path=args.libdlr)
+        config = None if args.config is None else parse_backend_config(args.config)
+        matched, message = check_package(args.package_dir, library_path=args.libdlr,
+                                         config=config)
     except (AgentError, ValueError) as err:  # ValueError: pydantic's ValidationError
         _say(ok=False, kind=type(err).__name__, message=f"{type(err).__name__}: {err}")
         return EXIT_RUNTIME
     _say(ok=matched, kind="ok" if matched else "mismatch", message=message)
     return EXIT_OK if matched else EXIT_MISMATCH
+
+
+def parse_backend_config(text: str) -> BackendConfig:
+    """Runtime settings from their JSON form (``model_dump_json`` of a BackendConfig)."""
+    from pydantic import TypeAdapter
+
+    from agent.device.runtime import BackendConfig
+
+    config: BackendConfig = TypeAdapter(BackendConfig).validate_json(text)
+    return config
 
 
 def _say(*, ok: bool, kind: str, message: str) -> None:

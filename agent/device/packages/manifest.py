@@ -287,6 +287,12 @@ def package_members(model_dir: Path, artifact_dir: Path,
     return members
 
 
+def onnx_package_members(model_dir: Path) -> list[tuple[str, Path]]:
+    """Every file an ONNX package of ``model_dir`` holds besides its manifest: model.json
+    and the ONNX model (path inside the package, the file it is taken from)."""
+    return [(MODEL_INFO, model_dir / MODEL_INFO), (ONNX_FILE.as_posix(), model_dir / ONNX_FILE)]
+
+
 def manifest_file(package_dir: Path) -> Path:
     """The manifest of the package unpacked in ``package_dir``."""
     return package_dir / MANIFEST_NAME

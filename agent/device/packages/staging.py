@@ -9,11 +9,15 @@
 4. safe extraction (:mod:`agent.device.packages.extract`);
 5. every file's sha256 and size against the manifest; a listed file missing
    or a file the manifest does not list is refused;
-6. the Neo target against the device profile and every shared object's ELF
+6. the package's model.json against the manifest: the same name, label, variant,
+   tensors and metadata (:func:`check_model_info`);
+7. a DLR package's Neo target against the device profile and every shared object's ELF
    architecture against the real machine (:func:`verify_artifact`; emulated
-   devices keep every check);
-7. the golden vectors, reproduced by the agent's own DLR backend in a child
-   process with a timeout (a fault or hang kills only the child).
+   devices keep every check); an ONNX package (target ``any``) has no native code, so
+   only its model file is required;
+8. the golden vectors, reproduced in a child process with a timeout (a fault or hang
+   kills only the child) by the agent's own backend of the package's runtime, with the
+   device's settings for it (:mod:`agent.device.packages.backends`).
 
 Everything temporary lives in one ``.stage-*`` directory under ``work_dir``,
 removed on success and on every failure; only the verified package directory
@@ -24,6 +28,7 @@ is left, renamed into place last. A process killed mid-way leaves a
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
 import tempfile
@@ -31,13 +36,22 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from pydantic import BaseModel
+
 from agent.core.durable import fsync_dir
-from agent.core.errors import ArtifactCorruptError
-from agent.core.model_layout import ARTIFACT_INFO, read_artifact_info
+from agent.core.errors import ArtifactCorruptError, ArtifactError
+from agent.core.model_layout import (
+    ARTIFACT_INFO,
+    MODEL_INFO,
+    model_label,
+    read_artifact_info,
+    read_model_info,
+)
 from agent.device.packages.archive import read_manifest_member
 from agent.device.packages.errors import (
     DigestMismatchError,
     MissingFileError,
+    ModelInfoMismatchError,
     UnlistedFileError,
     VersionBelowFloorError,
     staging_io_error,
@@ -57,6 +71,7 @@ from agent.device.packages.manifest import (
 )
 from agent.device.platform.profile import DeviceProfile
 from agent.device.platform.selection import verify_artifact
+from agent.device.runtime import BackendConfig
 from agent.wire.signing import TrustStore
 
 STAGING_PREFIX = ".stage-"
@@ -80,11 +95,14 @@ class StagedPackage:
 def stage(url_or_path: str | Path, *, trust: TrustStore, min_version: int,
           profile: DeviceProfile, work_dir: Path, limits: PackageLimits | None = None,
           expected_sha256: str | None = None, golden_timeout_s: float = 10.0,
-          dlr_library: Path | None = None) -> StagedPackage:
+          dlr_library: Path | None = None,
+          backend_config: BackendConfig | None = None) -> StagedPackage:
     """Fetch, verify and unpack a package into ``work_dir``; raise a typed error otherwise.
 
     The result is ``work_dir/<name>-v<version>-<sha256[:12]>``; one already there
     (the same archive staged before) is replaced. The caller moves or removes it.
+    ``backend_config`` is the device's runtime settings (the golden check of a package of
+    that runtime uses them); ``dlr_library`` overrides its libdlr.
     """
     limits = limits or PackageLimits()
     try:
@@ -107,9 +125,10 @@ def stage(url_or_path: str | Path, *, trust: TrustStore, min_version: int,
         with contextlib.suppress(OSError):  # halves the peak disk use; rmtree retries it
             fetched.path.unlink()
         check_files(manifest, files, manifest_sha256=sha256_hex(raw_manifest))
+        check_model_info(unpacked, manifest)
         check_artifact(unpacked, manifest, profile)
         run_golden_check(unpacked, timeout_s=golden_timeout_s, library_path=dlr_library,
-                         label=manifest.describe())
+                         label=manifest.describe(), config=backend_config)
         final = work_dir / staged_dir_name(manifest, fetched.sha256)
         _move_into_place(unpacked, final)
     finally:
@@ -136,8 +155,41 @@ def check_files(manifest: PackageManifest, files: Mapping[str, ExtractedFile], *
         raise DigestMismatchError(f"the unpacked {MANIFEST_NAME} is not the one verified")
 
 
+def check_model_info(package_dir: Path, manifest: PackageManifest) -> None:
+    """Raise :class:`ModelInfoMismatchError` unless the package's model.json describes the
+    model its signed manifest does (name, label, variant, inputs, outputs, metadata)."""
+    try:
+        info = read_model_info(package_dir)
+    except ArtifactError as err:
+        raise ModelInfoMismatchError(f"{MODEL_INFO}: {err}") from err
+    ours = {"name": manifest.name, "label": manifest.label, "variant": manifest.variant,
+            "inputs": list(manifest.inputs), "outputs": list(manifest.outputs),
+            "metadata": manifest.metadata}
+    theirs = {"name": info.name, "label": model_label(info), "variant": info.variant,
+              "inputs": info.inputs, "outputs": info.outputs, "metadata": info.metadata}
+    for field, value in ours.items():
+        if theirs[field] != value:
+            raise ModelInfoMismatchError(
+                f"{MODEL_INFO}: {field} {_shown(theirs[field])}, the signed manifest says "
+                f"{_shown(value)}")
+
+
+def _shown(value: object) -> str:
+    if isinstance(value, BaseModel):
+        return json.dumps(value.model_dump(mode="json", exclude_none=True))[:200]
+    if isinstance(value, list):
+        return str([_shown(item) for item in value])[:200]
+    return repr(value)
+
+
 def check_artifact(package_dir: Path, manifest: PackageManifest, profile: DeviceProfile) -> None:
-    """Target and architecture checks of the package's artifact on this device."""
+    """Target and architecture checks of the package's artifact on this device; an ONNX
+    package's model file must be one the manifest lists."""
+    if manifest.backend == "onnx":
+        if manifest.artifact_path not in manifest.files:
+            raise MissingFileError(f"{manifest.artifact_path}: an onnx package's model, not "
+                                   "listed in its manifest")
+        return
     artifact_dir = package_artifact_dir(package_dir, manifest)
     declared = manifest.artifact_info()
     inside = read_artifact_info(artifact_dir)

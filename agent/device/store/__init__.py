@@ -11,5 +11,5 @@ Modules and their public names:
 - ``recovery``: ``RecoveryReport``, ``StoreRecovery``
 - ``store``: ``MANIFEST``, ``PACKAGE``, ``TRASH_PREFIX``, ``VERIFIED``,
   ``InvalidVersionIdError`` (+14)
-- ``stored_package``: ``package_artifact``, ``verify_package_files``
+- ``stored_package``: ``PackageArtifact``, ``package_artifact``, ``verify_package_files``
 """

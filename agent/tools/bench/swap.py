@@ -108,7 +108,8 @@ def run_bench(models: Path, *, rate_hz: float, flips: int, shadow_rounds: int,
             stage_from = time.perf_counter_ns()
             staged = stage(package, trust=trust, min_version=0, profile=profile,
                            work_dir=work / "staging")
-            artifact, label = package_artifact(staged.dir)
+            stored = package_artifact(staged.dir)
+            artifact, label = stored.path, stored.label
             router.load_green(load_backend(artifact, DlrConfig()), label)
             stage_to = time.perf_counter_ns()
 

@@ -31,7 +31,14 @@ from agent.controller.controller import FleetController
 from agent.controller.report import write_report
 from agent.controller.state import ControllerState
 from agent.tools.demo.fleet_devices import EmulatedDevice
-from agent.tools.demo.fleet_options import KEY_ID, DemoOptions, rollout_specs
+from agent.tools.demo.fleet_options import (
+    GOOD_LABEL,
+    KEY_ID,
+    SLOW_LABEL,
+    WRONG_LABEL,
+    DemoOptions,
+    rollout_specs,
+)
 from agent.tools.demo.fleet_rollouts import RolloutOutcome, drive, wait_until
 from agent.tools.demo.fleet_setup import Broker, build_components, open_broker
 from agent.tools.packaging.build import build_package
@@ -40,11 +47,13 @@ from agent.wire.mqtt import MqttTransport
 from agent.wire.signing import Signer
 
 Say = Callable[[str], None]
-# (model, package version, reference for the golden vectors). The slow build has no
-# export of its own to take golden outputs from; the wrong one reproduces its own export
-# faithfully (it passes staging) and is caught by the shadow test's agreement.
-ROLLOUT_MODELS = (("digits-v2", 2, None), ("digits-v1-slow", 3, "digits-v1"),
-                  ("digits-v1-wrong", 4, None))
+# (model, package version, reference for the golden vectors, the packages' label). The
+# slow build has no export of its own to take golden outputs from; the wrong one
+# reproduces its own export faithfully (it passes staging) and is caught by the shadow
+# test's agreement.
+ROLLOUT_MODELS = (("digits-v2", 2, None, GOOD_LABEL),
+                  ("digits-v1-slow", 3, "digits-v1", SLOW_LABEL),
+                  ("digits-v1-wrong", 4, None, WRONG_LABEL))
 
 
 @dataclass(frozen=True)
@@ -61,10 +70,11 @@ class DemoResult:
 
 
 def rollout_packages(options: DemoOptions, signer: Signer) -> dict[str, dict[str, Any]]:
-    """Signed packages of each rollout's candidate for every target the fleet reports."""
+    """Signed packages of each rollout's candidate for every target the fleet reports, by
+    the candidate's label."""
     targets = sorted({d.target for d in options.fleet()})
     packages: dict[str, dict[str, Any]] = {}
-    for name, version, reference in ROLLOUT_MODELS:
+    for name, version, reference, label in ROLLOUT_MODELS:
         entries = {}
         for target in targets:
             path = build_package(options.models / name, f"{target}-x86_64", signer=signer,
@@ -72,7 +82,7 @@ def rollout_packages(options: DemoOptions, signer: Signer) -> dict[str, dict[str
                                  reference=options.models / reference if reference else None)
             entries[target] = {"url": path.resolve().as_uri(), "version": version,
                                "sha256": hashlib.sha256(path.read_bytes()).hexdigest()}
-        packages[name] = entries
+        packages[label] = entries
     return packages
 
 
@@ -210,7 +220,7 @@ def _rollouts(options: DemoOptions, controller: FleetController,
         if promoted and time.time() - (promoted[0].acked_at or 0) > 1.0:
             thing = promoted[0].thing
             offline.append(thing)
-            say(f"    {thing} goes offline while on trial of digits-v1-slow (its nucleus "
+            say(f"    {thing} goes offline while on trial of {SLOW_LABEL} (its nucleus "
                 "and agent stop)")
             devices[thing].stop()
 

@@ -14,6 +14,9 @@ BOARD_TARGETS = {"rpi4_64": "rasp4b", "jetson_nano_r32": "jetson_nano",
 AGENT = "com.edgeinference.Agent"
 MODEL = "com.edgeinference.Model.digits"
 KEY_ID = "demo-controller"
+# The rollouts' candidates, by the label their packages carry (``<name>-v<package
+# version>[-<variant>]``): the bad builds of v1 are packaged as versions 3 and 4.
+GOOD_LABEL, SLOW_LABEL, WRONG_LABEL = "digits-v2", "digits-v3-slow", "digits-v4-wrong"
 
 
 @dataclass(frozen=True)
@@ -77,18 +80,18 @@ def rollout_specs(options: DemoOptions, packages: dict[str, dict[str, Any]]) -> 
     timing = {"step_timeout_s": options.step_timeout_s, "stale_after_s": 30.0}
     groups = list(GROUPS)
     return [
-        {"name": "r1-digits-v2", "model": "digits-v2", "packages": packages["digits-v2"],
+        {"name": "r1-digits-v2", "model": GOOD_LABEL, "packages": packages[GOOD_LABEL],
          "groups": groups,
          "strategy": {"type": "canary", "percent": 25, "bake_s": options.bake_s,
                       "then": "linear", "linear_steps": 2},
          "guardrails": _guardrails(options), "timing": timing},
-        {"name": "r2-digits-slow", "model": "digits-v1-slow",
-         "packages": packages["digits-v1-slow"], "groups": groups,
+        {"name": "r2-digits-slow", "model": SLOW_LABEL,
+         "packages": packages[SLOW_LABEL], "groups": groups,
          "strategy": {"type": "canary", "percent": 25, "bake_s": options.bake_s * 3},
          "guardrails": _guardrails(options, min_samples=options.slow_min_samples),
          "timing": timing},
-        {"name": "r3-digits-wrong", "model": "digits-v1-wrong",
-         "packages": packages["digits-v1-wrong"], "groups": groups,
+        {"name": "r3-digits-wrong", "model": WRONG_LABEL,
+         "packages": packages[WRONG_LABEL], "groups": groups,
          "shadow": {"duration_s": options.shadow_s, "sample_rate": 1.0},
          "strategy": {"type": "canary", "percent": 25, "bake_s": options.bake_s},
          "guardrails": _guardrails(options), "timing": timing},

@@ -2,7 +2,9 @@
 
 Modules and their public names:
 
-- ``build``: ``build_package``, ``build_packages``, ``package_file_name``
-- ``golden``: ``compute_golden``
+- ``build``: ``build_package``, ``build_onnx_package``, ``build_packages``,
+  ``package_file_name``, ``package_version``, ``packaged_info``
+- ``golden``: ``package_golden``, ``read_golden``, ``compute_golden``, ``check_onnx_export``,
+  ``testset_inputs``
 - ``keys``: ``KeyFiles``, ``keys_generate``
 """

@@ -1,21 +1,95 @@
-"""Golden vectors, computed once when packaging: inputs from the model's test set and the
-outputs ONNX Runtime gives for them on the CPU (deterministic, and independent of the
-Neo artifact under test). A device reproduces them before serving
-(:mod:`agent.device.packages.golden`).
+"""Golden vectors, chosen once when packaging: inputs and the outputs a device must reproduce
+before a package may serve (:mod:`agent.device.packages.golden`).
+
+They come from one of two places, the first that applies:
+
+1. the model directory's ``golden.npz`` (``in/<input>`` and ``out/<output>`` arrays with a
+   leading case dimension), whose provenance model.json's ``golden`` states: ONNX Runtime,
+   the host-architecture Neo artifact through libdlr, or expected outputs the user gave.
+   ``edge-agent models import`` writes it, so a model that exists only as a Neo artifact
+   can be packaged; an explicit ``reference`` takes precedence over it;
+2. ONNX Runtime on the CPU (deterministic, and independent of the Neo artifact under test)
+   on ``reference``'s ``onnx/model.onnx`` (default: the model's own), for inputs from the
+   model's test set: ``x`` for a single-input model, or one array per input name.
 """
 
 from __future__ import annotations
 
+import math
+import zipfile
 from pathlib import Path
 
 import numpy as np
 
 from agent.core.errors import ArtifactCorruptError, ArtifactMissingError, ConfigError
-from agent.core.model_layout import TESTSET, ModelInfo, TensorSpec
+from agent.core.model_layout import (
+    GOLDEN,
+    GOLDEN_INPUT_PREFIX,
+    GOLDEN_OUTPUT_PREFIX,
+    MODEL_INFO,
+    ONNX_FILE,
+    TESTSET,
+    ModelInfo,
+    TensorSpec,
+)
 from agent.device.packages.manifest import DEFAULT_TOLERANCE, Golden
 from agent.device.runtime.onnx import OnnxBackend, OnnxConfig
 
 _CPU_ONLY = OnnxConfig(providers=["CPUExecutionProvider"])
+Case = dict[str, np.ndarray]
+
+
+def package_golden(model_dir: Path, info: ModelInfo, *, reference: Path | None,
+                   count: int) -> Golden:
+    """Up to ``count`` golden cases for a package of ``model_dir`` (see the module's order)."""
+    if count < 1:
+        raise ConfigError(f"golden count must be >= 1, got {count}")
+    if reference is None and (model_dir / GOLDEN).is_file():
+        return read_golden(model_dir, info, count)
+    reference_dir = reference or model_dir
+    if not (reference_dir / ONNX_FILE).is_file():
+        if reference is not None:
+            raise ArtifactMissingError(f"{reference_dir / ONNX_FILE}: no such file (--reference "
+                                       "names a model directory with an ONNX export)")
+        raise ArtifactMissingError(
+            f"{model_dir}: no golden vectors: no {GOLDEN} and no ONNX export ({ONNX_FILE}) to "
+            f"compute them; import the model with `edge-agent models import` (which writes "
+            f"{GOLDEN}) or give --reference DIR (a model directory whose {ONNX_FILE} computes "
+            "them)")
+    return compute_golden(model_dir=model_dir, reference_dir=reference_dir, info=info,
+                          count=count)
+
+
+def read_golden(model_dir: Path, info: ModelInfo, count: int) -> Golden:
+    """The first ``count`` cases of ``model_dir``'s ``golden.npz``, checked against the
+    model's tensors, with the provenance and tolerance model.json's ``golden`` gives."""
+    path = model_dir / GOLDEN
+    if info.golden is None:
+        raise ArtifactCorruptError(f"{model_dir / MODEL_INFO}: golden: missing; {GOLDEN} needs "
+                                   "it to say what computed its outputs (source, tolerance)")
+    specs = {GOLDEN_INPUT_PREFIX + s.name: s for s in info.inputs}
+    specs |= {GOLDEN_OUTPUT_PREFIX + s.name: s for s in info.outputs}
+    arrays = _load_npz(path)
+    missing = [key for key in specs if key not in arrays]
+    if missing:
+        raise ArtifactCorruptError(f"{path}: no array {missing[0]!r} (it needs "
+                                   f"{', '.join(specs)})")
+    unknown = sorted(set(arrays) - set(specs))
+    if unknown:
+        raise ArtifactCorruptError(f"{path}: array {unknown[0]!r} is no input or output of the "
+                                   f"model (it needs {', '.join(specs)})")
+    cases = {key: _case_array(path, key, arrays[key], spec) for key, spec in specs.items()}
+    counts = {key: len(array) for key, array in cases.items()}
+    if len(set(counts.values())) != 1 or 0 in counts.values():
+        raise ArtifactCorruptError(f"{path}: the arrays hold different or no case counts "
+                                   f"{counts}")
+    n = min(count, next(iter(counts.values())))
+    inputs = [{s.name: _values(cases[GOLDEN_INPUT_PREFIX + s.name][i]) for s in info.inputs}
+              for i in range(n)]
+    outputs = [{s.name: _values(cases[GOLDEN_OUTPUT_PREFIX + s.name][i]) for s in info.outputs}
+               for i in range(n)]
+    return Golden(inputs=inputs, outputs=outputs, tolerance=info.golden.tolerance,
+                  source=info.golden.source, reference=info.golden.reference)
 
 
 def compute_golden(*, model_dir: Path, reference_dir: Path, info: ModelInfo, count: int,
@@ -23,43 +97,104 @@ def compute_golden(*, model_dir: Path, reference_dir: Path, info: ModelInfo, cou
     """``count`` inputs from ``model_dir``'s test set, with ``reference_dir``'s ONNX outputs."""
     if count < 1:
         raise ConfigError(f"golden count must be >= 1, got {count}")
-    if len(info.inputs) != 1:
-        raise ConfigError(f"{model_dir}: golden vectors need a single-input model "
-                          f"(the test set holds one tensor), it has {len(info.inputs)}")
-    samples = _testset_inputs(model_dir / TESTSET, info.inputs[0], count)
+    samples = testset_inputs(model_dir / TESTSET, info.inputs, count)
     reference = OnnxBackend(artifact_dir=reference_dir, config=_CPU_ONLY)
     try:
-        _check_same_specs(reference_dir, "input", info.inputs, reference.inputs)
+        ours = _reference_inputs(reference_dir, info.inputs, reference.inputs)
         _check_same_specs(reference_dir, "output", info.outputs, reference.outputs)
-        (buffer,) = buffers = (np.zeros(info.inputs[0].shape, info.inputs[0].dtype),)
+        buffers = tuple(np.zeros(spec.shape, spec.dtype) for spec in reference.inputs)
         outputs = reference.bind(buffers)
         golden_in: list[dict[str, list[float]]] = []
         golden_out: list[dict[str, list[float]]] = []
         for sample in samples:
-            buffer[...] = sample
+            for spec, buffer in zip(ours, buffers, strict=True):
+                buffer[...] = sample[spec.name]
             reference.run()
-            golden_in.append({info.inputs[0].name: _values(sample)})
+            golden_in.append({spec.name: _values(sample[spec.name]) for spec in info.inputs})
             golden_out.append({spec.name: _values(out)
                                for spec, out in zip(info.outputs, outputs, strict=True)})
     finally:
         reference.close()
-    return Golden(inputs=golden_in, outputs=golden_out, tolerance=tolerance)
+    where = ONNX_FILE.as_posix() if reference_dir == model_dir else \
+        f"{reference_dir.name}/{ONNX_FILE.as_posix()}"
+    return Golden(inputs=golden_in, outputs=golden_out, tolerance=tolerance, source="onnx",
+                  reference=where)
 
 
-def _testset_inputs(path: Path, spec: TensorSpec, count: int) -> list[np.ndarray]:
+def check_onnx_export(model_dir: Path, info: ModelInfo) -> None:
+    """Raise unless ``model_dir``'s ONNX export has the tensors model.json declares."""
+    backend = OnnxBackend(artifact_dir=model_dir, config=_CPU_ONLY)
     try:
-        with np.load(path) as data:
-            x = np.asarray(data["x"])
+        _reference_inputs(model_dir, info.inputs, backend.inputs)
+        _check_same_specs(model_dir, "output", info.outputs, backend.outputs)
+    finally:
+        backend.close()
+
+
+def testset_inputs(path: Path, specs: list[TensorSpec], count: int) -> list[Case]:
+    """Up to ``count`` samples of the test set, each input by name, cast and shaped to its
+    spec: ``x`` holds a single-input model's samples (or an array named by its input), a
+    model with several inputs has one array per input name."""
+    arrays = _load_npz(path, what="golden inputs come from it")
+    if len(specs) == 1 and specs[0].name not in arrays and "x" in arrays:
+        arrays = {specs[0].name: arrays["x"]}
+    missing = [spec.name for spec in specs if spec.name not in arrays]
+    if missing:
+        raise ArtifactCorruptError(
+            f"{path}: no array {missing[0]!r} (a single-input model's samples are 'x'; a "
+            f"model with several inputs has one array per input name: "
+            f"{', '.join(s.name for s in specs)})")
+    samples: dict[str, np.ndarray] = {}
+    for spec in specs:
+        x = arrays[spec.name]
+        if x.ndim < 1 or x.shape[0] == 0 or x[0].size != math.prod(spec.shape):
+            raise ArtifactCorruptError(f"{path}: array {spec.name!r}: samples of shape "
+                                       f"{x.shape[1:]} do not fit input {spec.name} "
+                                       f"{spec.shape}")
+        samples[spec.name] = x
+    total = min(len(x) for x in samples.values())
+    return [{spec.name: samples[spec.name][i].astype(spec.dtype).reshape(spec.shape)
+             for spec in specs} for i in range(min(count, total))]
+
+
+def _load_npz(path: Path, what: str = "") -> dict[str, np.ndarray]:
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            return {key: np.asarray(data[key]) for key in data.files}
     except FileNotFoundError as err:
-        raise ArtifactMissingError(f"{path}: no such file (golden inputs come from it)") \
-            from err
-    except (OSError, KeyError, ValueError) as err:
-        raise ArtifactCorruptError(f"{path}: no readable 'x' array: {err}") from err
-    size = int(np.prod(spec.shape))
-    if x.ndim < 1 or x.shape[0] == 0 or x[0].size != size:
-        raise ArtifactCorruptError(f"{path}: samples of shape {x.shape[1:]} do not fit "
-                                   f"input {spec.name} {spec.shape}")
-    return [x[i].astype(spec.dtype).reshape(spec.shape) for i in range(min(count, x.shape[0]))]
+        why = f" ({what})" if what else ""
+        raise ArtifactMissingError(f"{path}: no such file{why}") from err
+    except (OSError, ValueError, KeyError, zipfile.BadZipFile, AttributeError) as err:
+        raise ArtifactCorruptError(f"{path}: not a readable .npz of arrays: {err}") from err
+
+
+def _case_array(path: Path, key: str, array: np.ndarray, spec: TensorSpec) -> np.ndarray:
+    """``array`` ([N, *spec.shape]) in ``spec``'s dtype, or a typed error naming it."""
+    if array.shape[1:] != spec.shape or array.ndim != len(spec.shape) + 1:
+        raise ArtifactCorruptError(f"{path}: array {key!r} has shape {list(array.shape)}, "
+                                   f"{spec.name} needs [N, {', '.join(map(str, spec.shape))}]")
+    if array.dtype.kind not in "biuf":
+        raise ArtifactCorruptError(f"{path}: array {key!r} holds {array.dtype}, not numbers")
+    if array.dtype.kind == "f" and not np.all(np.isfinite(array)):
+        raise ArtifactCorruptError(f"{path}: array {key!r} holds NaN or infinity")
+    cast = array.astype(spec.dtype)
+    if key.startswith(GOLDEN_INPUT_PREFIX) and np.dtype(spec.dtype).kind != "f" and \
+            not np.array_equal(cast, array):
+        raise ArtifactCorruptError(f"{path}: array {key!r}: its values do not fit {spec.dtype}")
+    return cast
+
+
+def _reference_inputs(reference_dir: Path, ours: list[TensorSpec],
+                      theirs: tuple[TensorSpec, ...]) -> list[TensorSpec]:
+    """Our input spec for each of the reference's inputs, in the reference's order: by name
+    when the names agree, else by position."""
+    by_name = {spec.name: spec for spec in ours}
+    if set(by_name) == {spec.name for spec in theirs}:
+        matched = [by_name[spec.name] for spec in theirs]
+        _check_same_specs(reference_dir, "input", matched, theirs)
+        return matched
+    _check_same_specs(reference_dir, "input", ours, theirs)
+    return list(ours)
 
 
 def _check_same_specs(reference_dir: Path, kind: str, ours: list[TensorSpec],

@@ -184,3 +184,41 @@ def test_plan_errors() -> None:
     with pytest.raises(PlanError, match="canary group"):
         plan_rollout(spec({"type": "canary", "group": "garage", "bake_s": 1}),
                      fleet({"kitchen": {"rasp4b": 2}}).devices())
+
+
+def test_a_device_running_onnx_gets_the_onnx_package() -> None:
+    """A device that registers with ``backend: onnx`` takes ``packages.onnx``, whatever its
+    Neo target; one that says nothing (an older agent) or ``dlr`` takes its target's."""
+    from agent.controller.errors import SpecError
+    from agent.wire.messages import Heartbeat
+
+    registry = FleetRegistry(clock=lambda: 0.0)
+    old = register("old-1", "rasp4b", ["lab"])
+    registry.observe(old, now=0.0)
+    registry.observe(old.model_copy(update={"thing": "onnx-1", "backend": "onnx"}), now=0.0)
+    registry.observe(old.model_copy(update={"thing": "dlr-1", "backend": "dlr"}), now=0.0)
+    assert {d.thing: d.package_key for d in registry.devices()} == {
+        "dlr-1": "rasp4b", "old-1": "rasp4b", "onnx-1": "onnx"}
+    packages = {key: {"url": f"https://example.com/{key}.tgz", "sha256": SHA, "version": 2}
+                for key in ("rasp4b", "onnx")}
+    plan = plan_rollout(spec({"type": "all_at_once", "watch_s": 1}, groups=["lab"],
+                             packages=packages), registry.devices())
+    urls = {c.thing: c.args["url"] for c in plan[0].commands if c.action == "stage"}
+    assert urls == {"old-1": "https://example.com/rasp4b.tgz",
+                    "dlr-1": "https://example.com/rasp4b.tgz",
+                    "onnx-1": "https://example.com/onnx.tgz"}
+    # Without an onnx package the ONNX device is named, in planning and in spec checks.
+    only_dlr = spec({"type": "all_at_once", "watch_s": 1}, groups=["lab"],
+                    packages={"rasp4b": packages["rasp4b"]})
+    with pytest.raises(PlanError, match=r"no package for backend onnx \(onnx-1\)"):
+        plan_rollout(only_dlr, registry.devices())
+    with pytest.raises(SpecError, match=r"no package for backend onnx \(1 device\(s\), e.g. "
+                                        r"onnx-1\)"):
+        only_dlr.validate_against(registry)
+    # A heartbeat carries the backend too, and a later one without it changes nothing.
+    beat = Heartbeat(thing="onnx-1", seq=2, sent_at=0, uptime_s=1.0, boot_id="c" * 32,
+                     models={"blue": "digits-v1"}, backend="dlr")
+    registry.observe(beat, now=1.0)
+    registry.observe(beat.model_copy(update={"backend": None, "seq": 3}), now=2.0)
+    device = registry.get("onnx-1")
+    assert device is not None and (device.backend, device.package_key) == ("dlr", "rasp4b")

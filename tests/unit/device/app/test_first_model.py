@@ -17,7 +17,7 @@ from agent.device.packages.errors import UnknownPackageKeyError
 from agent.device.platform.profile import DeviceProfile, detect_profile
 from agent.device.store.store import ModelStore
 from agent.tools.boards import board_root
-from agent.tools.packaging.build import build_package
+from agent.tools.packaging.build import build_onnx_package, build_package
 from agent.tools.packaging.keys import keys_generate
 from agent.wire.signing import Signer, TrustStore
 
@@ -29,7 +29,8 @@ def _profile(board: str) -> DeviceProfile:
 @pytest.fixture(scope="module")
 def component(built_models: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[
         Path, TrustStore]:
-    """A model component's artifacts folder: digits v1 for three targets + the testset."""
+    """A model component's artifacts folder: digits v1 for three targets, its ONNX package
+    and the testset."""
     tmp = tmp_path_factory.mktemp("component")
     keys = keys_generate(tmp / "keys", "ctl")
     signer = Signer.from_file(keys.private, key_id="ctl")
@@ -38,6 +39,7 @@ def component(built_models: Path, tmp_path_factory: pytest.TempPathFactory) -> t
                      "rasp4b-aarch64"):
         build_package(built_models / "digits-v1", artifact, signer=signer, out_dir=folder,
                       version=1)
+    build_onnx_package(built_models / "digits-v1", signer=signer, out_dir=folder)
     shutil.copy(built_models / "digits-v1" / "testset.npz", folder)
     return folder, TrustStore.from_text({"ctl": keys.public.read_text()})
 
@@ -133,3 +135,44 @@ def test_a_later_model_component_is_reported_not_served(built_models: Path,
     unused = [m for m in seen if m.get("kind") == "model_component_unused"]
     assert len(unused) == 1, seen
     assert unused[0]["data"] == {"offered": 2, "serving": "1"}
+
+
+def test_an_onnx_device_takes_the_onnx_package(component: tuple[Path, TrustStore],
+                                               tmp_path: Path) -> None:
+    """An agent configured for ONNX Runtime installs the folder's ONNX package, serves it
+    with its ONNX settings (after a restart too) and says which runtime it runs."""
+    import json
+
+    from agent.device.runtime import OnnxBackend, OnnxConfig
+    from agent.wire.memory import MemoryBroker, MemoryTransport
+
+    folder, _ = component
+    assert choose_package(folder, _profile("rpi4_64"), backend="onnx").name == \
+        "digits-v1-onnx.tar.gz"
+    assert choose_package(folder, _profile("rpi4_64")).name.endswith("-rasp4b-x86_64.tar.gz")
+    broker = MemoryBroker()
+    seen: list[dict[str, object]] = []
+    cloud = MemoryTransport(broker=broker)
+    cloud.connect()
+    cloud.subscribe("edge/#", lambda _topic, payload: seen.append(json.loads(payload)))
+    config = load_config({"thingName": "t-onnx", "stateDir": str(tmp_path / "state"),
+                          "deviceRoot": str(board_root("rpi4_64")),
+                          "initialPackage": str(folder),
+                          "backend": {"type": "onnx", "intraOpThreads": 1},
+                          "trustedKeys": {"ctl": str(folder.parent / "keys" / "ctl.pub")},
+                          "rateHz": 50, "source": "random"})
+    for _start in range(2):  # the second start loads the store's current version
+        service = AgentService(config=config, transport=MemoryTransport(broker=broker))
+        service.start()
+        try:
+            backend = service.router.blue.lane.backend
+            assert isinstance(backend, OnnxBackend)
+            assert backend.config == OnnxConfig(intra_op_threads=1)
+            assert service.router.blue.version == "digits-v1"
+        finally:
+            service.shutdown()
+    with ModelStore(tmp_path / "state" / "models") as store:
+        current = store.current()
+        assert current is not None and store.manifest(current)["backend"] == "onnx"
+    registers = [m for m in seen if m.get("type") == "register"]
+    assert registers and all(m["backend"] == "onnx" for m in registers), seen

@@ -29,12 +29,19 @@ from agent.device.inference.runner import InferenceLoop
 from agent.device.inference.sources import RandomSource
 from agent.device.packages.staging import stage
 from agent.device.platform.profile import DeviceProfile, detect_profile
-from agent.device.runtime import DlrConfig, load_backend
+from agent.device.runtime import (
+    BackendConfig,
+    DlrBackend,
+    DlrConfig,
+    OnnxBackend,
+    OnnxConfig,
+    load_backend,
+)
 from agent.device.store.store import ModelStore
 from agent.device.store.stored_package import package_artifact
 from agent.device.uplink.outbox import Outbox
 from agent.device.uplink.spool import Spool
-from agent.tools.packaging.build import build_package
+from agent.tools.packaging.build import build_onnx_package, build_package
 from agent.tools.packaging.keys import keys_generate
 from agent.wire.codec import decode
 from agent.wire.commands import (
@@ -68,8 +75,9 @@ class Packages:
 
 @pytest.fixture(scope="module")
 def packages(built_models: Path, tmp_path_factory: pytest.TempPathFactory) -> Packages:
-    """digits-v1 (version 1) and digits-v2 (version 2), and two stores with digits-v1
-    current: one installed as a first model, one promoted by rollout ``r-0``."""
+    """digits-v1 (version 1) and digits-v2 (version 2, and its ONNX package), and two stores
+    with digits-v1 current: one installed as a first model, one promoted by rollout
+    ``r-0``."""
     root = tmp_path_factory.mktemp("swap-controller")
     keys = keys_generate(root, "ctl-1")
     signer = Signer.from_file(keys.private, key_id="ctl-1")
@@ -77,6 +85,8 @@ def packages(built_models: Path, tmp_path_factory: pytest.TempPathFactory) -> Pa
     files = {name: build_package(built_models / name, HOST_ARTIFACT, signer=signer,
                                  out_dir=root / name, version=version)
              for name, version in (("digits-v1", 1), ("digits-v2", 2))}
+    files["digits-v2-onnx"] = build_onnx_package(built_models / "digits-v2", signer=signer,
+                                                 out_dir=root / "onnx")
     staged = stage(files["digits-v1"], trust=trust, min_version=0, profile=detect_profile(),
                    work_dir=root / "staging", golden_timeout_s=GOLDEN_TIMEOUT_S)
     version_id = f"v1-{staged.archive_sha256[:12]}"
@@ -130,13 +140,16 @@ class Rig:
         return [m for m in messages if isinstance(m, Event) and m.kind == kind]
 
 
-def _rig(tmp_path: Path, packages: Packages, first_rollout: str | None) -> Iterator[Rig]:
+def _rig(tmp_path: Path, packages: Packages, first_rollout: str | None,
+         backend_config: BackendConfig | None = None) -> Iterator[Rig]:
     root = tmp_path / "models"
     shutil.copytree(packages.stores[first_rollout], root)
     profile: DeviceProfile = detect_profile()
     store = ModelStore(root)
-    artifact, label = package_artifact(store.path(packages.first_version))
-    backend = load_backend(artifact, DlrConfig())
+    stored = package_artifact(store.path(packages.first_version))
+    assert stored.backend == "dlr"
+    label = stored.label
+    backend = load_backend(stored.path, DlrConfig())
     loop = InferenceLoop(backend=backend, make_source=lambda buffers: RandomSource(
         buffers=buffers, specs=backend.inputs))
     router = VariantRouter(loop=loop, blue_version=label)
@@ -147,7 +160,8 @@ def _rig(tmp_path: Path, packages: Packages, first_rollout: str | None) -> Itera
     controller = SwapController(
         router=router, store=store, trust=packages.trust, guard=guard, profile=profile,
         work_dir=tmp_path / "staging", outbox=outbox, updates=updates,
-        guardrails=Guardrails(), trial_s=600.0, golden_timeout_s=GOLDEN_TIMEOUT_S)
+        guardrails=Guardrails(), trial_s=600.0, golden_timeout_s=GOLDEN_TIMEOUT_S,
+        backend_config=backend_config)
     yield Rig(controller=controller, store=store, router=router, spool=spool, guard=guard,
               updates=updates, work_dir=tmp_path / "staging", packages=packages)
     for role in filter(None, (router.green, router.previous, router.blue)):
@@ -398,3 +412,39 @@ def test_a_candidate_that_does_not_fit_in_memory_is_not_loaded(
         rig.stage("r-a")
     assert rig.router.models() == {"blue": "digits-v1"}
     assert rig.controller.rollout is None and rig.updates.holding() is None
+
+
+def _green_backend(rig: Rig) -> object:
+    assert rig.router.green is not None
+    return rig.router.green.lane.backend
+
+
+@pytest.mark.parametrize("configured", [OnnxConfig(intra_op_threads=1), None])
+def test_an_onnx_package_swaps_in_and_out(tmp_path: Path, packages: Packages,
+                                          configured: OnnxConfig | None) -> None:
+    """A device configured for ONNX (or for nothing in particular) takes an ONNX package,
+    with its ONNX settings; the DLR model before it comes back on a rollback."""
+    for rig in _rig(tmp_path, packages, None, configured):
+        staged = _ok(rig.stage("r-onnx", name="digits-v2-onnx", version="digits-v2"))
+        assert staged.data["model"] == "digits-v2"
+        green = _green_backend(rig)
+        assert isinstance(green, OnnxBackend)
+        assert green.config == (configured or OnnxConfig())
+        _ok(rig.send(PromoteCommand, "r-onnx"))
+        _ok(rig.send(ConfirmCommand, "r-onnx"))
+        assert isinstance(rig.router.blue.lane.backend, OnnxBackend)
+        _ok(rig.send(RollbackCommand, "r-onnx"))
+        assert rig.router.models() == {"blue": "digits-v1"}
+        assert isinstance(rig.router.blue.lane.backend, DlrBackend)
+
+
+def test_dlr_packages_load_with_the_configured_dlr_settings(tmp_path: Path,
+                                                            packages: Packages) -> None:
+    for rig in _rig(tmp_path / "dlr", packages, None, DlrConfig(num_threads=1)):
+        _ok(rig.stage("r-a"))
+        green = _green_backend(rig)
+        assert isinstance(green, DlrBackend) and green.config.num_threads == 1
+    for rig in _rig(tmp_path / "onnx", packages, None, OnnxConfig(intra_op_threads=1)):
+        _ok(rig.stage("r-a"))  # a DLR package on an ONNX device: DLR's defaults
+        green = _green_backend(rig)
+        assert isinstance(green, DlrBackend) and green.config == DlrConfig()

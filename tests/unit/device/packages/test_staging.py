@@ -88,7 +88,7 @@ def test_stage_on_the_host(good: Path, keys: Keys, host: DeviceProfile, tmp_path
     work = tmp_path / "work"
     staged = _stage(good, keys, host, work,
                     expected_sha256=hashlib.sha256(good.read_bytes()).hexdigest())
-    assert staged.manifest.version == 5 and staged.manifest.label == "digits-v2"
+    assert staged.manifest.version == 5 and staged.manifest.label == "digits-v5"
     assert staged.dir.parent == work and staged.dir.name.startswith("digits-v5-")
     assert [p.name for p in work.iterdir()] == [staged.dir.name]  # no temp dir, no archive
     backend = DlrBackend(artifact_dir=staged.artifact_dir)
@@ -104,16 +104,18 @@ def test_emulated_rasp4b_takes_its_emulated_build_only(built_models: Path, keys:
                                                        tmp_path: Path) -> None:
     picked, _ = select_artifact(built_models / "digits-v2", rpi4)
     assert picked.name == "rasp4b-x86_64"
-    package = build(built_models, "digits-v2", keys, tmp_path / "pkg", artifact=picked.name)
+    package = build(built_models, "digits-v2", keys, tmp_path / "pkg", artifact=picked.name,
+                    version=5)
     staged = _stage(package, keys, rpi4, tmp_path / "ok")
     assert (staged.manifest.target, staged.manifest.emulated) == ("rasp4b", True)
 
     work = tmp_path / "work"
     wrong_target = build(built_models, "digits-v2", keys, tmp_path / "pkg",
-                         artifact="linux_x86_64-x86_64")
+                         artifact="linux_x86_64-x86_64", version=5)
     with pytest.raises(TargetMismatchError, match=r"linux_x86_64.*rasp4b"):
         _stage(wrong_target, keys, rpi4, work)
-    native = build(built_models, "digits-v2", keys, tmp_path / "pkg", artifact="rasp4b-aarch64")
+    native = build(built_models, "digits-v2", keys, tmp_path / "pkg", artifact="rasp4b-aarch64",
+                   version=5)
     with pytest.raises(ArchitectureMismatchError, match=r"built for aarch64.*machine is x86_64"):
         _stage(native, keys, rpi4, work)
     assert leftovers(work) == []
@@ -138,10 +140,10 @@ def _bad_packages(built_models: Path, keys: Keys, good: Path,
         "unsigned": (repack(good, out / "unsigned.tgz", edit=_unsigned),
                      UnsignedPackageError, "not signed", {}),
         "untrusted key": (build(built_models, "digits-v2", keys, out / "stranger",
-                                signer=keys.stranger),
+                                version=5, signer=keys.stranger),
                           UnknownPackageKeyError, "untrusted key 'other'", {}),
         "revoked key": (build(built_models, "digits-v2", keys, out / "retired",
-                              signer=keys.retired),
+                              version=5, signer=keys.retired),
                         RevokedPackageKeyError, "revoked key 'old'", {}),
         "edited after signing": (repack(good, out / "edited.tgz", edit=_bump_version),
                                  BadPackageSignatureError, "does not match", {}),
@@ -175,7 +177,7 @@ def _bad_packages(built_models: Path, keys: Keys, good: Path,
                                           resign=keys.signer),
                                    ArchitectureMismatchError, "built for aarch64", {}),
         "wrong target": (build(built_models, "digits-v2", keys, out / "rasp4b",
-                               artifact="rasp4b-aarch64"),
+                               artifact="rasp4b-aarch64", version=5),
                          TargetMismatchError, "rasp4b", {}),
     }
     return cases

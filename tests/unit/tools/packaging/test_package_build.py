@@ -44,8 +44,11 @@ def test_package_contents_and_manifest(built_models: Path, keys: Keys, tmp_path:
     doc = json.loads(raw)
     assert keys.trust.verify_document(doc) == "ctl-1"
     manifest = PackageManifest.model_validate(doc)
-    assert (manifest.name, manifest.version, manifest.label) == ("digits", 7, "digits-v2")
+    # One version, one label: packaged as 7, digits-v2 is digits-v7 in its label and model.json.
+    assert (manifest.name, manifest.version, manifest.label) == ("digits", 7, "digits-v7")
+    assert json.loads(dict(items)["model.json"])["version"] == "7"
     assert manifest.variant is None and manifest.backend == "dlr"
+    assert (manifest.golden.source, manifest.golden.reference) == ("onnx", "onnx/model.onnx")
     info = read_artifact_info(built_models / "digits-v2" / "dlr" / HOST_ARTIFACT)
     assert (manifest.target, manifest.arch, manifest.emulated) == \
         (info.target, info.arch, info.emulated)
@@ -65,10 +68,12 @@ def test_golden_outputs_are_onnx_runtime_on_the_reference(built_models: Path, ke
                                                           tmp_path: Path) -> None:
     path = build(built_models, "digits-v1-crash", keys, tmp_path, reference="digits-v1")
     manifest = PackageManifest.model_validate(json.loads(dict(members(path))[MANIFEST_NAME]))
-    assert manifest.variant == "crash" and path.name.startswith("digits-v5-crash-")
+    assert manifest.variant == "crash" and path.name.startswith("digits-v1-crash-")
+    assert manifest.label == "digits-v1-crash"  # model.json's own version by default
     assert "onnx/model.onnx" not in manifest.files  # the crash build has no export
     golden = manifest.golden
     assert len(golden.inputs) == 8 and golden.tolerance == 1e-4
+    assert (golden.source, golden.reference) == ("onnx", "digits-v1/onnx/model.onnx")
     testset = np.load(built_models / "digits-v1-crash" / "testset.npz")["x"]
     reference = OnnxBackend(artifact_dir=built_models / "digits-v1",
                             config=OnnxConfig(providers=["CPUExecutionProvider"]))
@@ -83,7 +88,7 @@ def test_golden_outputs_are_onnx_runtime_on_the_reference(built_models: Path, ke
 
 def test_build_without_an_onnx_reference_fails(built_models: Path, keys: Keys,
                                                tmp_path: Path) -> None:
-    with pytest.raises(ArtifactMissingError, match="ONNX"):
+    with pytest.raises(ArtifactMissingError, match=r"ONNX export.*models import"):
         build(built_models, "digits-v1-hang", keys, tmp_path)
     with pytest.raises(ArtifactMissingError, match="no artifact"):
         build(built_models, "digits-v2", keys, tmp_path, artifact="ml_c5-x86_64")
@@ -128,13 +133,17 @@ def test_cli_keys_and_package(built_models: Path, tmp_path: Path,
     capsys.readouterr()
     assert _cli(["package", "model", str(built_models / "digits-v2"), *common,
                  "--target", HOST_TARGET, "--out", str(tmp_path / "one"), "--json"]) == 0
-    (one,) = json.loads(capsys.readouterr().out)["packages"]
+    printed = json.loads(capsys.readouterr().out)
+    (one,) = printed["packages"]
     assert Path(one).name == f"digits-v3-{HOST_ARTIFACT}.tar.gz"
+    assert printed["version"] == 3 and "label digits-v3" in printed["note"]
     assert _cli(["package", "model", str(built_models / "digits-v2"), *common, "--all",
                  "--out", str(tmp_path / "all")]) == 0
     built = sorted(p.name for p in (tmp_path / "all").iterdir())
     artifacts = sorted(p.name for p in (built_models / "digits-v2" / "dlr").iterdir())
-    assert built == [f"digits-v3-{name}.tar.gz" for name in artifacts]
+    # every artifact, and the ONNX package (digits-v2 has an export)
+    assert built == sorted([f"digits-v3-{name}.tar.gz" for name in artifacts]
+                           + ["digits-v3-onnx.tar.gz"])
     with pytest.raises(ConfigError, match="unknown Neo target"):
         _cli(["package", "model", str(built_models / "digits-v2"), *common,
               "--target", "nope", "--out", str(tmp_path)])

@@ -77,7 +77,7 @@ def test_the_agent_recipe_runs_the_agent_on_linux(arch: str) -> None:
     step = Recipe.load(RECIPE).run_step(os="linux", architecture=arch)
     assert step is not None and step.script == (
         "exec {work:path}/venv/bin/python -m agent.cli serve "
-        "--initial-package {com.edgeinference.Model.digits:artifacts:path}")
+        "--initial-package {com.edgeinference.Model.MODEL_NAME:artifacts:path}")
     assert step.setenv == {"PYTHONUNBUFFERED": "1"}
 
 

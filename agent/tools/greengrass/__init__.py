@@ -10,11 +10,14 @@
   :mod:`~agent.tools.greengrass.variable_check` (the recipe variables checked) and
   :mod:`~agent.tools.greengrass.agent_rules` (the agent's own settings and MQTT topics).
 * :mod:`~agent.tools.greengrass.component`: ``edge-agent package component``, which writes the
-  agent component and its model component (signed model packages) in the layout of the
-  Greengrass Development Kit (:mod:`~agent.tools.greengrass.gdk`), ready for ``gdk component
-  publish`` or a local ``greengrass-cli deployment create --recipeDir ... --artifactDir ...``;
-  what it is asked to build: :mod:`~agent.tools.greengrass.component_options`; the recipes it
-  fills in (artifact URIs and digests): :mod:`~agent.tools.greengrass.component_recipes`.
+  agent component and its model component (``com.edgeinference.Model.<name>``, signed model
+  packages) in the layout of the Greengrass Development Kit
+  (:mod:`~agent.tools.greengrass.gdk`), ready for ``gdk component publish`` or a local
+  ``greengrass-cli deployment create --recipeDir ... --artifactDir ...``; what it is asked to
+  build: :mod:`~agent.tools.greengrass.component_options`; which model, versions and
+  platforms: :mod:`~agent.tools.greengrass.component_models`; the recipes it fills in (the
+  model's name, the platforms' manifests, artifact URIs and digests):
+  :mod:`~agent.tools.greengrass.component_recipes`.
 
 Modules and their public names:
 
@@ -22,10 +25,13 @@ Modules and their public names:
   ``resource_pattern`` (+1)
 - ``agent_rules``: ``up_channels``, ``agent_topics``, ``setting_names``, ``agent_problems``
 - ``component``: ``DEFAULT_RECIPES``, ``FILE_URIS``, ``INSTALL_SCRIPT``,
-  ``PLACEHOLDER_BASE``, ``ComponentOptions`` (+3)
-- ``component_options``: ``ComponentOptions``
-- ``component_recipes``: ``copy_data``, ``artifact_entry``, ``agent_recipe``,
-  ``model_recipe``
+  ``PLACEHOLDER_BASE``, ``ComponentOptions`` (+2)
+- ``component_models``: ``PLATFORMS``, ``PLATFORM_OF_ARCH``, ``VersionBuilds``,
+  ``ModelBuilds``, ``component_name`` (+2)
+- ``component_options``: ``MODEL_PREFIX``, ``MODEL_SLOT``, ``MODEL_TEMPLATE``,
+  ``ComponentOptions``
+- ``component_recipes``: ``copy_data``, ``fill_model_slot``, ``platform_manifests``,
+  ``artifact_entry``, ``agent_recipe`` (+1)
 - ``gdk``: ``version_key``, ``artifacts_dir``, ``write_recipe``, ``write_project``,
   ``local_deployment`` (+2)
 - ``interpolation``: ``Variable``, ``find_variables``, ``substitute``, ``lookup_pointer``,

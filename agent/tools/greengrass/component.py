@@ -3,7 +3,8 @@
 Writes, for each component, the layout of the Greengrass Development Kit (GDK)::
 
     OUT/<Component>/gdk-config.json        component name, author, version, build, publish
-    OUT/<Component>/recipe.yaml            the template from recipes/ (GDK's project recipe)
+    OUT/<Component>/recipe.yaml            the template from recipes/ naming the model's
+                                           component (GDK's project recipe)
     OUT/<Component>/greengrass-build/recipes/<Component>-<version>.yaml   one per version
     OUT/<Component>/greengrass-build/recipes/recipe.yaml  the gdk-config version's, for
                                                           ``gdk component publish``
@@ -12,11 +13,15 @@ Writes, for each component, the layout of the Greengrass Development Kit (GDK)::
                                                 (hard links), for one local deployment
 
 * ``com.edgeinference.Agent``: the agent's wheel and ``install-agent.sh``.
-* ``com.edgeinference.Model.<name>``: one version per model version (``digits`` v1 ->
-  ``1.0.0``) holding a signed package per artifact of that model directory (every Neo
+* ``com.edgeinference.Model.<name>``, named after the model (model.json's ``name``; which
+  model, versions and platforms: :mod:`~agent.tools.greengrass.component_models`): one
+  version per model version (``digits`` v1 -> ``1.0.0``) holding a signed package per
+  build of that model directory for the platforms the components cover (each Neo
   target's real-architecture build, and on amd64 also the x86_64 builds of the emulated
   boards, so a laptop emulating a Raspberry Pi or a Jetson finds its package) and
-  ``testset.npz``, grouped by platform (x86_64 -> amd64, aarch64, armv7l -> arm).
+  ``testset.npz`` when there is one, grouped by platform (x86_64 -> amd64, aarch64,
+  armv7l -> arm). Both components have a manifest for exactly those platforms; a platform
+  without a build is left out, and ``warn`` says that its devices cannot install them.
 
 Written recipes (:mod:`~agent.tools.greengrass.component_recipes`: artifact URIs and digests)
 are checked with :func:`~agent.tools.greengrass.recipe_check.check_recipe_file` before anything
@@ -33,10 +38,13 @@ from pathlib import Path
 from typing import Any
 
 from agent.core.errors import ConfigError
-from agent.core.model_layout import TESTSET, list_artifacts, read_model_info
+from agent.core.model_layout import TESTSET
+from agent.tools.greengrass.component_models import ModelBuilds, find_model
 from agent.tools.greengrass.component_options import (
     DEFAULT_RECIPES,
     FILE_URIS,
+    MODEL_SLOT,
+    MODEL_TEMPLATE,
     PLACEHOLDER_BASE,
     ComponentOptions,
 )
@@ -59,7 +67,7 @@ from agent.wire.signing import Signer
 INSTALL_SCRIPT = "install-agent.sh"
 
 __all__ = ["DEFAULT_RECIPES", "FILE_URIS", "INSTALL_SCRIPT", "PLACEHOLDER_BASE",
-           "ComponentOptions", "WrittenComponent", "build_components", "find_model_dirs"]
+           "ComponentOptions", "WrittenComponent", "build_components"]
 
 
 @dataclass(frozen=True)
@@ -71,19 +79,22 @@ class WrittenComponent:
     versions: tuple[str, ...]
     recipes: tuple[Path, ...]
     artifacts: tuple[Path, ...]
+    platforms: tuple[str, ...]  # the Greengrass architectures it has a manifest for
 
 
 def build_components(options: ComponentOptions,
-                     log: Callable[[str], None] = lambda _m: None) -> list[WrittenComponent]:
-    """Build the agent and model components into ``options.out``; what was written."""
+                     log: Callable[[str], None] = lambda _m: None,
+                     warn: Callable[[str], None] | None = None) -> list[WrittenComponent]:
+    """Build the agent and model components into ``options.out``; what was written.
+    ``log`` hears the progress, ``warn`` (default: ``log``) what was left out and why."""
+    warn = warn or log
     agent_data = _template(options.recipes / f"{AGENT_COMPONENT}.yaml")
-    model_name = next((d for d in agent_data.get("ComponentDependencies", {})
-                       if d.startswith("com.edgeinference.Model.")), None)
-    if model_name is None:
-        raise ConfigError(f"{AGENT_COMPONENT} template: no com.edgeinference.Model.* dependency")
-    model_data = _template(options.recipes / f"{model_name}.yaml")
-    models = find_model_dirs(options.models, model_name.rsplit(".", 1)[1],
-                             options.model_versions)
+    if MODEL_SLOT not in agent_data.get("ComponentDependencies", {}):
+        raise ConfigError(f"recipe template {options.recipes / f'{AGENT_COMPONENT}.yaml'}: no "
+                          f"{MODEL_SLOT} dependency (the templates stand for the model "
+                          f"component with {MODEL_SLOT}; the build names it after the model)")
+    model_data = _template(options.recipes / MODEL_TEMPLATE)
+    model = find_model(options.models, options.model, options.model_versions)
     signer = Signer.from_file(options.key, key_id=options.key_id)
     if options.wheel is not None:
         wheel_version(options.wheel)
@@ -99,7 +110,9 @@ def build_components(options: ComponentOptions,
     except OSError as err:
         raise ConfigError(f"cannot write to {options.out}: {err.strerror or err}") from err
     try:
-        built = _build(options, stage, agent_data, model_name, model_data, models, signer, log)
+        built = _build(options, stage, agent_data, model_data, model, signer, log)
+        for message in model.left_out:
+            warn(message)
         local_deployment(stage, [c.name for c in built])
         for name in [c.name for c in built] + [LOCAL_DEPLOYMENT]:
             target = options.out / name
@@ -123,28 +136,6 @@ def _discard(stage: Path, out: Path | None) -> None:
         shutil.rmtree(out, ignore_errors=True)
 
 
-def find_model_dirs(models: Path, name: str, versions: tuple[int, ...]) -> dict[int, Path]:
-    """The model directory of each wanted version of model ``name`` (not its bad builds)."""
-    if not models.is_dir():
-        raise ConfigError(f"--models {models}: no such folder (build the models with "
-                          "`edge-agent models build`)")
-    found: dict[int, Path] = {}
-    for path in sorted(p for p in models.iterdir() if (p / "model.json").is_file()):
-        info = read_model_info(path)
-        if info.name == name and info.variant is None and info.version.isdigit():
-            found[int(info.version)] = path
-    wanted = versions or tuple(sorted(found))
-    missing = [v for v in wanted if v not in found]
-    if not wanted or missing:
-        raise ConfigError(f"{models}: no {name} model for version(s) "
-                          f"{', '.join(map(str, missing)) or 'any'} (has: "
-                          f"{', '.join(map(str, sorted(found))) or 'none'})")
-    for version in wanted:
-        if not (found[version] / TESTSET).is_file():
-            raise ConfigError(f"{found[version]}: no {TESTSET}")
-    return {v: found[v] for v in sorted(set(wanted))}
-
-
 def _template(path: Path) -> dict[str, Any]:
     if not path.is_file():
         raise ConfigError(f"recipe template {path}: no such file (pass --recipes DIR)")
@@ -154,47 +145,59 @@ def _template(path: Path) -> dict[str, Any]:
 
 
 def _build(options: ComponentOptions, stage: Path, agent_data: dict[str, Any],
-           model_name: str, model_data: dict[str, Any], models: dict[int, Path],
-           signer: Signer, log: Callable[[str], None]) -> list[WrittenComponent]:
+           model_data: dict[str, Any], model: ModelBuilds, signer: Signer,
+           log: Callable[[str], None]) -> list[WrittenComponent]:
+    name = model.component
     model_recipes: dict[str, Path] = {}
     written = []
-    for number, model_dir in models.items():
-        version = f"{number}.0.0"
-        files = artifacts_dir(stage, model_name, version)
-        log(f"{model_name} {version}: signing the packages of {model_dir.name}")
-        for artifact, _ in list_artifacts(model_dir):
-            build_package(model_dir, artifact, signer=signer, out_dir=files, version=number)
-        shutil.copyfile(model_dir / TESTSET, files / TESTSET)
-        recipe = model_recipe(model_data, model_name, version, model_dir, files, options)
-        model_recipes[version] = write_recipe(stage, model_name, version, recipe)
-    written.append(_finish(options, stage, model_name, model_data, model_recipes))
+    for builds in model.versions:
+        version = f"{builds.number}.0.0"
+        files = artifacts_dir(stage, name, version)
+        log(f"{name} {version}: signing the packages of {builds.model_dir.name} for "
+            f"{', '.join(model.platforms)}")
+        packages = {path: build_package(builds.model_dir, path, signer=signer, out_dir=files,
+                                        version=builds.number)
+                    for path, _ in builds.builds}
+        if (builds.model_dir / TESTSET).is_file():
+            shutil.copyfile(builds.model_dir / TESTSET, files / TESTSET)
+        recipe = model_recipe(model_data, model, builds, version, packages, files, options)
+        model_recipes[version] = write_recipe(stage, name, version, recipe,
+                                              template=MODEL_TEMPLATE)
+    written.append(_finish(options, stage, name, options.recipes / MODEL_TEMPLATE, model_data,
+                           model_recipes, model))
 
     files = artifacts_dir(stage, AGENT_COMPONENT, "pending")
     wheel = _wheel(options, files, log)
     agent_version = wheel_version(wheel)
     files = files.rename(files.parent / agent_version)
     shutil.copyfile(options.recipes / INSTALL_SCRIPT, files / INSTALL_SCRIPT)
-    recipe = agent_recipe(agent_data, model_name, agent_version, files, sorted(models),
-                          options, signer)
-    agent_path = write_recipe(stage, AGENT_COMPONENT, agent_version, recipe)
-    written.insert(0, _finish(options, stage, AGENT_COMPONENT, agent_data,
-                              {agent_version: agent_path}))
+    recipe = agent_recipe(agent_data, model, agent_version, files, options, signer)
+    agent_path = write_recipe(stage, AGENT_COMPONENT, agent_version, recipe,
+                              template=f"{AGENT_COMPONENT}.yaml")
+    written.insert(0, _finish(options, stage, AGENT_COMPONENT,
+                              options.recipes / f"{AGENT_COMPONENT}.yaml", agent_data,
+                              {agent_version: agent_path}, model))
 
-    checks = {"require_digests": True, "forbid_yaml_aliases": True,
-              "allow_file_uris": options.uri_base == FILE_URIS}
+    checks: dict[str, Any] = {"require_digests": True, "forbid_yaml_aliases": True,
+                              "allow_file_uris": options.uri_base == FILE_URIS,
+                              "platforms": tuple(("linux", p) for p in model.platforms)}
     for version, path in model_recipes.items():
-        check_recipe_file(path, artifacts_dir=path.parents[1] / "artifacts" / model_name
-                          / version, **checks)
-    for model_path in model_recipes.values():  # the dependency admits every model version
-        model = Recipe.parse(load_recipe_data(model_path), source=str(model_path))
-        check_recipe_file(agent_path, dependencies={model_name: model}, artifacts_dir=files,
+        check_recipe_file(path, artifacts_dir=path.parents[1] / "artifacts" / name / version,
                           **checks)
+    for model_path in model_recipes.values():  # the dependency admits every model version
+        model_recipe_read = Recipe.parse(load_recipe_data(model_path), source=str(model_path))
+        check_recipe_file(agent_path, dependencies={name: model_recipe_read},
+                          artifacts_dir=files, **checks)
     return written
 
 
-def _finish(options: ComponentOptions, stage: Path, name: str, template: dict[str, Any],
-            recipes: dict[str, Path]) -> WrittenComponent:
-    write_project(stage / name, name=name, template=options.recipes / f"{name}.yaml",
+def _finish(options: ComponentOptions, stage: Path, name: str, template_path: Path,
+            template: dict[str, Any], recipes: dict[str, Path],
+            model: ModelBuilds) -> WrittenComponent:
+    model_component = model.component
+    # The template as GDK's project recipe, naming this build's model component.
+    project_recipe = template_path.read_text().replace(MODEL_SLOT, model_component)
+    write_project(stage / name, name=name, project_recipe=project_recipe,
                   recipes=recipes, author=template.get("ComponentPublisher", "edge-inference"),
                   command=options.command or ("edge-agent", "package", "component"),
                   bucket=options.bucket, region=options.region)
@@ -204,7 +207,8 @@ def _finish(options: ComponentOptions, stage: Path, name: str, template: dict[st
         recipes=tuple(options.out / recipes[v].relative_to(stage)
                       for v in sorted(recipes, key=version_key)),
         artifacts=tuple(options.out / p.relative_to(stage)
-                        for p in sorted(files.rglob("*")) if p.is_file()))
+                        for p in sorted(files.rglob("*")) if p.is_file()),
+        platforms=model.platforms)
 
 
 def _wheel(options: ComponentOptions, files: Path, log: Callable[[str], None]) -> Path:

@@ -1,6 +1,13 @@
 """The recipes ``edge-agent package component`` writes: the agent component's and the
 model component's, filled in from the templates in ``recipes/`` for one version.
 
+The templates name no model: :data:`~agent.tools.greengrass.component_options.MODEL_SLOT`
+stands for the model component, and :func:`fill_model_slot` writes the model's own name
+over it (the agent's dependency and its ``--initial-package
+{com.edgeinference.Model.<name>:artifacts:path}``). Both recipes keep only the manifests
+of the platforms the model has builds for
+(:attr:`~agent.tools.greengrass.component_models.ModelBuilds.platforms`), so they agree.
+
 Each artifact entry carries its URI and its ``SHA-256`` digest. The URIs keep GDK's
 placeholders ``s3://BUCKET_NAME/COMPONENT_NAME/COMPONENT_VERSION/<file>`` (``gdk component
 publish`` fills them in; a local ``greengrass-cli deployment create --recipeDir ...
@@ -9,8 +16,8 @@ publish`` fills them in; a local ``greengrass-cli deployment create --recipeDir 
 nucleus only (a real one downloads s3, greengrass and docker URIs).
 
 The model component has one manifest per platform, each listing the signed packages of
-the model's builds for it (x86_64 -> amd64, aarch64, armv7l -> arm; amd64 also carries the
-x86_64 builds of the emulated boards) and ``testset.npz``.
+the model's builds for it (amd64 also carries the x86_64 builds of the emulated boards)
+and ``testset.npz`` when the model has one.
 """
 
 from __future__ import annotations
@@ -21,14 +28,19 @@ from pathlib import Path
 from typing import Any
 
 from agent.core.errors import ConfigError
-from agent.core.model_layout import TESTSET, list_artifacts, model_label, read_model_info
-from agent.tools.greengrass.component_options import FILE_URIS, PLACEHOLDER_BASE, ComponentOptions
+from agent.core.model_layout import TESTSET, model_label
+from agent.tools.greengrass.component_models import ModelBuilds, VersionBuilds
+from agent.tools.greengrass.component_options import (
+    FILE_URIS,
+    MODEL_SLOT,
+    PLACEHOLDER_BASE,
+    ComponentOptions,
+)
 from agent.tools.greengrass.gdk import WHEEL_PREFIX
 from agent.tools.greengrass.recipe_check import AGENT_COMPONENT, DIGEST_ALGORITHM, artifact_digest
 from agent.wire.keys import public_key_b64, read_private_key
 from agent.wire.signing import Signer
 
-PLATFORM_OF_ARCH = {"x86_64": "amd64", "aarch64": "aarch64", "armv7l": "arm"}
 TOKEN_EXCHANGE = "aws.greengrass.TokenExchangeService"
 
 
@@ -36,6 +48,33 @@ def copy_data(data: Any) -> dict[str, Any]:
     """A deep copy in which no two places share a value (YAML aliases become copies)."""
     copied: dict[str, Any] = json.loads(json.dumps(data))
     return copied
+
+
+def fill_model_slot(data: Any, component: str) -> Any:
+    """``data`` with the model component ``component`` written over every
+    :data:`~agent.tools.greengrass.component_options.MODEL_SLOT`, in keys and values."""
+    if isinstance(data, str):
+        return data.replace(MODEL_SLOT, component)
+    if isinstance(data, dict):
+        return {fill_model_slot(k, component): fill_model_slot(v, component)
+                for k, v in data.items()}
+    if isinstance(data, list):
+        return [fill_model_slot(v, component) for v in data]
+    return data
+
+
+def platform_manifests(recipe: dict[str, Any], platforms: tuple[str, ...],
+                       template: str) -> list[dict[str, Any]]:
+    """The manifests of ``recipe`` for ``platforms`` (Greengrass architectures), in the
+    template's order; ConfigError when ``template`` has none for one of them."""
+    manifests = recipe.get("Manifests") or []
+    kept = [m for m in manifests if m.get("Platform", {}).get("architecture") in platforms]
+    missing = [p for p in platforms
+               if not any(m["Platform"]["architecture"] == p for m in kept)]
+    if missing:
+        raise ConfigError(f"recipe template {template}: no manifest for "
+                          f"{', '.join(f'linux/{p}' for p in missing)}")
+    return kept
 
 
 def artifact_entry(base: Mapping[str, Any], path: Path, name: str, version: str,
@@ -53,17 +92,18 @@ def artifact_entry(base: Mapping[str, Any], path: Path, name: str, version: str,
     return {"URI": uri, **kept, "Digest": artifact_digest(path), "Algorithm": DIGEST_ALGORITHM}
 
 
-def agent_recipe(data: dict[str, Any], model_name: str, version: str, files: Path,
-                 model_versions: list[int], options: ComponentOptions,
-                 signer: Signer) -> dict[str, Any]:
+def agent_recipe(data: dict[str, Any], model: ModelBuilds, version: str, files: Path,
+                 options: ComponentOptions, signer: Signer) -> dict[str, Any]:
     """The agent component's recipe ``version`` from its template ``data``: its artifacts
-    the files built into ``files``, its model dependency admitting ``model_versions``,
-    with the token exchange service and the trusted signing key when ``options`` ask."""
-    recipe = copy_data(data)
+    the files built into ``files``, its manifests those of ``model``'s platforms, its model
+    dependency ``model``'s component admitting its versions, with the token exchange
+    service and the trusted signing key when ``options`` ask."""
+    recipe: dict[str, Any] = fill_model_slot(copy_data(data), model.component)
     recipe["ComponentVersion"] = version
     dependencies = recipe["ComponentDependencies"]
-    dependencies[model_name]["VersionRequirement"] = \
-        f">={model_versions[0]}.0.0 <{model_versions[-1] + 1}.0.0"
+    numbers = [v.number for v in model.versions]
+    dependencies[model.component]["VersionRequirement"] = \
+        f">={numbers[0]}.0.0 <{numbers[-1] + 1}.0.0"
     if options.s3_packages:
         dependencies[TOKEN_EXCHANGE] = {"VersionRequirement": ">=2.0.0 <3.0.0",
                                         "DependencyType": "HARD"}
@@ -73,6 +113,7 @@ def agent_recipe(data: dict[str, Any], model_name: str, version: str, files: Pat
         configuration["trustedKeys"] = {**(configuration.get("trustedKeys") or {}),
                                         signer.key_id: public}
     built = {p.name: p for p in files.iterdir()}
+    recipe["Manifests"] = platform_manifests(recipe, model.platforms, AGENT_COMPONENT)
     for manifest in recipe["Manifests"]:
         entries = []
         for artifact in manifest.get("Artifacts", []):
@@ -88,38 +129,36 @@ def agent_recipe(data: dict[str, Any], model_name: str, version: str, files: Pat
     return recipe
 
 
-def model_recipe(data: dict[str, Any], name: str, version: str, model_dir: Path,
-                 files: Path, options: ComponentOptions) -> dict[str, Any]:
+def model_recipe(data: dict[str, Any], model: ModelBuilds, builds: VersionBuilds,
+                 version: str, packages: dict[Path, Path], files: Path,
+                 options: ComponentOptions) -> dict[str, Any]:
     """The model component's recipe ``version`` from its template ``data``: per platform
-    manifest, the signed packages in ``files`` of ``model_dir``'s builds, and its test set."""
-    recipe = copy_data(data)
+    of ``model``, the signed packages (``packages``: artifact directory -> its package in
+    ``files``) of that platform's builds in ``builds``, and the model's test set if any."""
+    recipe: dict[str, Any] = fill_model_slot(copy_data(data), model.component)
+    recipe["ComponentName"] = model.component
     recipe["ComponentVersion"] = version
-    by_platform: dict[str, list[tuple[bool, Path]]] = {}
-    emulated = []
-    for path, info in list_artifacts(model_dir):
-        platform = PLATFORM_OF_ARCH.get(info.arch)
-        if platform is None:
-            raise ConfigError(f"{path}: no Greengrass platform for architecture {info.arch}")
-        package = next(files.glob(f"*-{path.name}.tar.gz"))
-        by_platform.setdefault(platform, []).append((info.emulated, package))
-        if info.emulated:
-            emulated.append(path.name)
-    label = model_label(read_model_info(model_dir))
-    recipe["ComponentDescription"] = (
-        f"{label} compiled for each Neo target, as signed packages the edge inference agent "
-        "installs as its first model. The amd64 manifest also carries the x86_64 builds of "
-        f"emulated boards ({', '.join(emulated) or 'none'}), so a laptop emulating a board "
-        "finds its package.")
+    recipe["ComponentDescription"] = _description(builds)
+    recipe["Manifests"] = platform_manifests(recipe, model.platforms, model.component)
+    extra = [files / TESTSET] if (files / TESTSET).is_file() else []
     for manifest in recipe["Manifests"]:
-        platform = manifest.get("Platform", {}).get("architecture")
-        packages = by_platform.pop(platform, [])
-        if not packages:
-            raise ConfigError(f"{model_dir}: no {platform} artifacts (were the ARM cross "
-                              "builds skipped? run `edge-agent models build` with the "
-                              "cross compilers installed)")
+        platform = manifest["Platform"]["architecture"]
         base = (manifest.get("Artifacts") or [{}])[0]  # Permission, as the template gives it
-        manifest["Artifacts"] = [artifact_entry(base, p, name, version, options)
-                                 for p in [*(p for _, p in sorted(packages)), files / TESTSET]]
-    if by_platform:
-        raise ConfigError(f"{name} template has no manifest for {', '.join(by_platform)}")
+        manifest["Artifacts"] = [
+            artifact_entry(base, path, model.component, version, options)
+            for path in [*(packages[d] for d, _ in builds.by_platform[platform]), *extra]]
     return recipe
+
+
+def _description(builds: VersionBuilds) -> str:
+    info = builds.info
+    about = info.metadata.description if info.metadata is not None else None
+    targets = sorted({a.target for _, a in builds.builds if not a.emulated})
+    emulated = sorted(d.name for d, a in builds.builds if a.emulated)
+    text = (f"{model_label(info)}{f' ({about})' if about else ''} compiled for "
+            f"{', '.join(targets)}, as signed packages the edge inference agent installs as "
+            "its first model.")
+    if emulated:
+        text += (" The amd64 manifest also carries the x86_64 builds of emulated boards "
+                 f"({', '.join(emulated)}), so a laptop emulating a board finds its package.")
+    return text

@@ -54,23 +54,26 @@ def artifacts_dir(root: Path, name: str, version: str) -> Path:
     return path
 
 
-def write_recipe(root: Path, name: str, version: str, recipe: Mapping[str, Any]) -> Path:
-    """``greengrass-build/recipes/<name>-<version>.yaml``, every value written out."""
+def write_recipe(root: Path, name: str, version: str, recipe: Mapping[str, Any], *,
+                 template: str | None = None) -> Path:
+    """``greengrass-build/recipes/<name>-<version>.yaml``, every value written out; its
+    header names the ``template`` in recipes/ it came from (default ``<name>.yaml``)."""
     path = root / name / BUILD / "recipes" / f"{name}-{version}.yaml"
     path.parent.mkdir(parents=True, exist_ok=True)
     header = (f"# {name} {version}, written by `edge-agent package component` from "
-              f"recipes/{name}.yaml.\n---\n")
+              f"recipes/{template or f'{name}.yaml'}.\n---\n")
     path.write_text(header + yaml.dump(dict(recipe), Dumper=_NoAliases, sort_keys=False,
                                        width=100))
     return path
 
 
-def write_project(folder: Path, *, name: str, template: Path, recipes: Mapping[str, Path],
-                  author: str, command: Sequence[str], bucket: str, region: str) -> str:
-    """``gdk-config.json`` and the recipes GDK reads; the version it publishes (the
-    newest of ``recipes``)."""
+def write_project(folder: Path, *, name: str, project_recipe: str,
+                  recipes: Mapping[str, Path], author: str, command: Sequence[str],
+                  bucket: str, region: str) -> str:
+    """``gdk-config.json`` and the recipes GDK reads (``project_recipe`` is the text of
+    the project's ``recipe.yaml``); the version it publishes (the newest of ``recipes``)."""
     latest = max(recipes, key=version_key)
-    shutil.copyfile(template, folder / "recipe.yaml")
+    (folder / "recipe.yaml").write_text(project_recipe)
     shutil.copyfile(recipes[latest], folder / BUILD / "recipes" / "recipe.yaml")
     config = {"component": {name: {
         "author": author, "version": latest,

@@ -77,7 +77,10 @@ def test_gdk_layout_and_config(built: Built) -> None:
     agent = built.out / AGENT
     model = built.out / MODEL
     assert sorted(p.name for p in built.out.iterdir()) == [AGENT, MODEL, "greengrass-local"]
-    assert (agent / "recipe.yaml").read_text() == (ROOT / "recipes" / f"{AGENT}.yaml").read_text()
+    # GDK's project recipes: the templates, naming this model's component.
+    for folder, template in ((agent, f"{AGENT}.yaml"), (model, "com.edgeinference.Model.yaml")):
+        assert (folder / "recipe.yaml").read_text() == (ROOT / "recipes" / template).read_text(
+            ).replace("com.edgeinference.Model.MODEL_NAME", MODEL)
     assert sorted(p.name for p in (agent / "greengrass-build" / "recipes").iterdir()) == \
         [f"{AGENT}-0.1.0.yaml", "recipe.yaml"]
     assert sorted(p.name for p in (model / "greengrass-build" / "recipes").iterdir()) == \
@@ -201,6 +204,9 @@ def test_options_rebuild_in_place(built: Built, built_models: Path, tmp_path: Pa
                    "s3://my-bucket/edge/", "--json") == 0
     printed = json.loads(capsys.readouterr().out)
     assert [c["name"] for c in printed["components"]] == [AGENT, MODEL]
+    # digits has real builds for every platform: nothing is left out.
+    assert [c["platforms"] for c in printed["components"]] == [["amd64", "aarch64", "arm"]] * 2
+    assert printed["left_out"] == []
     model = recipe_data(Path(printed["components"][1]["recipes"][0]))
     assert artifacts_of(model)[0]["URI"] == \
         f"s3://my-bucket/edge/{MODEL}/1.0.0/digits-v1-linux_x86_64-x86_64.tar.gz"

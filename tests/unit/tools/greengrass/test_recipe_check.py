@@ -31,9 +31,9 @@ from agent.wire.topics import EXTRA_CHANNELS, UP_CHANNELS, Topics
 
 ROOT = REPO_ROOT
 AGENT = ROOT / "recipes" / "com.edgeinference.Agent.yaml"
-MODEL = ROOT / "recipes" / "com.edgeinference.Model.digits.yaml"
+MODEL = ROOT / "recipes" / "com.edgeinference.Model.yaml"
 FIXTURES = FIXTURES / "recipes"
-MODEL_NAME = "com.edgeinference.Model.digits"
+MODEL_NAME = "com.edgeinference.Model.MODEL_NAME"  # the templates' stand-in for any model
 CONFIG = ("ComponentConfiguration", "DefaultConfiguration")
 
 
@@ -158,26 +158,25 @@ def set_run(script: str, index: int = 1) -> Callable[[dict[str, Any]], None]:
     ("run {com.other.Thing:artifacts:path}",
      "Manifests[1].Lifecycle.run: {com.other.Thing:artifacts:path} does not resolve: "
      "com.other.Thing is not in ComponentDependencies (only direct dependencies resolve)"),
-    ("run {com.edgeinference.Model.digits:configuration:/x}",
-     "Manifests[1].Lifecycle.run: {com.edgeinference.Model.digits:configuration:/x} does "
-     "not resolve: com.edgeinference.Model.digits's DefaultConfiguration has no /x"),
+    ("run {com.edgeinference.Model.MODEL_NAME:configuration:/x}",
+     "Manifests[1].Lifecycle.run: {com.edgeinference.Model.MODEL_NAME:configuration:/x} does "
+     "not resolve: com.edgeinference.Model.MODEL_NAME's DefaultConfiguration has no /x"),
     ("run {secrets:token}",
      "Manifests[1].Lifecycle.run: {secrets:token} does not resolve: unknown namespace "
      "'secrets'"),
     ("run {work:dir}", "Manifests[1].Lifecycle.run: {work:dir} does not resolve: work has path"),
-    ("run {com.edgeinference.Model.digits:iot:thingName}",
-     "Manifests[1].Lifecycle.run: {com.edgeinference.Model.digits:iot:thingName} does not "
+    ("run {com.edgeinference.Model.MODEL_NAME:iot:thingName}",
+     "Manifests[1].Lifecycle.run: {com.edgeinference.Model.MODEL_NAME:iot:thingName} does not "
      "resolve: iot is only a component's own, not a dependency's"),
     ("run {artifacts:decompressedPath}", "Manifests[1].Lifecycle.run: "
      "{artifacts:decompressedPath} names no folder: no artifact has Unarchive: ZIP"),
     ("sh {artifacts:path}/setup.sh", "Manifests[1].Lifecycle.run: {artifacts:path}/setup.sh "
      "is not an artifact of this manifest (has: edge_inference_agent-0.1.0-py3-none-any.whl, "
      "install-agent.sh)"),
-    ("ls {com.edgeinference.Model.digits:artifacts:path}/model.tar.gz",
-     "Manifests[1].Lifecycle.run: {com.edgeinference.Model.digits:artifacts:path}/"
-     "model.tar.gz is not an artifact of com.edgeinference.Model.digits (has: "
-     "digits-v1-jetson_nano-aarch64.tar.gz, digits-v1-linux_x86_64-x86_64.tar.gz, "
-     "digits-v1-rasp3b-armv7l.tar.gz, digits-v1-rasp4b-aarch64.tar.gz, testset.npz)"),
+    ("ls {com.edgeinference.Model.MODEL_NAME:artifacts:path}/model.tar.gz",
+     "Manifests[1].Lifecycle.run: {com.edgeinference.Model.MODEL_NAME:artifacts:path}/"
+     "model.tar.gz is not an artifact of com.edgeinference.Model.MODEL_NAME (has: "
+     "model-package.tar.gz)"),
 ])
 def test_a_variable_that_does_not_resolve_is_named(script: str, expected: str) -> None:
     assert edited(set_run(script)) == [expected]
@@ -186,7 +185,7 @@ def test_a_variable_that_does_not_resolve_is_named(script: str, expected: str) -
 def test_variables_that_resolve_and_shell_braces_pass() -> None:
     script = ("run {configuration:/guardrails/minSamples} {configuration:/thingGroups/0x} "
               "{kernel:rootPath} {iot:thingName} ${PYTHON:-python3} {a,b} '{\"k\": 1}' "
-              "{com.edgeinference.Model.digits:work:path}")
+              "{com.edgeinference.Model.MODEL_NAME:work:path}")
     found = edited(set_run(script))
     assert found == ["Manifests[1].Lifecycle.run: {configuration:/thingGroups/0x} does not "
                      "resolve: DefaultConfiguration has no /thingGroups/0x"]
@@ -340,7 +339,7 @@ def test_dependency_versions_and_artifact_permissions() -> None:
     del data["Manifests"][1]["Artifacts"][0]["Permission"]
     found = messages(Recipe.load(AGENT), dependencies={MODEL_NAME: Recipe.parse(data)})
     assert found == [f"{MODEL_NAME}: Manifests[1].Artifacts[0].Permission.Read: must be ALL: "
-                     "com.edgeinference.Agent reads digits-v1-rasp4b-aarch64.tar.gz through "
+                     "com.edgeinference.Agent reads model-package.tar.gz through "
                      f"{{{MODEL_NAME}:artifacts:path}}"]
 
 

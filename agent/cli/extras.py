@@ -8,6 +8,7 @@ The default install (``pip install edge-inference-agent``) is what a device runs
                  ``serve --embedded-broker``); the build backend that lets
                  ``package component`` build the agent's wheel offline
     models       scikit-learn and onnx: ``models build``
+    images       Pillow: image files as model input (``predict --input photo.png``)
 
 A command that always needs an extra is listed in :data:`COMMAND_EXTRAS` and checked
 before it starts (:func:`require_extras`); any other command that reaches a module of a
@@ -27,6 +28,7 @@ EXTRA_MODULES: dict[str, tuple[str, ...]] = {
     "controller": ("matplotlib",),
     "tools": ("amqtt",),
     "models": ("sklearn", "onnx", "threadpoolctl"),
+    "images": ("PIL",),
 }
 
 # Commands (their leading words) that cannot do anything without an extra.

@@ -2,7 +2,9 @@
 
 Each top-level command is defined beside the code it runs (its sub-commands there too):
 
-    run, device, models       here: the offline loop, the device profile, reference models
+    run, device               here: the offline loop, the device profile
+    models                    agent.cli.models: build the reference models, import your own
+    predict                   agent.cli.predict: one inference on a user's input
     serve                     agent.cli.serve: the agent itself
     keys, package             agent.cli.package: signing keys, model packages, components
     rollout                   agent.cli.rollout: the rollout controller
@@ -73,19 +75,16 @@ def cmd_device(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_models_build(args: argparse.Namespace) -> int:
-    from models.build import build_all
-
-    cross = False if args.no_cross else None
-    built = build_all(args.out, cross=cross)
-    print(f"built {len(built)} model directories under {args.out}")
-    return 0
-
-
 def cmd_run(args: argparse.Namespace) -> int:
     from agent.cli.run import run_from_args
 
     return run_from_args(args, _profile(args))
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    from agent.cli.predict import predict_from_args
+
+    return predict_from_args(args, _profile(args))
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -163,9 +162,11 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--model", type=Path, required=True,
                      help="model directory or one Neo artifact directory")
     run.add_argument("--backend", choices=("dlr", "onnx"), default="dlr")
-    run.add_argument("--source", choices=("digits", "random", "shm"), default="digits",
-                     help="digits: replay the model's labelled test set; random: inputs from "
-                          "the input spec; shm: a producer process over shared memory")
+    run.add_argument("--source", choices=("auto", "testset", "digits", "random", "shm"),
+                     default="auto",
+                     help="testset (or digits): replay the model's testset.npz; random: inputs "
+                          "from the input spec; shm: a producer process over shared memory; "
+                          "auto (default): testset when the model has one, else random")
     run.add_argument("--rate", type=float, default=0.0, help="target inferences/s (0: unpaced)")
     run.add_argument("--duration", type=float, default=10.0, help="seconds to run")
     run.add_argument("--count", type=int, default=None, help="stop after this many inferences")
@@ -178,6 +179,14 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--json", action="store_true", help="print one JSON summary line only")
     _add_device_args(run)
     run.set_defaults(func=cmd_run)
+
+    predict = sub.add_parser("predict", help="one inference on your own input (an array file "
+                                             "or an image), printed as JSON")
+    from agent.cli.predict import add_predict_arguments
+
+    add_predict_arguments(predict)
+    _add_device_args(predict)
+    predict.set_defaults(func=cmd_predict)
 
     from agent.cli.fleet import add_fleet_arguments
     from agent.cli.package import add_package_arguments
@@ -198,12 +207,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_device_args(device)
     device.set_defaults(func=cmd_device)
 
-    models = sub.add_parser("models", help="reference models").add_subparsers(
-        dest="models_command", required=True)
-    build = models.add_parser("build", help="train and export the reference models")
-    build.add_argument("--out", type=Path, default=Path("build/models"))
-    build.add_argument("--no-cross", action="store_true", help="skip ARM cross builds")
-    build.set_defaults(func=cmd_models_build)
+    from agent.cli.models import add_models_arguments
+
+    add_models_arguments(sub)
 
     demo = sub.add_parser("demo", help="end-to-end demonstrations on this machine")
     demo_sub = demo.add_subparsers(dest="demo_command", required=True)

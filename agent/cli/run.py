@@ -1,4 +1,8 @@
-"""``edge-agent run``: load a model for this device and run the loop, printing live stats."""
+"""``edge-agent run``: load a model for this device and run the loop, printing live stats.
+
+``--source auto`` (the default) replays the model's test set when it has one and feeds
+random inputs otherwise, saying so; accuracy is reported only for a labelled test set.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +12,7 @@ import sys
 
 from agent.core.errors import ConfigError
 from agent.device.inference.runner import InferenceLoop, LoopStats
-from agent.device.inference.sources import make_source_factory
+from agent.device.inference.sources import choose_source, make_source_factory
 from agent.device.platform.profile import DeviceProfile
 from agent.device.platform.resolve import ResolvedModel, resolve_model
 from agent.device.runtime import DlrConfig, OnnxConfig, load_backend
@@ -45,27 +49,34 @@ def _check_numbers(args: argparse.Namespace) -> None:
 def run_from_args(args: argparse.Namespace, profile: DeviceProfile) -> int:
     _check_numbers(args)
     resolved: ResolvedModel = resolve_model(args.model, backend=args.backend, profile=profile)
+    source, note = choose_source(args.source, resolved.testset)
     backend = load_backend(resolved.load_dir, backend_config(args))
     # The shm producer paces itself; the loop then waits on it rather than on a timer.
-    loop_rate = 0.0 if args.source == "shm" else args.rate
-    loop = InferenceLoop(backend=backend,
-                         make_source=make_source_factory(args.source, backend, resolved.testset,
-                                                         args.rate),
-                         rate_hz=loop_rate, check_every=args.check_every)
+    loop_rate = 0.0 if source == "shm" else args.rate
+    try:
+        loop = InferenceLoop(backend=backend,
+                             make_source=make_source_factory(source, backend, resolved.testset,
+                                                             args.rate),
+                             rate_hz=loop_rate, check_every=args.check_every)
+    except BaseException:
+        backend.close()
+        raise
+    if note is not None:
+        print(f"edge-agent: note: {note}", file=sys.stderr)
     if not args.json:
         print(f"device: {profile}")
         print("model: " + ", ".join(f"{k}={v}" for k, v in backend.describe().items()))
         if resolved.artifact is not None:
             a = resolved.artifact
             print(f"artifact: target={a.target} arch={a.arch} emulated={a.emulated}")
-        print(f"source: {args.source}  rate: {args.rate or 'unpaced'}  "
+        print(f"source: {source}  rate: {args.rate or 'unpaced'}  "
               f"duration: {args.duration}s")
     try:
         stats = loop.run(duration_s=args.duration, max_inferences=args.count,
                          on_tick=None if args.json else _tick)
     finally:
         loop.close()
-    summary = {"model": str(args.model), "backend": args.backend, "source": args.source,
+    summary = {"model": str(args.model), "backend": args.backend, "source": source,
                **stats.to_dict()}
     if args.json:
         print(json.dumps(summary))

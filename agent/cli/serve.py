@@ -43,7 +43,9 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
                         help="signed model package, or a folder of them (a model component's "
                              "artifacts): the first model when the store is empty")
     parser.add_argument("--backend", choices=("dlr", "onnx"))
-    parser.add_argument("--source", choices=("digits", "random", "shm"))
+    parser.add_argument("--source", choices=("auto", "testset", "digits", "random", "shm"),
+                        help="auto (default): the model's testset.npz when it has one, else "
+                             "random inputs")
     parser.add_argument("--rate", type=float, help="inferences/s (0: unpaced)")
     parser.add_argument("--state-dir", type=Path, help="spool, sequence and replay state")
     parser.add_argument("--metrics-interval", type=float)

@@ -21,7 +21,7 @@ DIST = "edge-inference-agent"
 DEVICE_SET = {"numpy", "pydantic", "typing-extensions", "dlr", "onnxruntime", "awsiotsdk",
               "awscrt", "cryptography", "psutil", "pyyaml"}
 NOT_ON_A_DEVICE = {"amqtt", "matplotlib", "scikit-learn", "onnx", "threadpoolctl", "paho-mqtt",
-                   "pytest", "ruff", "mypy", "import-linter", "wheel", "setuptools"}
+                   "pytest", "ruff", "mypy", "import-linter", "wheel", "setuptools", "pillow"}
 
 
 def _requirements() -> list[Requirement]:
@@ -55,9 +55,10 @@ def test_the_extras_carry_the_rest() -> None:
     assert "matplotlib" in sets["controller"]
     assert "amqtt" in sets["tools"]
     assert {"scikit-learn", "onnx"} <= sets["models"]
+    assert sets["images"] == {"pillow"}
     assert {"import-linter", "pytest", "ruff", "mypy"} <= sets["dev"]
     dev_self = [r for r in _requirements() if canonicalize_name(r.name) == DIST]
-    assert [set(r.extras) for r in dev_self] == [{"controller", "tools", "models"}]
+    assert [set(r.extras) for r in dev_self] == [{"controller", "tools", "models", "images"}]
 
 
 def test_the_cli_knows_every_extra_and_names_real_commands() -> None:

@@ -1,16 +1,23 @@
-"""The inference path: loop, lanes, sources, pacing, shared memory, plans, router.
+"""The inference path: loop, lanes, sources, pacing, shared memory, plans, router, and a
+user's input turned into tensors and its scores into named classes.
 
 Modules and their public names:
 
 - ``guardrails``: ``Guardrails``, ``Breach``, ``evaluate``
+- ``inputs``: ``read_inputs``, ``match_inputs``, ``fit_input``, ``fit_samples``,
+  ``describe_spec``
 - ``lane``: ``LoopStats``, ``Lane``
 - ``pacing``: ``Pacer``
 - ``plans``: ``Plan``, ``ShadowStats``, ``serve``, ``shadow``, ``weighted``
+- ``postprocess``: ``Prediction``, ``top_k``, ``softmax``, ``predictions``,
+  ``scores_output`` (+2)
+- ``preprocess``: ``decode_image``, ``image_to_tensor``, ``resize_image``, ``input_size``
 - ``router``: ``VariantError``, ``Role``, ``LaneReport``, ``RouterSnapshot``,
   ``VariantRouter``
 - ``runner``: ``InferenceLoop``, ``Lane``, ``LoopStats``
 - ``shm``: ``ShmRing``, ``ShmSource``
 - ``shm_producer``: ``main``
-- ``sources``: ``Source``, ``ReplaySource``, ``RandomSource``, ``load_testset``,
+- ``sources``: ``Source``, ``ReplaySource``, ``MultiReplaySource``, ``RandomSource``,
+  ``EvaluationSet``, ``read_testset``, ``load_testset``, ``choose_source``,
   ``make_source_factory``
 """

@@ -2,15 +2,25 @@
 
 ``fill()`` returns the sample's label, or -1 when the source has none. Sources
 prepare whatever per-sample objects they need up front, so filling costs one
-buffer copy and allocates nothing. :func:`make_source_factory` picks one by name
-(``digits``, ``random``, ``shm``) for the loop to build on its buffers.
+buffer copy per input and allocates nothing. :func:`make_source_factory` picks one by
+name for the loop to build on its buffers:
+
+- ``testset`` (``digits`` is its older name): replay the model's ``testset.npz`` in
+  order, forever (:func:`read_testset`: ``x`` or one array per input name, labels ``y``
+  optional, so accuracy is counted only where labels exist);
+- ``random``: inputs drawn from the input specs, for any model;
+- ``shm``: a producer process writing samples into shared memory;
+- ``auto``: the test set when the model has one, else random inputs
+  (:func:`choose_source` says which, and why).
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Literal, Protocol
 
 import numpy as np
 
@@ -20,11 +30,18 @@ from agent.core.errors import (
     ConfigError,
     InputSpecError,
 )
-from agent.core.model_layout import TensorSpec
+from agent.core.model_layout import TESTSET, TensorSpec
+from agent.device.inference.inputs import SINGLE_INPUT_KEY, fit_samples
 from agent.device.inference.shm import ShmSource
 
 if TYPE_CHECKING:
     from agent.device.runtime.base import Backend
+
+SourceKind = Literal["auto", "testset", "digits", "random", "shm"]
+SOURCE_KINDS: tuple[SourceKind, ...] = ("auto", "testset", "digits", "random", "shm")
+LABELS_KEY = "y"
+NO_TESTSET_HINT = "use --source random"
+log = logging.getLogger("edge_agent.sources")
 
 NO_LABEL = -1
 
@@ -40,12 +57,15 @@ class Source(Protocol):
 
 
 def load_testset(path: Path) -> tuple[np.ndarray, np.ndarray]:
-    """``x`` (float32 samples) and ``y`` (int64 labels) from a model's ``testset.npz``."""
+    """``x`` (the samples of a single-input model) and ``y`` (int64 labels, -1 for each
+    sample when the set has none) from a model's ``testset.npz``."""
     try:
-        with np.load(path) as data:
-            x, y = np.ascontiguousarray(data["x"]), np.ascontiguousarray(data["y"])
+        with np.load(path, allow_pickle=False) as data:
+            x = np.ascontiguousarray(data[SINGLE_INPUT_KEY])
+            y = (np.ascontiguousarray(data[LABELS_KEY]) if LABELS_KEY in data.files
+                 else np.full(len(x), NO_LABEL, dtype=np.int64))
     except FileNotFoundError as err:
-        raise ArtifactMissingError(f"{path}: no labelled test set") from err
+        raise ArtifactMissingError(f"{path}: no test set") from err
     except (KeyError, ValueError, OSError) as err:
         raise ArtifactCorruptError(f"{path}: {err}") from err
     if len(x) != len(y) or len(x) == 0:
@@ -53,8 +73,60 @@ def load_testset(path: Path) -> tuple[np.ndarray, np.ndarray]:
     return x, y
 
 
+@dataclass(frozen=True)
+class EvaluationSet:
+    """A model's evaluation set, fitted to its inputs."""
+
+    path: Path
+    inputs: tuple[np.ndarray, ...]  # one [N, *spec.shape] array per input, in spec order
+    labels: np.ndarray  # int64 [N]; NO_LABEL throughout when the set has none
+    labelled: bool
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+
+def read_testset(path: Path, specs: Sequence[TensorSpec]) -> EvaluationSet:
+    """``testset.npz`` for a model of inputs ``specs``: ``x`` (or the input's name) for a
+    single-input model, else one array per input name, each ``[N, ...]`` and of any dtype
+    its input holds without change; ``y``, integer labels ``[N]``, optional."""
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            arrays = {key: data[key] for key in data.files}
+    except FileNotFoundError as err:
+        raise ArtifactMissingError(f"{path}: no test set") from err
+    except (ValueError, OSError, EOFError) as err:
+        raise ArtifactCorruptError(f"{path}: not a readable .npz: {err}") from err
+    names = [spec.name for spec in specs]
+    if len(specs) == 1 and SINGLE_INPUT_KEY in arrays and names[0] not in arrays:
+        arrays[names[0]] = arrays.pop(SINGLE_INPUT_KEY)
+    labels = arrays.pop(LABELS_KEY, None)
+    unknown = sorted(set(arrays) - set(names))
+    missing = [name for name in names if name not in arrays]
+    if unknown or missing:
+        wanted = (f"'{SINGLE_INPUT_KEY}' or " if len(names) == 1 else "") + ", ".join(
+            map(repr, names))
+        raise ArtifactCorruptError(f"{path}: arrays {sorted(arrays)}; a test set holds "
+                                   f"{wanted} and optionally labels '{LABELS_KEY}'")
+    inputs = tuple(fit_samples(arrays[spec.name], spec, where=str(path)) for spec in specs)
+    count = len(inputs[0])
+    for spec, array in zip(specs, inputs, strict=True):
+        if len(array) != count:
+            raise ArtifactCorruptError(f"{path}: {len(array)} samples of {spec.name!r} but "
+                                       f"{count} of {specs[0].name!r}")
+    if labels is None:
+        return EvaluationSet(path=path, inputs=inputs, labelled=False,
+                       labels=np.full(count, NO_LABEL, dtype=np.int64))
+    if labels.ndim != 1 or labels.dtype.kind not in "iu" or len(labels) != count:
+        raise ArtifactCorruptError(f"{path}: labels '{LABELS_KEY}' are {labels.dtype} "
+                                   f"{list(labels.shape)}; they are integers [{count}], one "
+                                   "per sample")
+    return EvaluationSet(path=path, inputs=inputs, labelled=True, labels=labels.astype(np.int64))
+
+
 class ReplaySource:
-    """Replays a labelled dataset (e.g. the digits test split) in order, forever."""
+    """Replays a single-input dataset (e.g. the digits test split) in order, forever; a
+    label of -1 marks a sample without one."""
 
     name = "digits"
 
@@ -113,23 +185,79 @@ def _random_like(rng: np.random.Generator, spec: TensorSpec) -> np.ndarray:
     return rng.integers(info.min, info.max, size=spec.shape, dtype=dtype, endpoint=True)
 
 
+class MultiReplaySource:
+    """Replays a test set of a multi-input model in order, forever (every input at once)."""
+
+    name = "testset"
+
+    def __init__(self, *, buffers: Sequence[np.ndarray], testset: EvaluationSet) -> None:
+        if len(buffers) != len(testset.inputs):
+            raise InputSpecError(f"{testset.path}: {len(testset.inputs)} inputs for a model "
+                                 f"of {len(buffers)}")
+        for buffer, samples in zip(buffers, testset.inputs, strict=True):
+            if samples.shape[1:] != buffer.shape or samples.dtype != buffer.dtype:
+                raise InputSpecError(
+                    f"{testset.path}: samples are {samples.dtype}{list(samples.shape[1:])}, "
+                    f"the model input is {buffer.dtype}{list(buffer.shape)}")
+        # One (buffer, view) pair per input and sample, made once.
+        self._samples = [tuple(zip(buffers, (samples[i] for samples in testset.inputs),
+                                   strict=True)) for i in range(len(testset))]
+        self._labels = [int(label) for label in testset.labels]
+        self._last = len(self._samples) - 1
+        self._index = 0
+
+    def fill(self) -> int:
+        i = self._index
+        for buffer, row in self._samples[i]:
+            buffer[...] = row
+        self._index = i + 1 if i < self._last else 0
+        return self._labels[i]
+
+    def close(self) -> None:
+        self._samples = []
+
+
+def choose_source(kind: str, testset: Path | None) -> tuple[str, str | None]:
+    """The source ``kind`` means for a model whose test set is ``testset`` (None: it has
+    none), and a note to show when the choice was made for the user: ``auto`` is
+    ``testset`` when there is one, else ``random``; ``digits`` is ``testset``."""
+    if kind not in SOURCE_KINDS:
+        raise ConfigError(f"unknown source {kind!r} (choose {', '.join(SOURCE_KINDS)})")
+    if kind == "auto":
+        if testset is not None:
+            return "testset", None
+        return "random", (f"the model has no test set ({TESTSET}): running on random inputs "
+                          "drawn from its input specs")
+    return ("testset" if kind == "digits" else kind), None
+
+
 def make_source_factory(
     kind: str, backend: Backend, testset: Path | None, rate_hz: float
 ) -> Callable[[tuple[np.ndarray, ...]], Source]:
-    """A factory the loop calls with its freshly allocated input buffers."""
+    """A factory the loop calls with its freshly allocated input buffers.
+
+    ``kind`` is one of :data:`SOURCE_KINDS`; ``auto`` is resolved by :func:`choose_source`
+    (its note logged). ``testset`` on a model without one is a :class:`ConfigError`."""
+    chosen, note = choose_source(kind, testset)
 
     def factory(buffers: tuple[np.ndarray, ...]) -> Source:
-        if kind == "random":
+        if note is not None:
+            log.info(note)
+        if chosen == "random":
             return RandomSource(buffers=buffers, specs=backend.inputs)
-        if len(buffers) != 1:
-            raise ConfigError(f"--source {kind} feeds single-input models; use --source random")
-        if kind == "digits":
+        if chosen == "testset":
             if testset is None:
-                raise ConfigError("this model has no labelled test set; use --source random")
-            x, y = load_testset(testset)
-            return ReplaySource(buffer=buffers[0], x=x, y=y)
-        if kind == "shm":
-            return ShmSource.spawn(buffer=buffers[0], testset=testset, rate_hz=rate_hz)
-        raise ConfigError(f"unknown source {kind!r}")
+                raise ConfigError(f"this model has no test set ({TESTSET}); {NO_TESTSET_HINT}")
+            data = read_testset(testset, backend.inputs)
+            if len(buffers) != 1:
+                return MultiReplaySource(buffers=buffers, testset=data)
+            (buffer,) = buffers
+            sample_shape = buffer.shape[1:] if buffer.shape[:1] == (1,) else buffer.shape
+            x = data.inputs[0].reshape((len(data), *sample_shape))
+            return ReplaySource(buffer=buffer, x=x, y=data.labels)
+        if len(buffers) != 1:
+            raise ConfigError(f"--source {chosen} feeds single-input models; use --source "
+                              "random or testset")
+        return ShmSource.spawn(buffer=buffers[0], testset=testset, rate_hz=rate_hz)
 
     return factory

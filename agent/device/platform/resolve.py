@@ -37,6 +37,9 @@ class ResolvedModel:
     testset: Path | None
 
 
+_ARCHIVES = (".tar.gz", ".tgz", ".zip")
+
+
 def model_file(path: Path) -> Path:
     """Accept a model directory, an ``onnx/`` directory or a ``.onnx`` file."""
     for candidate in (path / ONNX_FILE, path / "model.onnx", path):
@@ -53,6 +56,12 @@ def _owning_model_dir(artifact_dir: Path) -> Path | None:
 def resolve_model(path: Path, *, backend: str, profile: DeviceProfile) -> ResolvedModel:
     if not path.exists():
         raise ArtifactMissingError(f"{path}: no such model directory")
+    if path.is_file() and path.name.lower().endswith(_ARCHIVES):
+        raise ConfigError(
+            f"{path} is an archive: a SageMaker Neo output becomes a model directory with "
+            f"`edge-agent models import {path} --name NAME --out DIR`; a signed package runs "
+            "with `edge-agent predict --model PACKAGE --trusted-key ID=KEY` or is staged by "
+            "`edge-agent serve`")
     if is_artifact_dir(path):
         model_dir = _owning_model_dir(path)
         if backend == "dlr":
@@ -70,8 +79,20 @@ def resolve_model(path: Path, *, backend: str, profile: DeviceProfile) -> Resolv
         verify_artifact(artifact_dir, info, profile)
         return ResolvedModel("dlr", artifact_dir, path, info, _testset(path))
     if backend == "onnx":
-        return ResolvedModel("onnx", model_file(path), path, None, _testset(path))
+        onnx_file = model_file(path)
+        owner = _onnx_model_dir(path, onnx_file)
+        return ResolvedModel("onnx", onnx_file, owner, None, _testset(owner))
     raise ConfigError(f"unknown backend {backend!r} (choose dlr or onnx)")
+
+
+def _onnx_model_dir(path: Path, onnx_file: Path) -> Path | None:
+    """The model directory ``path`` names or lies in: the nearest of the ``.onnx`` file's
+    folder and that folder's parent (``<model>/onnx/model.onnx``) holding ``model.json``;
+    else ``path`` itself when it is a folder."""
+    for candidate in (onnx_file.parent, onnx_file.parent.parent):
+        if (candidate / MODEL_INFO).is_file():
+            return candidate
+    return path if path.is_dir() else None
 
 
 def _testset(model_dir: Path | None) -> Path | None:

@@ -5,6 +5,9 @@ one part, ``tests/integration/`` the tests that start processes, brokers or the
 emulated nucleus, ``tests/helpers/`` what they share (``import waits``,
 ``from cloud import ...``), ``tests/fixtures/`` their data files.
 
+``shared_broker`` is one mosquitto for the end-to-end tests that can share it, and
+``neo_outputs`` SageMaker Neo outputs of a foreign-topology model, built once.
+
 ``built_models`` builds the reference models once per test session (about ten
 seconds on two cores). Set ``EDGE_TEST_MODELS_DIR`` to build into a fixed
 directory instead of a temporary one: the build is idempotent, so later
@@ -15,9 +18,14 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
+
+if TYPE_CHECKING:
+    from agent.tools.brokers.mosquitto import MosquittoBroker
 
 # The repository first, so that ``models`` is always the reference-model package and never
 # the test folder ``tests/unit/models`` that pytest's rootdir-relative imports can expose.
@@ -33,4 +41,34 @@ def built_models(tmp_path_factory: pytest.TempPathFactory) -> Path:
     fixed = os.environ.get("EDGE_TEST_MODELS_DIR")
     out = Path(fixed) if fixed else tmp_path_factory.mktemp("models")
     build_all(out, log=lambda _message: None)
+    return out
+
+
+@pytest.fixture(scope="session")
+def shared_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MosquittoBroker]:
+    """One mosquitto for the end-to-end tests of a session that can share it (each uses its
+    own thing names and rollout ids); skipped, naming the package, where it is missing."""
+    from agent.tools.brokers.mosquitto import MosquittoBroker, find_mosquitto
+
+    if find_mosquitto() is None:
+        pytest.skip("mosquitto is not installed (apt-get install mosquitto)")
+    broker = MosquittoBroker(workdir=tmp_path_factory.mktemp("shared-broker"))
+    broker.start()
+    yield broker
+    broker.stop()
+
+
+@pytest.fixture(scope="session")
+def neo_outputs(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """SageMaker Neo outputs of the foreign-topology ``fusion`` model, as Neo delivers them:
+    ``model-ml_c5.tar.gz`` (x86_64) and ``model-rasp4b.tar.gz`` (real aarch64 code) for two
+    model versions (``v1/``, ``v2/``), plus the ``colour`` image model for ``ml_c5``
+    (``colour/model-ml_c5.tar.gz``). Built once per session (gcc, about a second)."""
+    from foreign_neo import neo_tarball
+
+    out = tmp_path_factory.mktemp("neo-outputs")
+    for version in ("v1", "v2"):
+        neo_tarball(out / version, "fusion", "ml_c5")
+        neo_tarball(out / version, "fusion", "rasp4b", arch="aarch64")
+    neo_tarball(out / "colour", "colour", "ml_c5")
     return out

@@ -11,31 +11,15 @@ stamped by digest. Whole files are replaced with :func:`agent.core.durable.atomi
 
 from __future__ import annotations
 
-import io
-import zipfile
 from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
 
 from agent.core.durable import atomic_write
+from agent.tools.importing.arrays import npz_bytes
 
-# The earliest timestamp a zip entry can hold; any fixed value would do.
-_ZIP_EPOCH = (1980, 1, 1, 0, 0, 0)
-
-
-def npz_bytes(arrays: Mapping[str, np.ndarray]) -> bytes:
-    """Serialise arrays as an ``.npz`` (readable by ``np.load``) with reproducible bytes."""
-    buffer = io.BytesIO()
-    with zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_STORED) as archive:
-        for name in sorted(arrays):
-            entry = zipfile.ZipInfo(f"{name}.npy", date_time=_ZIP_EPOCH)
-            entry.external_attr = 0o644 << 16
-            member = io.BytesIO()
-            np.lib.format.write_array(member, np.ascontiguousarray(arrays[name]),
-                                      allow_pickle=False)
-            archive.writestr(entry, member.getvalue())
-    return buffer.getvalue()
+__all__ = ["npz_bytes"]
 
 
 def save_npz(path: Path, arrays: Mapping[str, np.ndarray]) -> None:

@@ -95,8 +95,11 @@ def test_standalone_artifact_dir_without_testset(built_models: Path, tmp_path: P
 
     artifact = tmp_path / "neo-artifact"
     shutil.copytree(built_models / "digits-v1" / "dlr" / "linux_x86_64-x86_64", artifact)
-    out = _cli("run", "--model", str(artifact), "--count", "5")
-    assert out.returncode == 2 and "no labelled test set" in out.stderr
+    out = _cli("run", "--model", str(artifact), "--count", "5", "--json")
+    assert out.returncode == 0 and "no test set" in out.stderr, out.stderr
+    assert json.loads(out.stdout.splitlines()[-1])["source"] == "random"
+    out = _cli("run", "--model", str(artifact), "--source", "testset", "--count", "5")
+    assert out.returncode == 2 and "use --source random" in out.stderr, out.stderr
     out = _cli("run", "--model", str(artifact), "--source", "random", "--count", "50", "--json")
     assert out.returncode == 0, out.stderr
     onnx = _cli("run", "--model", str(artifact), "--backend", "onnx")

@@ -57,23 +57,23 @@ def run_golden_check(package_dir: Path, *, timeout_s: float,
     try:
         stdout, stderr = child.communicate(timeout=timeout_s)
     except subprocess.TimeoutExpired as err:
-        _kill_group(child)
+        kill_group(child)
         child.communicate()
         raise GoldenTimeoutError(
             f"golden check of {name} did not finish in {timeout_s:g} s; killed"
         ) from err
     except BaseException:
-        _kill_group(child)
+        kill_group(child)
         child.communicate()
         raise
     code = child.returncode
-    detail = _detail(stdout, stderr)
+    detail = child_detail(stdout, stderr)
     if code == EXIT_OK:
         return
     if code < 0:
-        signal_name = _signal_name(-code)
-        raise GoldenCrashError(f"golden check of {name} died of {signal_name}: {detail}",
-                               signal_name=signal_name)
+        died_of = signal_name(-code)
+        raise GoldenCrashError(f"golden check of {name} died of {died_of}: {detail}",
+                               signal_name=died_of)
     if code == EXIT_MISMATCH:
         raise GoldenMismatchError(f"{name}: {detail}")
     if code == EXIT_RUNTIME:
@@ -81,20 +81,23 @@ def run_golden_check(package_dir: Path, *, timeout_s: float,
     raise GoldenRuntimeError(f"golden check of {name} exited {code}: {detail}")
 
 
-def _kill_group(child: subprocess.Popen[bytes]) -> None:
+def kill_group(child: subprocess.Popen[bytes]) -> None:
+    """SIGKILL a child started with ``start_new_session=True`` and everything it started."""
     with contextlib.suppress(ProcessLookupError):
         os.killpg(child.pid, signal.SIGKILL)
 
 
-def _signal_name(number: int) -> str:
+def signal_name(number: int) -> str:
+    """``SIGSEGV`` for 11: how a child that died of a signal is reported."""
     try:
         return signal.Signals(number).name
     except ValueError:
         return f"signal {number}"
 
 
-def _detail(stdout: bytes, stderr: bytes) -> str:
-    """The child's JSON verdict if it printed one, else the end of its stderr."""
+def child_detail(stdout: bytes, stderr: bytes) -> str:
+    """The child's JSON verdict (a stdout line with a ``message``) if it printed one, else
+    the end of its stderr: the reason a child check gives, for an error message."""
     for line in reversed(stdout.decode(errors="replace").splitlines()):
         try:
             verdict = json.loads(line)

@@ -6,7 +6,7 @@ the layout of :mod:`agent.core.model_layout`, ready for ``package model``.
 
 Modules and their public names:
 
-- ``arrays``: ``read_npz``, ``write_npz``, ``cases_by_tensor``, ``as_cases``,
+- ``arrays``: ``read_npz``, ``npz_bytes``, ``write_npz``, ``cases_by_tensor``, ``as_cases``,
   ``case_count`` (+2)
 - ``errors``: ``ModelImportError``, ``ImportSourceError``, ``ImportLayoutError``,
   ``ImportTargetError``, ``ImportMetadataError`` (+4)

@@ -41,7 +41,7 @@ def read_npz(path: Path, where: str, error: type[AgentError]) -> dict[str, np.nd
         raise error(f"{where}: not a readable .npz file: {err}") from err
 
 
-def write_npz(path: Path, arrays: Mapping[str, np.ndarray]) -> None:
+def npz_bytes(arrays: Mapping[str, np.ndarray]) -> bytes:
     """An ``.npz`` that ``np.load`` reads, with any array name (``out/Identity:0``) and
     reproducible bytes (``np.savez`` stamps the time into its members)."""
     buffer = io.BytesIO()
@@ -53,7 +53,12 @@ def write_npz(path: Path, arrays: Mapping[str, np.ndarray]) -> None:
             np.lib.format.write_array(member, np.ascontiguousarray(arrays[name]),
                                       allow_pickle=False)
             archive.writestr(entry, member.getvalue())
-    path.write_bytes(buffer.getvalue())
+    return buffer.getvalue()
+
+
+def write_npz(path: Path, arrays: Mapping[str, np.ndarray]) -> None:
+    """:func:`npz_bytes` of ``arrays`` into ``path``."""
+    path.write_bytes(npz_bytes(arrays))
 
 
 def cases_by_tensor(arrays: dict[str, np.ndarray], specs: Sequence[TensorSpec], *,

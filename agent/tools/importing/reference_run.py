@@ -16,10 +16,7 @@ never returns ends the child, never the importer, and becomes an
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
-import os
-import signal
 import subprocess
 import sys
 from collections.abc import Sequence
@@ -30,13 +27,13 @@ import numpy as np
 import agent
 from agent.core.errors import AgentError
 from agent.core.model_layout import GOLDEN_INPUT_PREFIX, GOLDEN_OUTPUT_PREFIX
+from agent.device.packages.golden import child_detail, kill_group, signal_name
 from agent.tools.importing.arrays import write_npz
 from agent.tools.importing.errors import ImportGoldenError
 
 EXIT_OK = 0
 EXIT_RUNTIME = 4
 DEFAULT_TIMEOUT_S = 120.0
-_MAX_DETAIL = 400
 
 
 def run_reference(artifact_dir: Path, inputs: dict[str, np.ndarray], work_dir: Path, *,
@@ -58,48 +55,23 @@ def run_reference(artifact_dir: Path, inputs: dict[str, np.ndarray], work_dir: P
     try:
         stdout, stderr = child.communicate(timeout=timeout_s)
     except subprocess.TimeoutExpired as err:
-        _kill_group(child)
+        kill_group(child)
         child.communicate()
         raise ImportGoldenError(f"the reference run of {label} did not finish in "
                                 f"{timeout_s:g} s; killed") from err
     except BaseException:
-        _kill_group(child)
+        kill_group(child)
         child.communicate()
         raise
-    detail = _detail(stdout, stderr)
+    detail = child_detail(stdout, stderr)
     if child.returncode < 0:
         raise ImportGoldenError(f"the reference run of {label} died of "
-                                f"{_signal_name(-child.returncode)}: {detail}")
+                                f"{signal_name(-child.returncode)}: {detail}")
     if child.returncode != EXIT_OK:
         raise ImportGoldenError(f"the reference run of {label} failed: {detail}")
     with np.load(out_path, allow_pickle=False) as data:
         return {key.removeprefix(GOLDEN_OUTPUT_PREFIX): np.asarray(data[key])
                 for key in data.files}
-
-
-def _kill_group(child: subprocess.Popen[bytes]) -> None:
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(child.pid, signal.SIGKILL)
-
-
-def _signal_name(number: int) -> str:
-    try:
-        return signal.Signals(number).name
-    except ValueError:
-        return f"signal {number}"
-
-
-def _detail(stdout: bytes, stderr: bytes) -> str:
-    """The child's JSON verdict if it printed one, else the end of its stderr."""
-    for line in reversed(stdout.decode(errors="replace").splitlines()):
-        try:
-            verdict = json.loads(line)
-        except ValueError:
-            continue
-        if isinstance(verdict, dict) and "message" in verdict:
-            return str(verdict["message"])[:_MAX_DETAIL]
-    tail = stderr.decode(errors="replace").strip().splitlines()
-    return tail[-1][:_MAX_DETAIL] if tail else "no output"
 
 
 def reference_outputs(artifact_dir: Path, inputs: dict[str, np.ndarray], *,

@@ -2,19 +2,23 @@
 laid out as the project's model directory, with ``model.json`` and ``artifact.info``.
 
 ``colour_model_dir`` is an image classifier with labels and image pre-processing metadata;
-``fusion_model_dir`` the two-input, two-output model with an int32 tensor.
+``fusion_model_dir`` the two-input, two-output model with an int32 tensor, in any set of
+builds, with or without golden vectors, an ONNX twin and a test set.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Collection, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from foreign_neo import (
     COLOUR_LABELS,
     FUSION_INPUTS,
     FUSION_OUTPUTS,
+    fusion_reference,
     neo_output_files,
     write_onnx_fusion_like,
 )
@@ -22,8 +26,10 @@ from foreign_neo import (
 from agent.core.model_layout import ArtifactInfo
 from agent.device.platform.boards import generic_target
 from agent.device.platform.elf import host_arch
+from agent.device.platform.targets import NEO_TARGETS
 
 HOST_TARGET = generic_target(host_arch())
+HOST_ARTIFACT = f"{HOST_TARGET}-{host_arch()}"
 COLOUR_METADATA = {
     "labels": list(COLOUR_LABELS),
     "preprocess": {"layout": "NCHW", "scale": 1 / 255, "channel_order": "RGB"},
@@ -64,13 +70,50 @@ def colour_model_dir(dest: Path, *, metadata: dict[str, object] | None = None,
     return dest
 
 
-def fusion_model_dir(dest: Path, *, onnx: bool = False) -> Path:
-    """The fusion model (two inputs, two outputs, int32 tensors), no metadata."""
-    info = {"name": "fusion", "version": "1", "inputs": _specs(FUSION_INPUTS),
-            "outputs": _specs(FUSION_OUTPUTS)}
-    write_model_dir(dest, "fusion", info)
+def fusion_inputs(count: int, seed: int = 7) -> dict[str, np.ndarray]:
+    """``count`` cases of the fusion model's inputs, by input name, each ``[count, 1, n]``."""
+    rng = np.random.default_rng(seed)
+    return {"sensor_frame": rng.standard_normal((count, 1, 6)).astype(np.float32),
+            "event_counts": rng.integers(0, 9, size=(count, 1, 3)).astype(np.int32)}
+
+
+def fusion_model_dir(dest: Path, *, name: str = "fusion", version: int | str = 1,
+                     builds: Sequence[str] = (HOST_ARTIFACT,), emulated: Collection[str] = (),
+                     neo: bool = True, onnx: bool = False, golden: bool = True,
+                     testset: bool = False, metadata: dict[str, Any] | None = None) -> Path:
+    """The fusion model (two inputs, one int32; two outputs) as ``edge-agent models import``
+    leaves a model directory: ``model.json``; with ``neo``, one real Neo artifact per
+    ``builds`` entry (``<target>-<arch>``; those in ``emulated`` are host code standing in
+    for that board); with ``onnx``, its ONNX twin; with ``golden``, ``golden.npz`` holding
+    numpy's outputs for three cases (source ``user``); with ``testset``, an unlabelled
+    two-input test set of 16 cases."""
+    dest.mkdir(parents=True)
+    info: dict[str, Any] = {"name": name, "version": str(version),
+                            "inputs": _specs(FUSION_INPUTS), "outputs": _specs(FUSION_OUTPUTS)}
+    if metadata is not None:
+        info["metadata"] = metadata
+    if golden:
+        inputs = fusion_inputs(3)
+        outs = [fusion_reference(f, c)
+                for f, c in zip(inputs["sensor_frame"], inputs["event_counts"], strict=True)]
+        np.savez(dest / "golden.npz", **{f"in/{key}": value for key, value in inputs.items()},
+                 **{f"out/{out}": np.stack([o[out] for o in outs]) for out, _, _ in FUSION_OUTPUTS})
+        info["golden"] = {"source": "user", "reference": "numpy", "tolerance": 1e-5}
+    (dest / "model.json").write_text(json.dumps(info, indent=2))
+    for build in builds if neo else ():
+        target, arch = build.split("-", 1)
+        artifact = dest / "dlr" / build
+        artifact.mkdir(parents=True)
+        for file_name, data in neo_output_files("fusion", arch=arch,
+                                                target_device=target).items():
+            (artifact / file_name).write_bytes(data)
+        (artifact / "artifact.info").write_text(ArtifactInfo(
+            target=target, arch=arch, emulated=build in emulated,
+            jetpack=NEO_TARGETS[target].jetpack, neo_target=target).model_dump_json(indent=2))
     if onnx:
         write_onnx_fusion_like(dest / "onnx" / "model.onnx")
+    if testset:
+        np.savez(dest / "testset.npz", **fusion_inputs(16, seed=11))  # type: ignore[arg-type]
     return dest
 
 

@@ -122,53 +122,6 @@ def leftovers(directory: Path) -> list[str]:
     return sorted(str(p.relative_to(directory)) for p in directory.rglob("*"))
 
 
-def fusion_model_dir(dest: Path, *, version: str = "1", neo: bool = True, onnx: bool = False,
-                     golden: bool = True, metadata: dict[str, Any] | None = None) -> Path:
-    """A model directory of the foreign-topology ``fusion`` model (two inputs, one int32; two
-    outputs), laid out as ``edge-agent models import`` writes one: model.json, the host's Neo
-    artifact under ``dlr/`` (``neo``), ``onnx/model.onnx`` (``onnx``), and ``golden.npz`` with
-    numpy's outputs for three cases (``golden``, source ``user``)."""
-    import numpy as np
-    from foreign_neo import (
-        FUSION_INPUTS,
-        FUSION_OUTPUTS,
-        fusion_reference,
-        neo_output_files,
-        write_onnx_fusion_like,
-    )
-
-    def specs(tensors: tuple[tuple[str, str, tuple[int, ...]], ...]) -> list[dict[str, Any]]:
-        return [{"name": n, "dtype": d, "shape": list(s)} for n, d, s in tensors]
-
-    dest.mkdir(parents=True)
-    info: dict[str, Any] = {"name": "fusion", "version": version,
-                            "inputs": specs(FUSION_INPUTS), "outputs": specs(FUSION_OUTPUTS)}
-    if metadata is not None:
-        info["metadata"] = metadata
-    if golden:
-        rng = np.random.default_rng(7)
-        frames = rng.standard_normal((3, 1, 6)).astype(np.float32)
-        counts = rng.integers(0, 9, (3, 1, 3)).astype(np.int32)
-        outs = [fusion_reference(f, c) for f, c in zip(frames, counts, strict=True)]
-        np.savez(dest / "golden.npz", **{
-            "in/sensor_frame": frames, "in/event_counts": counts,
-            "out/Identity:0": np.stack([o["Identity:0"] for o in outs]),
-            "out/Identity_1:0": np.stack([o["Identity_1:0"] for o in outs])})
-        info["golden"] = {"source": "user", "reference": "numpy", "tolerance": 1e-5}
-    (dest / "model.json").write_text(json.dumps(info, indent=2))
-    if neo:
-        artifact = dest / "dlr" / HOST_ARTIFACT
-        artifact.mkdir(parents=True)
-        files = neo_output_files("fusion", arch=host_arch(), target_device="ml_c5")
-        for name, data in files.items():
-            (artifact / name).write_bytes(data)
-        (artifact / "artifact.info").write_text(json.dumps(
-            {"target": HOST_TARGET, "arch": host_arch(), "neo_target": "ml_c5"}))
-    if onnx:
-        write_onnx_fusion_like(dest / "onnx" / "model.onnx")
-    return dest
-
-
 def package_label(package: Path) -> str:
     """The label a package's manifest gives it (what the device reports it serves as)."""
     label: str = json.loads(dict(members(package))[MANIFEST_NAME])["label"]

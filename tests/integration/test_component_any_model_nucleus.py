@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 
 from cloud import CloudSubscriber
-from fusion_model_dir import write_fusion_model_dir
+from model_dirs import fusion_model_dir
 
 from agent.device.platform.elf import host_arch
 from agent.tools.brokers.embedded import EmbeddedBroker
@@ -32,8 +32,8 @@ MODEL = "com.edgeinference.Model.sensor-fusion"
 def test_an_x86_only_model_component_deploys_and_serves(tmp_path: Path) -> None:
     assert host_arch() == "x86_64", "the x86-only model runs on an x86_64 host"
     models = tmp_path / "models"
-    write_fusion_model_dir(models / "sensor-fusion-v1", ["linux_x86_64-x86_64"],
-                           name="sensor-fusion")
+    fusion_model_dir(models / "sensor-fusion-v1", builds=["linux_x86_64-x86_64"],
+                     name="sensor-fusion", testset=True)
     keys = keys_generate(tmp_path / "keys", "ctl")
     notes: list[str] = []
     written = build_components(ComponentOptions(models=models, key=keys.private, key_id="ctl",

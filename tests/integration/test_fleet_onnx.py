@@ -17,7 +17,7 @@ from typing import Any
 import yaml
 from agent_process import AgentProcess
 from cloud import CloudSubscriber
-from package_support import fusion_model_dir
+from model_dirs import fusion_model_dir
 
 from agent.tools.brokers.mosquitto import MosquittoBroker
 from agent.tools.packaging.keys import keys_generate

@@ -13,7 +13,7 @@ Modules and their public names:
 - ``extract``: ``ExtractedFile``, ``data_filter``, ``extract_archive``,
   ``check_gzip_stream``
 - ``fetch``: ``FetchResult``, ``fetch``
-- ``golden``: ``run_golden_check``, ``kill_group``, ``signal_name``, ``child_detail``
+- ``golden``: ``run_golden_check``, ``run_child``, ``signal_name``
 - ``golden_check``: ``check_package``, ``parse_backend_config``, ``main``
 - ``limits``: ``PackageLimits``
 - ``manifest``: ``FileEntry``, ``Golden``, ``ManifestBody``, ``PackageManifest``,

@@ -40,8 +40,7 @@ def run_golden_check(package_dir: Path, *, timeout_s: float,
     messages (default: the directory's name).
     """
     name = label or package_dir.name
-    command = [sys.executable, "-m", "agent.device.packages.golden_check",
-               str(package_dir.resolve())]
+    command = ["agent.device.packages.golden_check", str(package_dir.resolve())]
     if library_path is not None:
         command += ["--libdlr", str(library_path.resolve())]
     if isinstance(config, DlrConfig) and config.library_path is not None:
@@ -49,25 +48,10 @@ def run_golden_check(package_dir: Path, *, timeout_s: float,
         config = config.model_copy(update={"library_path": config.library_path.resolve()})
     if config is not None:
         command += ["--config", config.model_dump_json()]
-    # `python -m` puts its working directory first on sys.path: run where this very
-    # `agent` package lies, so the child imports the same code and nothing else.
-    package_root = Path(agent.__file__).resolve().parent.parent
-    child = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                             stdin=subprocess.DEVNULL, cwd=package_root, start_new_session=True)
-    try:
-        stdout, stderr = child.communicate(timeout=timeout_s)
-    except subprocess.TimeoutExpired as err:
-        kill_group(child)
-        child.communicate()
-        raise GoldenTimeoutError(
-            f"golden check of {name} did not finish in {timeout_s:g} s; killed"
-        ) from err
-    except BaseException:
-        kill_group(child)
-        child.communicate()
-        raise
-    code = child.returncode
-    detail = child_detail(stdout, stderr)
+    code, detail = run_child(command, timeout_s=timeout_s)
+    if code is None:
+        raise GoldenTimeoutError(f"golden check of {name} did not finish in {timeout_s:g} s; "
+                                 "killed")
     if code == EXIT_OK:
         return
     if code < 0:
@@ -81,7 +65,35 @@ def run_golden_check(package_dir: Path, *, timeout_s: float,
     raise GoldenRuntimeError(f"golden check of {name} exited {code}: {detail}")
 
 
-def kill_group(child: subprocess.Popen[bytes]) -> None:
+def run_child(command: list[str], *, timeout_s: float) -> tuple[int | None, str]:
+    """Run ``python -m <command>`` as a child in its own session; ``(exit status, detail)``.
+
+    The status is negative for a child that died of a signal, and None when it ran past
+    ``timeout_s`` and was killed with everything it started. ``detail`` is the child's
+    reason (:func:`_child_detail`). A native fault or hang in the child's code ends only
+    the child: the golden check and the importer's reference run both run foreign kernels
+    this way.
+    """
+    # `python -m` puts its working directory first on sys.path: run where this very
+    # `agent` package lies, so the child imports the same code and nothing else.
+    package_root = Path(agent.__file__).resolve().parent.parent
+    child = subprocess.Popen([sys.executable, "-m", *command], stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, stdin=subprocess.DEVNULL,
+                             cwd=package_root, start_new_session=True)
+    try:
+        stdout, stderr = child.communicate(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        _kill_group(child)
+        child.communicate()
+        return None, ""
+    except BaseException:
+        _kill_group(child)
+        child.communicate()
+        raise
+    return child.returncode, _child_detail(stdout, stderr)
+
+
+def _kill_group(child: subprocess.Popen[bytes]) -> None:
     """SIGKILL a child started with ``start_new_session=True`` and everything it started."""
     with contextlib.suppress(ProcessLookupError):
         os.killpg(child.pid, signal.SIGKILL)
@@ -95,7 +107,7 @@ def signal_name(number: int) -> str:
         return f"signal {number}"
 
 
-def child_detail(stdout: bytes, stderr: bytes) -> str:
+def _child_detail(stdout: bytes, stderr: bytes) -> str:
     """The child's JSON verdict (a stdout line with a ``message``) if it printed one, else
     the end of its stderr: the reason a child check gives, for an error message."""
     for line in reversed(stdout.decode(errors="replace").splitlines()):

@@ -17,17 +17,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 
-import agent
 from agent.core.errors import AgentError
 from agent.core.model_layout import GOLDEN_INPUT_PREFIX, GOLDEN_OUTPUT_PREFIX
-from agent.device.packages.golden import child_detail, kill_group, signal_name
+from agent.device.packages.golden import run_child, signal_name
 from agent.tools.importing.arrays import write_npz
 from agent.tools.importing.errors import ImportGoldenError
 
@@ -43,31 +41,18 @@ def run_reference(artifact_dir: Path, inputs: dict[str, np.ndarray], work_dir: P
     child process; ``label`` names the artifact in errors."""
     in_path, out_path = work_dir / "reference-in.npz", work_dir / "reference-out.npz"
     write_npz(in_path, {GOLDEN_INPUT_PREFIX + name: array for name, array in inputs.items()})
-    command = [sys.executable, "-m", "agent.tools.importing.reference_run",
+    command = ["agent.tools.importing.reference_run",
                str(artifact_dir.resolve()), str(in_path.resolve()), str(out_path.resolve())]
     if libdlr is not None:
         command += ["--libdlr", str(libdlr.resolve())]
-    # `python -m` puts its working directory first on sys.path: run where this very
-    # `agent` package lies, so the child imports the same code.
-    package_root = Path(agent.__file__).resolve().parent.parent
-    child = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                             stdin=subprocess.DEVNULL, cwd=package_root, start_new_session=True)
-    try:
-        stdout, stderr = child.communicate(timeout=timeout_s)
-    except subprocess.TimeoutExpired as err:
-        kill_group(child)
-        child.communicate()
+    code, detail = run_child(command, timeout_s=timeout_s)
+    if code is None:
         raise ImportGoldenError(f"the reference run of {label} did not finish in "
-                                f"{timeout_s:g} s; killed") from err
-    except BaseException:
-        kill_group(child)
-        child.communicate()
-        raise
-    detail = child_detail(stdout, stderr)
-    if child.returncode < 0:
+                                f"{timeout_s:g} s; killed")
+    if code < 0:
         raise ImportGoldenError(f"the reference run of {label} died of "
-                                f"{signal_name(-child.returncode)}: {detail}")
-    if child.returncode != EXIT_OK:
+                                f"{signal_name(-code)}: {detail}")
+    if code != EXIT_OK:
         raise ImportGoldenError(f"the reference run of {label} failed: {detail}")
     with np.load(out_path, allow_pickle=False) as data:
         return {key.removeprefix(GOLDEN_OUTPUT_PREFIX): np.asarray(data[key])

@@ -10,10 +10,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from model_dirs import fusion_model_dir
 from package_support import (
     HOST_ARTIFACT,
     Keys,
-    fusion_model_dir,
     leftovers,
     make_keys,
     members,

@@ -1,7 +1,7 @@
 """``edge-agent package component`` for a user's own model: the model component is named
 after the model, and both components have a manifest for exactly the platforms the model
 has real builds for. Models: the foreign-topology ``fusion`` model (two inputs, one int32,
-two outputs) written as model directories by hand (:mod:`fusion_model_dir`), golden vectors
+two outputs) written as model directories by hand (:mod:`model_dirs`), golden vectors
 from ``golden.npz``, no ONNX export.
 
 On this x86_64 host the aarch64 components cannot run, so what is proven for them is what
@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 import yaml
-from fusion_model_dir import write_fusion_model_dir
+from model_dirs import fusion_model_dir
 
 from agent.cli.main import main
 from agent.device.app.first_model import choose_package
@@ -113,8 +113,8 @@ def staged_but_golden(package: Path, profile: DeviceProfile, key: KeyFiles,
 def test_an_x86_only_model(tmp_path: Path, key: KeyFiles, wheel: Path,
                            capsys: pytest.CaptureFixture[str]) -> None:
     models = tmp_path / "models"
-    write_fusion_model_dir(models / "sensor-fusion-v1", ["linux_x86_64-x86_64"],
-                           name="sensor-fusion")
+    fusion_model_dir(models / "sensor-fusion-v1", builds=["linux_x86_64-x86_64"],
+                     name="sensor-fusion", testset=True)
     out = tmp_path / "out"
     assert package_component(models, key, out, wheel) == 0
     printed, err = built(out, capsys)
@@ -158,7 +158,8 @@ def test_an_x86_only_model(tmp_path: Path, key: KeyFiles, wheel: Path,
 def test_a_raspberry_pi_4_and_jetson_nano_model(tmp_path: Path, key: KeyFiles, wheel: Path,
                                                capsys: pytest.CaptureFixture[str]) -> None:
     models = tmp_path / "models"
-    write_fusion_model_dir(models / "fusion-v1", ["rasp4b-aarch64", "jetson_nano-aarch64"])
+    fusion_model_dir(models / "fusion-v1", builds=["rasp4b-aarch64", "jetson_nano-aarch64"],
+                     testset=True)
     out = tmp_path / "out"
     assert package_component(models, key, out, wheel) == 0
     printed, _ = built(out, capsys)
@@ -199,8 +200,8 @@ def test_a_raspberry_pi_4_and_jetson_nano_model(tmp_path: Path, key: KeyFiles, w
 def test_emulated_builds_ride_with_a_real_build_and_make_no_platform(
         tmp_path: Path, key: KeyFiles, wheel: Path, capsys: pytest.CaptureFixture[str]) -> None:
     models = tmp_path / "models"
-    write_fusion_model_dir(models / "fusion-v1", ["rasp4b-aarch64", "rasp4b-x86_64"],
-                           emulated={"rasp4b-x86_64"}, testset=False)
+    fusion_model_dir(models / "fusion-v1", builds=["rasp4b-aarch64", "rasp4b-x86_64"],
+                     emulated={"rasp4b-x86_64"})
     out = tmp_path / "out"
     assert package_component(models, key, out, wheel) == 0
     printed, _ = built(out, capsys)
@@ -213,8 +214,8 @@ def test_emulated_builds_ride_with_a_real_build_and_make_no_platform(
     data = recipe_data(out / "greengrass-local" / "recipes" / f"{model}-1.0.0.yaml")
     assert manifest_files(data) == {"aarch64": ["fusion-v1-rasp4b-aarch64.tar.gz"]}
 
-    write_fusion_model_dir(models / "fusion-v2", ["linux_x86_64-x86_64", "rasp4b-x86_64"],
-                           version=2, emulated={"rasp4b-x86_64"}, testset=False)
+    fusion_model_dir(models / "fusion-v2", builds=["linux_x86_64-x86_64", "rasp4b-x86_64"],
+                     version=2, emulated={"rasp4b-x86_64"})
     assert package_component(models / "fusion-v2", key, out, wheel) == 0  # one model dir
     printed, _ = built(out, capsys)
     assert printed["left_out"] == [f"{model} has no build for linux/aarch64, linux/arm: "
@@ -228,9 +229,9 @@ def test_emulated_builds_ride_with_a_real_build_and_make_no_platform(
 def test_versions_share_the_platforms_every_version_has(
         tmp_path: Path, key: KeyFiles, wheel: Path, capsys: pytest.CaptureFixture[str]) -> None:
     models = tmp_path / "models"
-    write_fusion_model_dir(models / "fusion-v1", ["linux_x86_64-x86_64"], testset=False)
-    write_fusion_model_dir(models / "fusion-v2", ["linux_x86_64-x86_64", "rasp4b-aarch64"],
-                           version=2, testset=False)
+    fusion_model_dir(models / "fusion-v1", builds=["linux_x86_64-x86_64"])
+    fusion_model_dir(models / "fusion-v2", builds=["linux_x86_64-x86_64", "rasp4b-aarch64"],
+                     version=2)
     out = tmp_path / "out"
     assert package_component(models, key, out, wheel) == 0
     printed, _ = built(out, capsys)
@@ -255,9 +256,8 @@ def snapshot(folder: Path) -> dict[str, bytes]:
 def test_several_models_need_a_pick(tmp_path: Path, key: KeyFiles, wheel: Path,
                                     capsys: pytest.CaptureFixture[str]) -> None:
     models = tmp_path / "models"
-    write_fusion_model_dir(models / "fusion-v1", ["linux_x86_64-x86_64"], testset=False)
-    write_fusion_model_dir(models / "sensor-v1", ["linux_x86_64-x86_64"], name="sensor",
-                           testset=False)
+    fusion_model_dir(models / "fusion-v1", builds=["linux_x86_64-x86_64"])
+    fusion_model_dir(models / "sensor-v1", builds=["linux_x86_64-x86_64"], name="sensor")
     out = tmp_path / "out"
     assert package_component(models, key, out, wheel) == 2
     assert f"{models} holds the models fusion, sensor: pick one with --model NAME" in \
@@ -278,7 +278,7 @@ def test_a_name_no_component_can_carry_writes_nothing(
         tmp_path: Path, key: KeyFiles, wheel: Path, capsys: pytest.CaptureFixture[str],
         name: str, problem: str) -> None:
     models = tmp_path / "models"
-    write_fusion_model_dir(models / "m-v1", ["linux_x86_64-x86_64"], name=name, testset=False)
+    fusion_model_dir(models / "m-v1", builds=["linux_x86_64-x86_64"], name=name)
     before = snapshot(models)
     out = tmp_path / "out"
     assert package_component(models, key, out, wheel) == 2
@@ -291,8 +291,7 @@ def test_a_model_with_only_emulated_builds_is_refused(tmp_path: Path, key: KeyFi
                                                      wheel: Path,
                                                      capsys: pytest.CaptureFixture[str]) -> None:
     models = tmp_path / "models"
-    write_fusion_model_dir(models / "fusion-v1", ["rasp4b-x86_64"], emulated={"rasp4b-x86_64"},
-                           testset=False)
+    fusion_model_dir(models / "fusion-v1", builds=["rasp4b-x86_64"], emulated={"rasp4b-x86_64"})
     out = tmp_path / "out"
     assert package_component(models, key, out, wheel) == 2
     err = capsys.readouterr().err

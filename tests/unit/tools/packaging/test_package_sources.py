@@ -12,7 +12,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 from foreign_neo import fusion_reference
-from package_support import HOST_ARTIFACT, Keys, fusion_model_dir, make_keys, members
+from model_dirs import fusion_model_dir
+from package_support import HOST_ARTIFACT, Keys, make_keys, members
 
 from agent.core.errors import ArtifactCorruptError, ArtifactMissingError, ConfigError
 from agent.device.packages.manifest import MANIFEST_NAME, PackageManifest

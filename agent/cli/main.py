@@ -161,7 +161,8 @@ def build_parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="run the inference loop on a model, offline")
     run.add_argument("--model", type=Path, required=True,
                      help="model directory or one Neo artifact directory")
-    run.add_argument("--backend", choices=("dlr", "onnx"), default="dlr")
+    run.add_argument("--backend", choices=("dlr", "onnx"), default=None,
+                     help="default: onnx for an ONNX model without Neo artifacts, else dlr")
     run.add_argument("--source", choices=("auto", "testset", "digits", "random", "shm"),
                      default="auto",
                      help="testset (or digits): replay the model's testset.npz; random: inputs "

@@ -164,13 +164,13 @@ def _load(args: argparse.Namespace, profile: DeviceProfile) -> Iterator[LoadedMo
 def _load_unpackaged(args: argparse.Namespace, profile: DeviceProfile) -> LoadedModel:
     from agent.cli.run import backend_config
     from agent.core.model_layout import MODEL_INFO, model_label, read_model_info
-    from agent.device.platform.resolve import resolve_model
+    from agent.device.platform.resolve import default_backend, resolve_model
     from agent.device.runtime import load_backend
 
     if args.trusted_key:
         raise ConfigError("--trusted-key verifies a package; "
                           f"{args.model} is not one (.tar.gz)")
-    backend_name = args.backend or ("onnx" if args.model.suffix == ".onnx" else "dlr")
+    backend_name = args.backend or default_backend(args.model)
     resolved = resolve_model(args.model, backend=backend_name, profile=profile)
     info = None
     if resolved.model_dir is not None and (resolved.model_dir / MODEL_INFO).is_file():

@@ -14,7 +14,7 @@ from agent.core.errors import ConfigError
 from agent.device.inference.runner import InferenceLoop, LoopStats
 from agent.device.inference.sources import choose_source, make_source_factory
 from agent.device.platform.profile import DeviceProfile
-from agent.device.platform.resolve import ResolvedModel, resolve_model
+from agent.device.platform.resolve import ResolvedModel, default_backend, resolve_model
 from agent.device.runtime import DlrConfig, OnnxConfig, load_backend
 
 
@@ -48,6 +48,7 @@ def _check_numbers(args: argparse.Namespace) -> None:
 
 def run_from_args(args: argparse.Namespace, profile: DeviceProfile) -> int:
     _check_numbers(args)
+    args.backend = args.backend or default_backend(args.model)
     resolved: ResolvedModel = resolve_model(args.model, backend=args.backend, profile=profile)
     source, note = choose_source(args.source, resolved.testset)
     backend = load_backend(resolved.load_dir, backend_config(args))

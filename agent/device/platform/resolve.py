@@ -22,6 +22,7 @@ from agent.core.model_layout import (
     TESTSET,
     ArtifactInfo,
     is_artifact_dir,
+    list_artifacts,
     read_artifact_info,
 )
 from agent.device.platform.profile import DeviceProfile
@@ -46,6 +47,17 @@ def model_file(path: Path) -> Path:
         if candidate.is_file():
             return candidate
     raise ArtifactMissingError(f"{path}: no ONNX model ({ONNX_FILE} or model.onnx)")
+
+
+def default_backend(path: Path) -> str:
+    """The backend a model path runs on when the user names none: ``onnx`` for an ONNX file
+    or a model directory with an ONNX model and no Neo artifact, else ``dlr``."""
+    if path.is_file() and path.suffix == ".onnx":
+        return "onnx"
+    if path.is_dir() and not is_artifact_dir(path) and not list_artifacts(path) and \
+            any(candidate.is_file() for candidate in (path / ONNX_FILE, path / "model.onnx")):
+        return "onnx"
+    return "dlr"
 
 
 def _owning_model_dir(artifact_dir: Path) -> Path | None:

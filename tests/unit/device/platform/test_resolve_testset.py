@@ -30,3 +30,16 @@ def test_a_lone_onnx_file_has_no_model_directory(tmp_path: Path) -> None:
     lone.write_bytes((model / "onnx" / "model.onnx").read_bytes())
     resolved = resolve_model(lone, backend="onnx", profile=detect_profile())
     assert (resolved.load_dir, resolved.model_dir, resolved.testset) == (lone, None, None)
+
+
+def test_the_default_backend_follows_what_the_model_has(tmp_path: Path) -> None:
+    from agent.device.platform.resolve import default_backend
+
+    both = fusion_model_dir(tmp_path / "both", onnx=True)
+    onnx_only = fusion_model_dir(tmp_path / "onnx-only", neo=False, onnx=True)
+    neo_only = fusion_model_dir(tmp_path / "neo-only")
+    assert default_backend(both) == "dlr"  # Neo artifacts win where there are some
+    assert default_backend(neo_only) == "dlr"
+    assert default_backend(onnx_only) == "onnx"
+    assert default_backend(onnx_only / "onnx" / "model.onnx") == "onnx"
+    assert default_backend(next((both / "dlr").iterdir())) == "dlr"

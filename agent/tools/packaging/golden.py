@@ -15,7 +15,6 @@ They come from one of two places, the first that applies:
 
 from __future__ import annotations
 
-import math
 import zipfile
 from pathlib import Path
 
@@ -32,6 +31,7 @@ from agent.core.model_layout import (
     ModelInfo,
     TensorSpec,
 )
+from agent.device.inference.sources import read_testset
 from agent.device.packages.manifest import DEFAULT_TOLERANCE, Golden
 from agent.device.runtime.onnx import OnnxBackend, OnnxConfig
 
@@ -132,29 +132,12 @@ def check_onnx_export(model_dir: Path, info: ModelInfo) -> None:
 
 
 def testset_inputs(path: Path, specs: list[TensorSpec], count: int) -> list[Case]:
-    """Up to ``count`` samples of the test set, each input by name, cast and shaped to its
-    spec: ``x`` holds a single-input model's samples (or an array named by its input), a
-    model with several inputs has one array per input name."""
-    arrays = _load_npz(path, what="golden inputs come from it")
-    if len(specs) == 1 and specs[0].name not in arrays and "x" in arrays:
-        arrays = {specs[0].name: arrays["x"]}
-    missing = [spec.name for spec in specs if spec.name not in arrays]
-    if missing:
-        raise ArtifactCorruptError(
-            f"{path}: no array {missing[0]!r} (a single-input model's samples are 'x'; a "
-            f"model with several inputs has one array per input name: "
-            f"{', '.join(s.name for s in specs)})")
-    samples: dict[str, np.ndarray] = {}
-    for spec in specs:
-        x = arrays[spec.name]
-        if x.ndim < 1 or x.shape[0] == 0 or x[0].size != math.prod(spec.shape):
-            raise ArtifactCorruptError(f"{path}: array {spec.name!r}: samples of shape "
-                                       f"{x.shape[1:]} do not fit input {spec.name} "
-                                       f"{spec.shape}")
-        samples[spec.name] = x
-    total = min(len(x) for x in samples.values())
-    return [{spec.name: samples[spec.name][i].astype(spec.dtype).reshape(spec.shape)
-             for spec in specs} for i in range(min(count, total))]
+    """Up to ``count`` samples of the model's test set, each input by name in its spec's
+    shape and dtype (read as the inference loop reads it,
+    :func:`agent.device.inference.sources.read_testset`)."""
+    testset = read_testset(path, specs)
+    return [{spec.name: samples[i] for spec, samples in zip(specs, testset.inputs, strict=True)}
+            for i in range(min(count, len(testset)))]
 
 
 def _load_npz(path: Path, what: str = "") -> dict[str, np.ndarray]:

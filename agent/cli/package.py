@@ -86,7 +86,10 @@ def _add_component_arguments(package: Any) -> None:
                     "recipe.yaml and greengrass-build/ (recipes with artifact URIs and "
                     "SHA-256 digests, artifacts), plus greengrass-local/ for greengrass-cli "
                     "local deployments. Both components have a manifest for each platform "
-                    "the model has builds for (amd64, aarch64, arm), and only those.")
+                    "the model has builds for (amd64, aarch64, arm), and only those; the "
+                    "model's ONNX package (onnx/model.onnx) rides in the amd64 and aarch64 "
+                    "manifests. A model with only an ONNX export is built for amd64 and "
+                    "aarch64, and the agent defaults to the onnx backend.")
     component.add_argument("--models", type=Path, default=Path("build/models"),
                            help="built model directories, or one model directory "
                                 "(default: build/models)")

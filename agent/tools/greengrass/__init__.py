@@ -14,8 +14,9 @@
   packages) in the layout of the Greengrass Development Kit
   (:mod:`~agent.tools.greengrass.gdk`), ready for ``gdk component publish`` or a local
   ``greengrass-cli deployment create --recipeDir ... --artifactDir ...``; what it is asked to
-  build: :mod:`~agent.tools.greengrass.component_options`; which model, versions and
-  platforms: :mod:`~agent.tools.greengrass.component_models`; the recipes it fills in (the
+  build: :mod:`~agent.tools.greengrass.component_options`; which model, versions,
+  platforms and default backend (onnx for a model with only an ONNX export):
+  :mod:`~agent.tools.greengrass.component_models`; the recipes it fills in (the
   model's name, the platforms' manifests, artifact URIs and digests):
   :mod:`~agent.tools.greengrass.component_recipes`.
 
@@ -26,8 +27,8 @@ Modules and their public names:
 - ``agent_rules``: ``up_channels``, ``agent_topics``, ``setting_names``, ``agent_problems``
 - ``component``: ``DEFAULT_RECIPES``, ``FILE_URIS``, ``INSTALL_SCRIPT``,
   ``PLACEHOLDER_BASE``, ``ComponentOptions`` (+2)
-- ``component_models``: ``PLATFORMS``, ``PLATFORM_OF_ARCH``, ``VersionBuilds``,
-  ``ModelBuilds``, ``component_name`` (+2)
+- ``component_models``: ``PLATFORMS``, ``PLATFORM_OF_ARCH``, ``ONNX_PLATFORMS``,
+  ``VersionBuilds``, ``ModelBuilds`` (+3)
 - ``component_options``: ``MODEL_PREFIX``, ``MODEL_SLOT``, ``MODEL_TEMPLATE``,
   ``ComponentOptions``
 - ``component_recipes``: ``copy_data``, ``fill_model_slot``, ``platform_manifests``,

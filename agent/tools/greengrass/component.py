@@ -18,10 +18,14 @@ Writes, for each component, the layout of the Greengrass Development Kit (GDK)::
   version per model version (``digits`` v1 -> ``1.0.0``) holding a signed package per
   build of that model directory for the platforms the components cover (each Neo
   target's real-architecture build, and on amd64 also the x86_64 builds of the emulated
-  boards, so a laptop emulating a Raspberry Pi or a Jetson finds its package) and
-  ``testset.npz`` when there is one, grouped by platform (x86_64 -> amd64, aarch64,
+  boards, so a laptop emulating a Raspberry Pi or a Jetson finds its package), its ONNX
+  package (``<name>-v<N>-onnx.tar.gz``) in the amd64 and aarch64 manifests when the model
+  directory has ``onnx/model.onnx`` (a device whose agent runs the onnx backend takes it)
+  and ``testset.npz`` when there is one, grouped by platform (x86_64 -> amd64, aarch64,
   armv7l -> arm). Both components have a manifest for exactly those platforms; a platform
-  without a build is left out, and ``warn`` says that its devices cannot install them.
+  without a build is left out, and ``warn`` says that its devices cannot install them. A
+  model only ONNX Runtime can run (no real DLR build) is built for amd64 and aarch64, and
+  the agent's recipe defaults to ``backend: onnx``.
 
 Written recipes (:mod:`~agent.tools.greengrass.component_recipes`: artifact URIs and digests)
 are checked with :func:`~agent.tools.greengrass.recipe_check.check_recipe_file` before anything
@@ -61,7 +65,7 @@ from agent.tools.greengrass.gdk import (
 )
 from agent.tools.greengrass.recipe import Recipe, load_recipe_data
 from agent.tools.greengrass.recipe_check import AGENT_COMPONENT, check_recipe_file
-from agent.tools.packaging.build import build_package
+from agent.tools.packaging.build import build_onnx_package, build_package
 from agent.wire.signing import Signer
 
 INSTALL_SCRIPT = "install-agent.sh"
@@ -153,14 +157,19 @@ def _build(options: ComponentOptions, stage: Path, agent_data: dict[str, Any],
     for builds in model.versions:
         version = f"{builds.number}.0.0"
         files = artifacts_dir(stage, name, version)
+        onnx = builds.onnx_platforms
+        also = f" (its ONNX package for {', '.join(onnx)})" if onnx else ""
         log(f"{name} {version}: signing the packages of {builds.model_dir.name} for "
-            f"{', '.join(model.platforms)}")
+            f"{', '.join(model.platforms)}{also}")
         packages = {path: build_package(builds.model_dir, path, signer=signer, out_dir=files,
                                         version=builds.number)
                     for path, _ in builds.builds}
+        onnx_package = build_onnx_package(builds.model_dir, signer=signer, out_dir=files,
+                                          version=builds.number) if onnx else None
         if (builds.model_dir / TESTSET).is_file():
             shutil.copyfile(builds.model_dir / TESTSET, files / TESTSET)
-        recipe = model_recipe(model_data, model, builds, version, packages, files, options)
+        recipe = model_recipe(model_data, model, builds, version, packages, files, options,
+                              onnx_package=onnx_package)
         model_recipes[version] = write_recipe(stage, name, version, recipe,
                                               template=MODEL_TEMPLATE)
     written.append(_finish(options, stage, name, options.recipes / MODEL_TEMPLATE, model_data,

@@ -18,8 +18,15 @@ Decisions on what counts:
 * with several versions, the components cover the platforms every version has real
   builds for: one agent recipe admits every version, and its manifests and each model
   recipe's are the same;
-* the ONNX export (``onnx/model.onnx``) is not a platform build: the model component
-  carries DLR packages only.
+* the ONNX export (``onnx/model.onnx``) is no DLR build: a model with real DLR builds
+  is built for their platforms and its agent runs the DLR backend, and each version's
+  ONNX package rides in the manifests of those platforms where ONNX Runtime runs
+  (:data:`ONNX_PLATFORMS`), for devices configured with the onnx backend;
+* a model with no real DLR build for a platform every version shares, but an ONNX export
+  in every version, is built for :data:`ONNX_PLATFORMS` (amd64 and aarch64: pyproject's
+  ``onnxruntime`` marker leaves out armv7l, which has no wheel) and its agent defaults to
+  the onnx backend (:attr:`ModelBuilds.backend`); its DLR builds for those platforms ride
+  along, and the others are left out.
 
 Every build left out, and every platform no device of which can install the components,
 is said in :attr:`ModelBuilds.left_out`.
@@ -30,10 +37,12 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 from agent.core.errors import ConfigError
 from agent.core.model_layout import (
     MODEL_INFO,
+    ONNX_FILE,
     ArtifactInfo,
     ModelInfo,
     list_artifacts,
@@ -44,6 +53,8 @@ from agent.tools.greengrass.recipe_check import AGENT_COMPONENT
 
 PLATFORMS = ("amd64", "aarch64", "arm")  # Greengrass's architecture names, in recipe order
 PLATFORM_OF_ARCH = {"x86_64": "amd64", "aarch64": "aarch64", "armv7l": "arm"}
+# Where ONNX Runtime runs: pyproject's onnxruntime dependency has no armv7l wheel.
+ONNX_PLATFORMS = ("amd64", "aarch64")
 _COMPONENT_NAME = re.compile(r"[A-Za-z0-9_.-]{1,128}")  # the recipe reference's rule
 
 Build = tuple[Path, ArtifactInfo]
@@ -57,10 +68,16 @@ class VersionBuilds:
     model_dir: Path
     info: ModelInfo
     by_platform: dict[str, tuple[Build, ...]]  # real builds first, then emulated ones
+    onnx: bool = False  # the directory has onnx/model.onnx: the version has an ONNX package
 
     @property
     def builds(self) -> tuple[Build, ...]:
         return tuple(b for platform in self.by_platform.values() for b in platform)
+
+    @property
+    def onnx_platforms(self) -> tuple[str, ...]:
+        """The platforms of this version whose manifests carry its ONNX package."""
+        return tuple(p for p in self.by_platform if p in ONNX_PLATFORMS) if self.onnx else ()
 
 
 @dataclass(frozen=True)
@@ -72,6 +89,9 @@ class ModelBuilds:
     platforms: tuple[str, ...]  # Greengrass architectures, in :data:`PLATFORMS` order
     versions: tuple[VersionBuilds, ...]  # oldest first
     left_out: tuple[str, ...]  # what is not in the components, and why
+    # The agent's default backend: onnx for a model that only ONNX Runtime can run on
+    # the components' platforms.
+    backend: Literal["dlr", "onnx"] = "dlr"
 
 
 def component_name(name: str, source: Path) -> str:
@@ -131,22 +151,37 @@ def find_model(models: Path, name: str | None, versions: tuple[int, ...]) -> Mod
     chosen = sorted(set(wanted))
     real = {v: _real_platforms(dirs[v]) for v in chosen}
     platforms = tuple(p for p in PLATFORMS if all(p in real[v] for v in chosen))
+    lacks = ("have no real build for a platform every version shares" if len(chosen) > 1
+             else "has no real build for any platform")
+    no_onnx = [v for v in chosen if not (dirs[v] / ONNX_FILE).is_file()]
+    onnx = not platforms and not no_onnx
+    if onnx:
+        platforms = ONNX_PLATFORMS
     left_out: list[str] = []
-    builds = tuple(_version(v, dirs[v], platforms, real, left_out) for v in chosen)
+    builds = tuple(_version(v, dirs[v], platforms, real, left_out, onnx=onnx) for v in chosen)
     if not platforms:
-        lacks = ("have no real build for a platform every version shares" if len(chosen) > 1
-                 else "has no real build for any platform")
         raise ConfigError(f"{models}: {name} v{', v'.join(map(str, chosen))} {lacks} "
                           "(dlr/<target>-<arch>/ with emulated false), so no device could "
-                          f"install {component}")
+                          f"install {component} (nor run it on the ONNX backend: "
+                          f"{', '.join(str(dirs[v] / ONNX_FILE) for v in no_onnx)} "
+                          f"{'is' if len(no_onnx) == 1 else 'are'} missing)")
     missing_platforms = [p for p in PLATFORMS if p not in platforms]
-    if missing_platforms:
+    if onnx:
+        shared = "a platform every version shares" if len(chosen) > 1 else "any platform"
+        left_out.append(
+            f"{component} runs on the ONNX backend ({AGENT_COMPONENT}'s default backend is "
+            f"onnx; {name} has no real DLR build for {shared}): built for "
+            f"{', '.join(f'linux/{p}' for p in platforms)}; "
+            f"{', '.join(f'linux/{p}' for p in missing_platforms)} is left out (ONNX Runtime "
+            f"has no armv7l build), so devices of that platform cannot install it or "
+            f"{AGENT_COMPONENT}")
+    elif missing_platforms:
         where = ", ".join(f"linux/{p}" for p in missing_platforms)
         left_out.append(f"{component} has no build for {where}: devices of "
                         f"{'that platform' if len(missing_platforms) == 1 else 'those platforms'}"
                         f" cannot install it or {AGENT_COMPONENT}")
     return ModelBuilds(name=name, component=component, platforms=platforms, versions=builds,
-                       left_out=tuple(left_out))
+                       left_out=tuple(left_out), backend="onnx" if onnx else "dlr")
 
 
 def _platform(path: Path, info: ArtifactInfo) -> str:
@@ -163,7 +198,7 @@ def _real_platforms(model_dir: Path) -> set[str]:
 
 
 def _version(number: int, model_dir: Path, platforms: tuple[str, ...],
-             real: dict[int, set[str]], left_out: list[str]) -> VersionBuilds:
+             real: dict[int, set[str]], left_out: list[str], *, onnx: bool) -> VersionBuilds:
     info = read_model_info(model_dir)
     kept: dict[str, list[Build]] = {p: [] for p in platforms}
     for path, artifact in list_artifacts(model_dir):
@@ -175,6 +210,11 @@ def _version(number: int, model_dir: Path, platforms: tuple[str, ...],
                 f"{path}: an emulated build ({artifact.arch} code on behalf of "
                 f"{artifact.target}) makes no platform, and there is no real {platform} "
                 "build for it to ride with: left out")
+        elif onnx:
+            left_out.append(
+                f"{path}: left out: the components run {info.name} on the ONNX backend, "
+                f"which has no {platform} manifest (ONNX Runtime has no {artifact.arch} "
+                "build)")
         else:
             others = [f"v{v}" for v, found in sorted(real.items()) if platform not in found]
             left_out.append(
@@ -185,4 +225,4 @@ def _version(number: int, model_dir: Path, platforms: tuple[str, ...],
     by_platform = {p: tuple(sorted(found, key=lambda b: (b[1].emulated, b[0].name)))
                    for p, found in kept.items()}
     return VersionBuilds(number=number, model_dir=model_dir, info=info,
-                         by_platform=by_platform)
+                         by_platform=by_platform, onnx=(model_dir / ONNX_FILE).is_file())

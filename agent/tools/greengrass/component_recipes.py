@@ -16,8 +16,14 @@ publish`` fills them in; a local ``greengrass-cli deployment create --recipeDir 
 nucleus only (a real one downloads s3, greengrass and docker URIs).
 
 The model component has one manifest per platform, each listing the signed packages of
-the model's builds for it (amd64 also carries the x86_64 builds of the emulated boards)
-and ``testset.npz`` when the model has one.
+the model's builds for it (amd64 also carries the x86_64 builds of the emulated boards),
+the model's ONNX package on amd64 and aarch64 when it has one (where ONNX Runtime runs:
+all of a manifest's artifacts land in the one folder the agent's ``--initial-package``
+reads, and an agent running the onnx backend takes the ONNX package from it) and
+``testset.npz`` when the model has one. The agent's recipe keeps the template's ``backend:
+dlr`` unless only ONNX Runtime can run the model
+(:attr:`~agent.tools.greengrass.component_models.ModelBuilds.backend`): then ``backend:
+onnx``.
 """
 
 from __future__ import annotations
@@ -107,8 +113,10 @@ def agent_recipe(data: dict[str, Any], model: ModelBuilds, version: str, files: 
     if options.s3_packages:
         dependencies[TOKEN_EXCHANGE] = {"VersionRequirement": ">=2.0.0 <3.0.0",
                                         "DependencyType": "HARD"}
+    configuration = recipe["ComponentConfiguration"]["DefaultConfiguration"]
+    if model.backend == "onnx":
+        configuration["backend"] = "onnx"  # AgentConfig reads a bare name as its defaults
     if options.trust_signing_key:
-        configuration = recipe["ComponentConfiguration"]["DefaultConfiguration"]
         public = public_key_b64(read_private_key(options.key).public_key())
         configuration["trustedKeys"] = {**(configuration.get("trustedKeys") or {}),
                                         signer.key_id: public}
@@ -131,10 +139,13 @@ def agent_recipe(data: dict[str, Any], model: ModelBuilds, version: str, files: 
 
 def model_recipe(data: dict[str, Any], model: ModelBuilds, builds: VersionBuilds,
                  version: str, packages: dict[Path, Path], files: Path,
-                 options: ComponentOptions) -> dict[str, Any]:
+                 options: ComponentOptions, *, onnx_package: Path | None = None
+                 ) -> dict[str, Any]:
     """The model component's recipe ``version`` from its template ``data``: per platform
     of ``model``, the signed packages (``packages``: artifact directory -> its package in
-    ``files``) of that platform's builds in ``builds``, and the model's test set if any."""
+    ``files``) of that platform's builds in ``builds``, ``onnx_package`` on the platforms
+    of :attr:`~agent.tools.greengrass.component_models.VersionBuilds.onnx_platforms`, and
+    the model's test set if any."""
     recipe: dict[str, Any] = fill_model_slot(copy_data(data), model.component)
     recipe["ComponentName"] = model.component
     recipe["ComponentVersion"] = version
@@ -144,9 +155,11 @@ def model_recipe(data: dict[str, Any], model: ModelBuilds, builds: VersionBuilds
     for manifest in recipe["Manifests"]:
         platform = manifest["Platform"]["architecture"]
         base = (manifest.get("Artifacts") or [{}])[0]  # Permission, as the template gives it
+        onnx = [onnx_package] if onnx_package and platform in builds.onnx_platforms else []
         manifest["Artifacts"] = [
             artifact_entry(base, path, model.component, version, options)
-            for path in [*(packages[d] for d, _ in builds.by_platform[platform]), *extra]]
+            for path in [*(packages[d] for d, _ in builds.by_platform[platform]), *onnx,
+                         *extra]]
     return recipe
 
 
@@ -155,9 +168,12 @@ def _description(builds: VersionBuilds) -> str:
     about = info.metadata.description if info.metadata is not None else None
     targets = sorted({a.target for _, a in builds.builds if not a.emulated})
     emulated = sorted(d.name for d, a in builds.builds if a.emulated)
-    text = (f"{model_label(info)}{f' ({about})' if about else ''} compiled for "
-            f"{', '.join(targets)}, as signed packages the edge inference agent installs as "
-            "its first model.")
+    made = [f"compiled for {', '.join(targets)}"] if targets else []
+    if builds.onnx_platforms:
+        made.append("exported to ONNX (for agents running the onnx backend, on "
+                    f"{', '.join(builds.onnx_platforms)})")
+    text = (f"{model_label(info)}{f' ({about})' if about else ''} {' and '.join(made)}, as "
+            "signed packages the edge inference agent installs as its first model.")
     if emulated:
         text += (" The amd64 manifest also carries the x86_64 builds of emulated boards "
                  f"({', '.join(emulated)}), so a laptop emulating a board finds its package.")

@@ -110,12 +110,13 @@ def test_model_components_group_packages_by_platform(built: Built) -> None:
     assert data["ComponentVersion"] == "1.0.0"
     names = {m["Platform"]["architecture"]: [a["URI"].rsplit("/", 1)[1] for a in m["Artifacts"]]
              for m in data["Manifests"]}
+    # The ONNX package where ONNX Runtime runs (no armv7l wheel), for onnx-backend agents.
     assert names == {
         "amd64": ["digits-v1-linux_x86_64-x86_64.tar.gz", "digits-v1-jetson_nano-x86_64.tar.gz",
                   "digits-v1-rasp3b-x86_64.tar.gz", "digits-v1-rasp4b-x86_64.tar.gz",
-                  "testset.npz"],
+                  "digits-v1-onnx.tar.gz", "testset.npz"],
         "aarch64": ["digits-v1-jetson_nano-aarch64.tar.gz", "digits-v1-rasp4b-aarch64.tar.gz",
-                    "testset.npz"],
+                    "digits-v1-onnx.tar.gz", "testset.npz"],
         "arm": ["digits-v1-rasp3b-armv7l.tar.gz", "testset.npz"]}
     assert "emulated boards (jetson_nano-x86_64" in data["ComponentDescription"]
     assert all(a["Permission"] == {"Read": "ALL"} for a in artifacts_of(data))

@@ -2,7 +2,9 @@
 after the model, and both components have a manifest for exactly the platforms the model
 has real builds for. Models: the foreign-topology ``fusion`` model (two inputs, one int32,
 two outputs) written as model directories by hand (:mod:`model_dirs`), golden vectors
-from ``golden.npz``, no ONNX export.
+from ``golden.npz``, with DLR builds, an ONNX export (its ONNX package rides in the amd64
+and aarch64 manifests) or both. A model with only an ONNX export is built for amd64 and
+aarch64, where ONNX Runtime runs, and its agent defaults to the onnx backend.
 
 On this x86_64 host the aarch64 components cannot run, so what is proven for them is what
 can be: the recipe checks pass for their platform, and the nucleus's platform matching
@@ -18,10 +20,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import tomllib
 import yaml
-from model_dirs import fusion_model_dir
+from foreign_neo import write_onnx_fusion_like
+from model_dirs import HOST_ARTIFACT, fusion_model_dir
+from packaging.requirements import Requirement
+from paths import REPO_ROOT
 
 from agent.cli.main import main
+from agent.device.app.config import load_config
 from agent.device.app.first_model import choose_package
 from agent.device.packages.archive import read_manifest_member
 from agent.device.packages.extract import extract_archive
@@ -32,9 +39,16 @@ from agent.device.packages.manifest import (
     sha256_hex,
     verify_manifest,
 )
-from agent.device.packages.staging import check_artifact, check_files, check_model_info
+from agent.device.packages.staging import (
+    check_artifact,
+    check_files,
+    check_model_info,
+    stage,
+)
 from agent.device.platform.profile import DeviceProfile, detect_profile
+from agent.device.runtime import OnnxConfig
 from agent.tools.boards import board_root
+from agent.tools.greengrass.component_models import ONNX_PLATFORMS, PLATFORM_OF_ARCH
 from agent.tools.greengrass.recipe import Recipe, RecipeError
 from agent.tools.greengrass.recipe_check import RecipeCheckError, check_recipe_file
 from agent.tools.nucleus.components import ComponentStore
@@ -298,3 +312,133 @@ def test_a_model_with_only_emulated_builds_is_refused(tmp_path: Path, key: KeyFi
     assert re.search(r"fusion v1 has no real build for any platform .*emulated false\), so no "
                      r"device could install com\.edgeinference\.Model\.fusion", err), err
     assert not out.exists()
+
+
+def test_onnx_runtime_runs_on_the_onnx_platforms_only() -> None:
+    """The ONNX-only components' platforms are those pyproject installs onnxruntime on."""
+    requirements = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["project"][
+        "dependencies"]
+    onnxruntime = next(Requirement(r) for r in requirements if r.startswith("onnxruntime"))
+    assert onnxruntime.marker is not None
+    runs_on = tuple(platform for arch, platform in PLATFORM_OF_ARCH.items()
+                    if onnxruntime.marker.evaluate({"platform_machine": arch}))
+    assert runs_on == ONNX_PLATFORMS == ("amd64", "aarch64")
+
+
+def onnx_note(model: str, shared: str = "any platform") -> str:
+    return (f"{model} runs on the ONNX backend ({AGENT}'s default backend is onnx; fusion has "
+            f"no real DLR build for {shared}): built for linux/amd64, linux/aarch64; linux/arm "
+            "is left out (ONNX Runtime has no armv7l build), so devices of that platform "
+            f"cannot install it or {AGENT}")
+
+
+def test_an_onnx_only_model(tmp_path: Path, key: KeyFiles, wheel: Path,
+                            capsys: pytest.CaptureFixture[str]) -> None:
+    models = tmp_path / "models"
+    fusion_model_dir(models / "fusion-v1", neo=False, onnx=True, testset=True)
+    out = tmp_path / "out"
+    assert package_component(models, key, out, wheel) == 0
+    printed, err = built(out, capsys)
+    model = "com.edgeinference.Model.fusion"
+    assert [(c["name"], c["platforms"]) for c in printed["components"]] == [
+        (AGENT, ["amd64", "aarch64"]), (model, ["amd64", "aarch64"])]
+    assert printed["left_out"] == [onnx_note(model)]
+    assert f"note: {onnx_note(model)}" in err
+
+    recipes = out / "greengrass-local" / "recipes"
+    data = recipe_data(recipes / f"{model}-1.0.0.yaml")
+    assert manifest_files(data) == {"amd64": ["fusion-v1-onnx.tar.gz", "testset.npz"],
+                                    "aarch64": ["fusion-v1-onnx.tar.gz", "testset.npz"]}
+    assert data["ComponentDescription"].startswith(
+        "fusion-v1 exported to ONNX (for agents running the onnx backend, on amd64, aarch64), "
+        "as signed packages")
+    agent = recipe_data(recipes / f"{AGENT}-0.1.0.yaml")
+    defaults = agent["ComponentConfiguration"]["DefaultConfiguration"]
+    assert defaults["backend"] == "onnx"
+    assert load_config({**defaults, "thingName": "t"}).backend == OnnxConfig()
+    assert [m["Platform"]["architecture"] for m in agent["Manifests"]] == ["amd64", "aarch64"]
+    check_both(out, model, (("linux", "amd64"), ("linux", "aarch64")))
+    with pytest.raises(RecipeCheckError, match="missing manifest for linux/arm"):
+        check_recipe_file(recipes / f"{model}-1.0.0.yaml")
+
+    # Each platform's manifest puts the ONNX package in the folder --initial-package
+    # names; an onnx-backend agent on an x86_64 host or a Raspberry Pi 4 chooses it.
+    plan = ComponentStore.load(out / "greengrass-local").resolve({AGENT: None},
+                                                                 provided=PROVIDED)
+    files = out / "greengrass-local" / "artifacts" / model / "1.0.0"
+    for arch in ("amd64", "aarch64"):
+        manifest = plan.recipe(model).manifest_for(os="linux", architecture=arch)
+        assert sorted(a.file_name for a in manifest.artifacts) == sorted(
+            p.name for p in files.iterdir())
+    with pytest.raises(RecipeError, match="no manifest for linux/arm"):
+        plan.recipe(AGENT).manifest_for(os="linux", architecture="arm")
+    trust = TrustStore.from_text({key.key_id: key.public_b64})
+    staged = stage(choose_package(files, detect_profile(), backend="onnx"), trust=trust,
+                   min_version=0, profile=detect_profile(), work_dir=tmp_path / "host",
+                   backend_config=OnnxConfig())  # golden vectors through ONNX Runtime
+    assert (staged.manifest.label, staged.manifest.backend) == ("fusion-v1", "onnx")
+    pi = detect_profile(root=board_root("rpi4_64"), machine="aarch64")
+    manifest = staged_but_golden(choose_package(files, pi, backend="onnx"), pi, key,
+                                 tmp_path / "pi")
+    assert (manifest.target, manifest.arch, manifest.artifact_path) == ("any", "any",
+                                                                        "onnx/model.onnx")
+
+
+def test_a_dlr_model_with_an_onnx_export_carries_both(
+        tmp_path: Path, key: KeyFiles, wheel: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    models = tmp_path / "models"
+    fusion_model_dir(models / "fusion-v1", onnx=True)  # the host's real build and ONNX
+    out = tmp_path / "out"
+    assert package_component(models, key, out, wheel) == 0
+    printed, _ = built(out, capsys)
+    model = "com.edgeinference.Model.fusion"
+    assert printed["components"][1]["platforms"] == ["amd64"]
+    assert printed["left_out"] == [f"{model} has no build for linux/aarch64, linux/arm: "
+                                   f"devices of those platforms cannot install it or {AGENT}"]
+    recipes = out / "greengrass-local" / "recipes"
+    data = recipe_data(recipes / f"{model}-1.0.0.yaml")
+    assert manifest_files(data) == {"amd64": [f"fusion-v1-{HOST_ARTIFACT}.tar.gz",
+                                              "fusion-v1-onnx.tar.gz"]}
+    assert "compiled for linux_x86_64 and exported to ONNX" in data["ComponentDescription"]
+    agent = recipe_data(recipes / f"{AGENT}-0.1.0.yaml")
+    assert agent["ComponentConfiguration"]["DefaultConfiguration"]["backend"] == "dlr"
+    check_both(out, model, (("linux", "amd64"),))
+    files = out / "greengrass-local" / "artifacts" / model / "1.0.0"
+    assert choose_package(files, detect_profile()).name == f"fusion-v1-{HOST_ARTIFACT}.tar.gz"
+    assert choose_package(files, detect_profile(), backend="onnx").name == \
+        "fusion-v1-onnx.tar.gz"
+
+
+def test_versions_on_the_onnx_backend(tmp_path: Path, key: KeyFiles, wheel: Path,
+                                      capsys: pytest.CaptureFixture[str]) -> None:
+    """No real DLR platform every version shares, but ONNX in each: the ONNX backend, with
+    the DLR builds of amd64 and aarch64 riding along and an armv7l build left out."""
+    models = tmp_path / "models"
+    fusion_model_dir(models / "fusion-v1", neo=False, onnx=True)
+    fusion_model_dir(models / "fusion-v2", builds=["linux_x86_64-x86_64", "rasp3b-armv7l"],
+                     version=2)  # no ONNX export
+    out = tmp_path / "out"
+    model = "com.edgeinference.Model.fusion"
+    assert package_component(models, key, out, wheel) == 2
+    err = capsys.readouterr().err
+    assert (f"fusion v1, v2 have no real build for a platform every version shares "
+            "(dlr/<target>-<arch>/ with emulated false), so no device could install "
+            f"{model} (nor run it on the ONNX backend: "
+            f"{models / 'fusion-v2' / 'onnx' / 'model.onnx'} is missing)") in err, err
+    assert not out.exists()
+
+    write_onnx_fusion_like(models / "fusion-v2" / "onnx" / "model.onnx")
+    assert package_component(models, key, out, wheel) == 0
+    printed, _ = built(out, capsys)
+    assert printed["components"][1]["platforms"] == ["amd64", "aarch64"]
+    assert printed["left_out"] == [
+        f"{models / 'fusion-v2' / 'dlr' / 'rasp3b-armv7l'}: left out: the components run "
+        "fusion on the ONNX backend, which has no arm manifest (ONNX Runtime has no armv7l "
+        "build)", onnx_note(model, "a platform every version shares")]
+    data = recipe_data(out / "greengrass-local" / "recipes" / f"{model}-2.0.0.yaml")
+    assert manifest_files(data) == {"amd64": ["fusion-v2-linux_x86_64-x86_64.tar.gz",
+                                              "fusion-v2-onnx.tar.gz"],
+                                    "aarch64": ["fusion-v2-onnx.tar.gz"]}
+    agent = recipe_data(out / "greengrass-local" / "recipes" / f"{AGENT}-0.1.0.yaml")
+    assert agent["ComponentConfiguration"]["DefaultConfiguration"]["backend"] == "onnx"
+    assert agent["ComponentDependencies"][model]["VersionRequirement"] == ">=1.0.0 <3.0.0"

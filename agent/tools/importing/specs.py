@@ -19,9 +19,9 @@ from typing import Any
 
 from agent.core.errors import AgentError, ArtifactError
 from agent.core.model_layout import TensorSpec
-from agent.device.runtime.dlr.neo_format import read_graph, read_params_index, validate_artifact
+from agent.device.runtime.dlr.neo_format import validate_artifact
 from agent.tools.importing.errors import ImportLayoutError
-from agent.tools.importing.neo_files import GRAPH, META, PARAMS, NeoFiles
+from agent.tools.importing.neo_files import GRAPH, META, NeoFiles
 
 Specs = tuple[tuple[TensorSpec, ...], tuple[TensorSpec, ...]]
 
@@ -31,7 +31,6 @@ def artifact_specs(artifact_dir: Path, files: NeoFiles, source: str) -> Specs:
     ``files``; its (inputs, outputs). Errors name ``source`` and the file as it calls it."""
     try:
         summary = validate_artifact(artifact_dir)
-        _check_weights(artifact_dir, files, source)
     except ArtifactError as err:
         raise ImportLayoutError(f"{source}: {_name_back(str(err), files)}") from err
     inputs, outputs = summary.inputs, summary.outputs
@@ -44,24 +43,6 @@ def artifact_specs(artifact_dir: Path, files: NeoFiles, source: str) -> Specs:
     if files.meta is not None:
         _check_meta(artifact_dir / META, files, source, inputs, outputs)
     return inputs, outputs
-
-
-def _check_weights(artifact_dir: Path, files: NeoFiles, source: str) -> None:
-    """Every array of the params file has its graph node's dtype and shape.
-
-    ``validate_artifact`` compares them only for the weights ``compiled.meta`` sets apart
-    from the inputs; without it (TVM ``export_library`` output) each params array is
-    compared here with the graph's entry of the same name.
-    """
-    graph = read_graph(artifact_dir / GRAPH)
-    args = {spec.name: spec for spec in graph.inputs}
-    for name, spec in read_params_index(artifact_dir / PARAMS).items():
-        want = args.get(name)
-        if want is not None and (want.dtype, want.shape) != (spec.dtype, spec.shape):
-            raise ImportLayoutError(
-                f"{source}: {files.original_name(PARAMS)}: array {name!r} is {spec.dtype}"
-                f"{list(spec.shape)}, the graph ({files.original_name(GRAPH)}) expects "
-                f"{want.dtype}{list(want.shape)}")
 
 
 def onnx_specs(path: Path, source: str) -> Specs:

@@ -178,12 +178,14 @@ def validate_artifact(artifact_dir: Path) -> GraphSummary:
     params_path = artifact_dir / "compiled.params"
     graph = read_graph(graph_path, artifact_dir / "compiled.meta")
     params = read_params_index(params_path)
-    arg_names = {s.name for s in graph.inputs} | set(graph.params)
+    # Without compiled.meta the graph cannot tell weights from inputs, so every array is
+    # compared with the graph entry of its name, whichever side the graph put it on.
+    args = {s.name: s for s in graph.inputs} | graph.params
     for name, spec in params.items():
-        if name not in arg_names:
+        want = args.get(name)
+        if want is None:
             raise _corrupt(params_path, f"array {name!r} is not an input of the graph")
-        want = graph.params.get(name)
-        if want is not None and (want.shape, want.dtype) != (spec.shape, spec.dtype):
+        if (want.shape, want.dtype) != (spec.shape, spec.dtype):
             raise _corrupt(params_path, f"array {name!r} is {spec.dtype}{list(spec.shape)}, "
                                         f"the graph expects {want.dtype}{list(want.shape)}")
     missing = [name for name in graph.params if name not in params]

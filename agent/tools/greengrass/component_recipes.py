@@ -48,6 +48,7 @@ from agent.wire.keys import public_key_b64, read_private_key
 from agent.wire.signing import Signer
 
 TOKEN_EXCHANGE = "aws.greengrass.TokenExchangeService"
+DLR_COMPONENT = "variant.DLR"  # libdlr for ARM boards, a dependency of DLR-backend agents
 
 
 def copy_data(data: Any) -> dict[str, Any]:
@@ -116,6 +117,8 @@ def agent_recipe(data: dict[str, Any], model: ModelBuilds, version: str, files: 
     configuration = recipe["ComponentConfiguration"]["DefaultConfiguration"]
     if model.backend == "onnx":
         configuration["backend"] = "onnx"  # AgentConfig reads a bare name as its defaults
+        # libdlr serves only Neo artifacts, and this model has none a device could use.
+        dependencies.pop(DLR_COMPONENT, None)
     if options.trust_signing_key:
         public = public_key_b64(read_private_key(options.key).public_key())
         configuration["trustedKeys"] = {**(configuration.get("trustedKeys") or {}),

@@ -355,6 +355,7 @@ def test_an_onnx_only_model(tmp_path: Path, key: KeyFiles, wheel: Path,
     agent = recipe_data(recipes / f"{AGENT}-0.1.0.yaml")
     defaults = agent["ComponentConfiguration"]["DefaultConfiguration"]
     assert defaults["backend"] == "onnx"
+    assert "variant.DLR" not in agent["ComponentDependencies"], "no libdlr for an ONNX agent"
     assert load_config({**defaults, "thingName": "t"}).backend == OnnxConfig()
     assert [m["Platform"]["architecture"] for m in agent["Manifests"]] == ["amd64", "aarch64"]
     check_both(out, model, (("linux", "amd64"), ("linux", "aarch64")))
@@ -402,6 +403,7 @@ def test_a_dlr_model_with_an_onnx_export_carries_both(
     assert "compiled for linux_x86_64 and exported to ONNX" in data["ComponentDescription"]
     agent = recipe_data(recipes / f"{AGENT}-0.1.0.yaml")
     assert agent["ComponentConfiguration"]["DefaultConfiguration"]["backend"] == "dlr"
+    assert "variant.DLR" in agent["ComponentDependencies"]
     check_both(out, model, (("linux", "amd64"),))
     files = out / "greengrass-local" / "artifacts" / model / "1.0.0"
     assert choose_package(files, detect_profile()).name == f"fusion-v1-{HOST_ARTIFACT}.tar.gz"

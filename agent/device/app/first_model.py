@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import logging
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -108,8 +109,14 @@ def install_first_model(location: Path, *, store: ModelStore, trust: TrustStore,
                    backend_config=backend_config)
     manifest = staged.manifest
     version_id = version_id_of(manifest.version, staged.archive_sha256)
-    if version_id not in store.versions():
-        store.add(staged.dir, version_id=version_id, manifest=manifest.model_dump(mode="json"))
+    try:
+        if version_id not in store.versions():
+            store.add(staged.dir, version_id=version_id,
+                      manifest=manifest.model_dump(mode="json"))
+    finally:
+        # The store moves what it adds; what is left (the same version was stored already,
+        # or adding failed) would otherwise stay in the staging folder for good.
+        shutil.rmtree(staged.dir, ignore_errors=True)
     store.promote(version_id, trial_s=1.0)
     store.confirm_trial()
     log.info("installed the first model %s from %s", manifest.describe(), package.name)

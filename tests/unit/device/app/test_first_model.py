@@ -65,6 +65,28 @@ def test_installed_through_staging_and_current(component: tuple[Path, TrustStore
         assert store.manifest(version_id)["target"] == "rasp4b"
 
 
+def test_a_version_stored_already_is_made_current_and_nothing_stays_staged(
+        component: tuple[Path, TrustStore], tmp_path: Path) -> None:
+    from agent.device.packages.staging import stage
+    from agent.device.store.records import version_id_of
+
+    folder, trust = component
+    profile = _profile("rpi4_64")
+    with ModelStore(tmp_path / "models") as store:
+        # The device's package is in the store already, but not current.
+        staged = stage(choose_package(folder, profile), trust=trust, min_version=0,
+                       profile=profile, work_dir=tmp_path / "elsewhere")
+        stored = version_id_of(staged.manifest.version, staged.archive_sha256)
+        store.add(staged.dir, version_id=stored,
+                  manifest=staged.manifest.model_dump(mode="json"))
+        version_id = install_first_model(folder, store=store, trust=trust, profile=profile,
+                                         work_dir=tmp_path / "staging", min_version=0,
+                                         golden_timeout_s=10)
+        assert version_id == stored and store.versions() == [stored]
+        assert store.current() == stored
+    assert list((tmp_path / "staging").iterdir()) == []
+
+
 def test_untrusted_package_leaves_the_store_empty(component: tuple[Path, TrustStore],
                                                   tmp_path: Path) -> None:
     folder, _ = component

@@ -9,7 +9,8 @@ Modules and their public names:
 - ``main``: ``cmd_device``, ``cmd_run``, ``cmd_predict``, ``cmd_serve``,
   ``cmd_bench_telemetry`` (+7)
 - ``models``: ``add_models_arguments``, ``cmd_models_build``, ``cmd_models_import``
-- ``options``: ``add_mqtt_tls_arguments``, ``add_signing_arguments``, ``signer_from_args``
+- ``options``: ``add_mqtt_tls_arguments``, ``add_signing_arguments``, ``signer_from_args``,
+  ``trusted_keys_from_args``
 - ``predict``: ``add_predict_arguments``, ``predict_from_args``, ``predict``,
   ``LoadedModel``, ``is_package``
 - ``package``: ``add_package_arguments``, ``keys_generate_main``, ``package_model_main``,

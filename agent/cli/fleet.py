@@ -16,9 +16,9 @@ here; the simulator takes the parsed values.
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 from urllib.parse import urlparse
 
+from agent.cli.options import trusted_keys_from_args
 from agent.tools.fleet_sim.fleet import DEFAULT_PROFILES
 from agent.tools.fleet_sim.model import BreachSpec, ModelBehaviour, SimulationError
 from agent.tools.fleet_sim.rollout import ScenarioOptions, simulate_rollout_main
@@ -68,8 +68,9 @@ def add_fleet_arguments(sub: argparse._SubParsersAction) -> None:  # type: ignor
                          help="how a candidate behaves (repeatable; unknown labels act as blue)")
     devices.add_argument("--breach", metavar="LABEL[@GROUP]",
                          help="inject a breach of LABEL on a cohort (default group: canary)")
-    devices.add_argument("--trusted-key", action="append", default=[], metavar="ID=PATH",
-                         help="controller public key (default: a fresh key for the hook)")
+    devices.add_argument("--trusted-key", action="append", default=[], metavar="ID=VALUE",
+                         help="controller public key: a key file, PEM or base64 (default: "
+                              "a fresh key for the hook)")
     devices.add_argument("--json", action="store_true", help="print one JSON line")
     devices.set_defaults(func=_devices)
 
@@ -94,11 +95,7 @@ def _simulate(args: argparse.Namespace) -> int:
 def _devices(args: argparse.Namespace) -> int:
     trust: TrustStore | None = None
     if args.trusted_key:
-        paths = {}
-        for item in args.trusted_key:
-            key_id, _, path = item.partition("=")
-            paths[key_id] = Path(path)
-        trust = TrustStore.from_files(paths)
+        trust = TrustStore(keys=trusted_keys_from_args(args.trusted_key))
     breach: BreachSpec | None = None
     if args.breach:
         label, _, cohort = args.breach.partition("@")

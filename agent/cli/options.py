@@ -7,14 +7,23 @@
 * Signing: ``--signing-key FILE --key-id ID``, the controller's Ed25519 private key (PEM or
   raw base64) and its id in the devices' trust stores, the same in every command that
   signs (``package model``, ``package component``, ``rollout start``).
+* Trust: ``--trusted-key ID=VALUE`` (repeatable), a controller public key a command
+  verifies with; VALUE is a key file, PEM or base64 (:func:`trusted_keys_from_args`), in
+  ``serve``, ``predict`` and ``fleet devices`` alike.
 """
 
 from __future__ import annotations
 
 import argparse
+from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
+from agent.core.errors import ConfigError
 from agent.wire.signing import Signer
+
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 
 def add_mqtt_tls_arguments(parser: argparse.ArgumentParser, *, endpoint_help: str,
@@ -44,3 +53,18 @@ def add_signing_arguments(parser: argparse.ArgumentParser, *, what: str) -> None
 def signer_from_args(args: argparse.Namespace) -> Signer:
     """The signer that ``--signing-key``/``--key-id`` name."""
     return Signer.from_file(args.signing_key, key_id=args.key_id)
+
+
+def trusted_keys_from_args(items: Sequence[str]) -> dict[str, Ed25519PublicKey]:
+    """The keys of ``--trusted-key ID=VALUE`` options, by id; VALUE is a key file, PEM or
+    base64, read against the working folder (:func:`agent.wire.keys.trusted_public_key`)."""
+    from agent.wire.keys import trusted_public_key
+
+    keys = {}
+    for item in items:
+        key_id, sep, value = item.partition("=")
+        if not sep or not key_id:
+            raise ConfigError(f"--trusted-key wants ID=VALUE (a key file, PEM or base64), "
+                              f"got {item!r}")
+        keys[key_id] = trusted_public_key(key_id, value)
+    return keys

@@ -216,20 +216,13 @@ def _load_package(args: argparse.Namespace, profile: DeviceProfile) -> Iterator[
 
 
 def _trust_store(args: argparse.Namespace) -> TrustStore:
-    from agent.wire.keys import trusted_public_key
+    from agent.cli.options import trusted_keys_from_args
     from agent.wire.signing import TrustStore
 
     if not args.trusted_key:
         raise ConfigError(f"{args.model} is a signed package: verifying it needs "
                           "--trusted-key ID=KEY (the public key it was signed with)")
-    keys = {}
-    for item in args.trusted_key:
-        key_id, sep, value = item.partition("=")
-        if not sep:
-            raise ConfigError(f"--trusted-key wants ID=KEY (a key file, PEM or base64), "
-                              f"got {item!r}")
-        keys[key_id] = trusted_public_key(key_id, value)
-    return TrustStore(keys=keys)
+    return TrustStore(keys=trusted_keys_from_args(args.trusted_key))
 
 
 def _write_npz(path: Path, outputs: dict[str, np.ndarray]) -> None:

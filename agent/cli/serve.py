@@ -19,12 +19,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from agent.cli.extras import DISTRIBUTION
-from agent.cli.options import add_mqtt_tls_arguments
+from agent.cli.options import add_mqtt_tls_arguments, trusted_keys_from_args
 from agent.core.errors import ConfigError
 from agent.device.app.config import AgentConfig, load_config, read_config_file
 from agent.device.greengrass.component import GreengrassComponent
 from agent.device.uplink.ipc import IpcConnection, IpcTransport, ipc_available
-from agent.wire.keys import public_key_b64, trusted_public_key
+from agent.wire.keys import public_key_b64
 from agent.wire.mqtt import MqttTransport
 from agent.wire.mqtt_config import MqttConfig, broker_address
 from agent.wire.transport import Transport, TransportError
@@ -80,15 +80,10 @@ def config_from_args(args: argparse.Namespace,
     raw.update({k: str(v) if isinstance(v, Path) else v for k, v in flags.items()
                 if v is not None})
     if args.trusted_key:
-        keys = dict(raw.get("trustedKeys", {}))
-        for item in args.trusted_key:
-            key_id, sep, value = item.partition("=")
-            if not sep:
-                raise ConfigError(f"--trusted-key wants ID=VALUE (a key file, PEM or base64), "
-                                  f"got {item!r}")
-            # Read here, against this working folder, with the error trustedKeys gives.
-            keys[key_id] = public_key_b64(trusted_public_key(key_id, value))
-        raw["trustedKeys"] = keys
+        # Read here, against this working folder, with the error trustedKeys gives.
+        raw["trustedKeys"] = {**raw.get("trustedKeys", {}), **{
+            key_id: public_key_b64(key)
+            for key_id, key in trusted_keys_from_args(args.trusted_key).items()}}
     client_id = thing or "edge-agent"
     if args.broker:
         host, port = broker_address(args.broker)

@@ -34,6 +34,13 @@ against the classes themselves, so it cannot fall behind::
     │       │                                   a Lambda event the handler does not understand
     │       └── TooManyRowsError                more rows than one invocation accepts
     ├── ModelBuildError                         building a reference model failed
+    ├── ServingError                            the local inference API refused a request
+    │   ├── ServerBusyError                     the model's queue is full: retry later (HTTP 503)
+    │   ├── DeadlineExceededError               no answer within the request's deadline
+    │   ├── ModelNotFoundError                  no model of that name (or version) is served
+    │   ├── RequestFormatError                  a body, header or parameter that is malformed
+    │   │   └── RequestTooLargeError            a body over the server's size limit
+    │   └── RegionError                         a shared-memory region unknown, too small, gone
     ├── ModelImportError [tools.importing.errors]
     │   │                                       ``models import`` refused; nothing was written
     │   ├── ImportSourceError                   not a dir/.tar.gz/.zip/.onnx, or an unsafe archive
@@ -189,3 +196,31 @@ class InputSpecError(AgentError):
 
 class ModelBuildError(AgentError):
     """Building a reference model failed."""
+
+
+class ServingError(AgentError):
+    """The local inference API refused a request; nothing ran."""
+
+
+class ServerBusyError(ServingError):
+    """The model's request queue is full: the client should retry later."""
+
+
+class DeadlineExceededError(ServingError):
+    """No answer within the request's deadline (it never ran, or its answer came too late)."""
+
+
+class ModelNotFoundError(ServingError):
+    """No model of that name (or version) is served here."""
+
+
+class RequestFormatError(ServingError):
+    """A request body, header or parameter that is malformed."""
+
+
+class RequestTooLargeError(RequestFormatError):
+    """A request body over the server's size limit."""
+
+
+class RegionError(ServingError):
+    """A shared-memory region that is not registered, too small, or cannot be mapped."""

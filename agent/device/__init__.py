@@ -1,4 +1,5 @@
-"""Everything that runs on a device: platform, runtimes, inference, packages, store, uplink.
+"""Everything that runs on a device: platform, runtimes, inference, the local
+inference API, packages, store, uplink.
 
 Modules and their public names:
 
@@ -9,7 +10,8 @@ Modules and their public names:
 - ``packages``/
 - ``platform``/
 - ``runtime``/: ``BACKENDS``, ``Backend``, ``BackendClass``, ``BackendConfig``,
-  ``DlrBackend`` (+7)
+  ``DlrBackend`` (+8)
+- ``serving``/
 - ``store``/
 - ``telemetry``/
 - ``uplink``/

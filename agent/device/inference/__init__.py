@@ -17,7 +17,10 @@ Modules and their public names:
 - ``runner``: ``InferenceLoop``, ``Lane``, ``LoopStats``
 - ``shm``: ``ShmRing``, ``ShmSource``
 - ``shm_producer``: ``main``
-- ``sources``: ``Source``, ``ReplaySource``, ``MultiReplaySource``, ``RandomSource``,
+- ``request_plans``: ``RequestPlan``, ``serve``, ``weighted``, ``shadow``, ``ShadowWorker``
+- ``requests``: ``InferenceRequest``, ``RequestStats``, ``RequestQueue``
+- ``sources``: ``Source``, ``ReplaySource``, ``MultiReplaySource``, ``ApiSource``,
+  ``RandomSource``,
   ``EvaluationSet``, ``read_testset``, ``load_testset``, ``choose_source``,
   ``make_source_factory``
 """

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 
 
 class Pacer:
@@ -11,11 +12,16 @@ class Pacer:
     A rate of 0 means unpaced. When an iteration overruns by more than one
     period the schedule restarts from now rather than running back-to-back to
     make up the lost slots.
+
+    ``sleep`` spends each gap: by default it sleeps; the inference loop answers
+    application requests in it instead.
     """
 
-    def __init__(self, rate_hz: float) -> None:
+    def __init__(self, rate_hz: float, *,
+                 sleep: Callable[[float], None] = time.sleep) -> None:
         self.period = 1.0 / rate_hz if rate_hz > 0 else 0.0
         self._next_at = time.monotonic()
+        self._sleep = sleep
 
     def wait(self) -> None:
         period = self.period
@@ -24,6 +30,6 @@ class Pacer:
         self._next_at += period
         delay = self._next_at - time.monotonic()
         if delay > 0:
-            time.sleep(delay)
+            self._sleep(delay)
         elif delay < -period:
             self._next_at = time.monotonic()

@@ -13,6 +13,7 @@ blue/green splits. The loop installs a plan between two inferences (see
 from __future__ import annotations
 
 import bisect
+import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -96,12 +97,16 @@ def serve(fill: Fill, lane: Lane, *, check_every: int = 1) -> Plan:
     return Plan("serve", (lane,), step)
 
 
-def shadow(fill: Fill, blue: Lane, green: Lane, stats: ShadowStats, *, every: int) -> Plan:
+def shadow(fill: Fill, blue: Lane, green: Lane, stats: ShadowStats, *, every: int,
+           lock: threading.Lock | None = None) -> Plan:
     """Blue serves every inference; green also runs on every ``every``-th input (the
-    same buffers: a copy of the input costs nothing) and is compared, never served."""
+    same buffers: a copy of the input costs nothing) and is compared, never served.
+    ``lock`` is held around green's run and its comparison: the request path's shadow
+    worker runs the same green from its own thread."""
     if every < 1:
         raise ValueError("every must be >= 1")
     blue_scores, green_scores = blue.outputs[0], green.outputs[0]
+    green_lock = lock if lock is not None else threading.Lock()
     count = 0
 
     def step(_now: Callable[[], int] = time.perf_counter_ns) -> None:
@@ -117,20 +122,21 @@ def shadow(fill: Fill, blue: Lane, green: Lane, stats: ShadowStats, *, every: in
         count += 1
         if count % every:
             return
-        start = _now()
-        try:
-            green.run()
-        except Exception as err:  # counted against green; blue's answer is unaffected
-            green.failed(err)
-            return
-        _record(green, start)
-        stats.compared += 1
-        if blue_scores.argmax() == green_scores.argmax():
-            stats.agreed += 1
-        stats.drift_sum += float(abs(blue_scores - green_scores).mean())
-        if label >= 0:
-            _check(blue, label)
-            _check(green, label)
+        with green_lock:
+            start = _now()
+            try:
+                green.run()
+            except Exception as err:  # counted against green; blue's answer is unaffected
+                green.failed(err)
+                return
+            _record(green, start)
+            stats.compared += 1
+            if blue_scores.argmax() == green_scores.argmax():
+                stats.agreed += 1
+            stats.drift_sum += float(abs(blue_scores - green_scores).mean())
+            if label >= 0:
+                _check(blue, label)
+                _check(green, label)
 
     return Plan("shadow", (blue, green), step)
 

@@ -1,7 +1,9 @@
 """Blue and green in one running agent: load, shadow, weight, promote, roll back.
 
 Every change installs a new :class:`~agent.device.inference.plans.Plan` on the
-loop (:meth:`InferenceLoop.use`), which lands between two inferences. A backend
+loop, and its request-path twin (:mod:`~agent.device.inference.request_plans`), with
+:meth:`InferenceLoop.use`; both land between two inferences, so application requests
+see the same weights, shadow tests, promotes and rollbacks as the loop. A backend
 that leaves service is closed only once the loop has finished a step under the
 new plan, so no inference ever runs on a closed model. :meth:`VariantRouter.lanes`
 and :meth:`VariantRouter.snapshot` are what reports read.
@@ -14,9 +16,11 @@ import time
 from dataclasses import dataclass, field
 
 from agent.core.errors import AgentError
-from agent.device.inference import plans
+from agent.device.inference import plans, request_plans
 from agent.device.inference.lane import Lane, LoopStats
 from agent.device.inference.plans import Plan, ShadowStats
+from agent.device.inference.request_plans import RequestPlan, ShadowWorker
+from agent.device.inference.requests import RequestStats
 from agent.device.inference.runner import InferenceLoop
 from agent.device.runtime.base import Backend, allocate_inputs
 
@@ -74,7 +78,13 @@ class VariantRouter:
         self.mode = "serve"
         self.weights = (100, 0)
         self.shadow_stats = ShadowStats()
+        self.request_stats = loop.requests.stats if loop.requests is not None \
+            else RequestStats()
+        self._green_lock = threading.Lock()  # green's runs: the loop's shadow, the worker's
+        self._shadow_worker: ShadowWorker | None = None
         self._lock = threading.Lock()
+        self._install(self._serve(self.blue.lane), "serve", (100, 0),
+                      self._answer(self.blue))
 
     # ---- changes (command thread) ----------------------------------------------------
 
@@ -89,7 +99,8 @@ class VariantRouter:
             self.green = Role(Lane.bind(backend, self.loop.inputs), version,
                               baseline=tuple(self.blue.lane.stats.histogram.counts))
             self.shadow_stats = ShadowStats()
-            self._install(self._serve(self.blue.lane), "serve", (100, 0))
+            self._install(self._serve(self.blue.lane), "serve", (100, 0),
+                          self._answer(self.blue))
         if old is not None:
             self._retire(old)
 
@@ -97,8 +108,14 @@ class VariantRouter:
         with self._lock:
             green = self._need_green("shadow")
             every = max(1, round(1.0 / sample_rate))
+            self._stop_shadow_worker()
+            worker = self._shadow_worker = ShadowWorker(green.lane, self.shadow_stats,
+                                                        self._green_lock)
             self._install(plans.shadow(self.loop.source.fill, self.blue.lane, green.lane,
-                                       self.shadow_stats, every=every), "shadow", (100, 0))
+                                       self.shadow_stats, every=every, lock=self._green_lock),
+                          "shadow", (100, 0),
+                          request_plans.shadow(self.blue.lane, self.blue.version, worker,
+                                               every, self.request_stats))
 
     def set_weights(self, blue: int, green: int) -> None:
         with self._lock:
@@ -107,7 +124,11 @@ class VariantRouter:
                 self._serve(role.lane) if green == 100 else \
                 plans.weighted(self.loop.source.fill, self.blue.lane, role.lane, green,
                                check_every=self.loop.check_every)
-            self._install(plan, "weighted", (blue, green))
+            answer = self._answer(self.blue) if green == 0 else \
+                self._answer(role, "green") if green == 100 else \
+                request_plans.weighted(self.blue.lane, role.lane, green,
+                                       (self.blue.version, role.version), self.request_stats)
+            self._install(plan, "weighted", (blue, green), answer)
 
     def promote(self) -> None:
         """Green becomes blue; the old blue stays loaded (idle) until the trial ends."""
@@ -115,7 +136,7 @@ class VariantRouter:
             green = self._need_green("promote")
             retired, self.previous = self.previous, self.blue
             self.blue, self.green = green, None
-            self._install(self._serve(green.lane), "serve", (100, 0))
+            self._install(self._serve(green.lane), "serve", (100, 0), self._answer(green))
         if retired is not None:
             self._retire(retired)
 
@@ -128,7 +149,8 @@ class VariantRouter:
                 dropped, self.green = self.green, None
             else:
                 raise VariantError("nothing to roll back: no candidate and no trial")
-            self._install(self._serve(self.blue.lane), "serve", (100, 0))
+            self._install(self._serve(self.blue.lane), "serve", (100, 0),
+                          self._answer(self.blue))
         self._retire(dropped)
         return dropped.version
 
@@ -149,9 +171,21 @@ class VariantRouter:
     def _serve(self, lane: Lane) -> Plan:
         return plans.serve(self.loop.source.fill, lane, check_every=self.loop.check_every)
 
-    def _install(self, plan: Plan, mode: str, weights: tuple[int, int]) -> None:
-        self.loop.use(plan)
+    def _answer(self, role: Role, variant: str = "blue") -> RequestPlan:
+        return request_plans.serve(role.lane, variant, role.version, self.request_stats)
+
+    def _install(self, plan: Plan, mode: str, weights: tuple[int, int],
+                 answer: RequestPlan) -> None:
+        self.loop.use(plan, answer)
+        if mode != "shadow":
+            self._stop_shadow_worker()
         self.mode, self.weights = mode, weights
+
+    def _stop_shadow_worker(self) -> None:
+        """Stop the request path's shadow runs (after the one in progress, if any)."""
+        worker, self._shadow_worker = self._shadow_worker, None
+        if worker is not None:
+            worker.stop()
 
     def _retire(self, role: Role, timeout_s: float = 10.0) -> None:
         """Close ``role``'s backend once no step can still be using it."""

@@ -14,14 +14,18 @@ from collections.abc import Callable
 
 import numpy as np
 
-from agent.device.inference import plans
+from agent.device.inference import plans, request_plans
 from agent.device.inference.lane import Lane, LoopStats
 from agent.device.inference.pacing import Pacer
 from agent.device.inference.plans import Plan, Step
+from agent.device.inference.request_plans import RequestPlan, RequestStep
+from agent.device.inference.requests import RequestQueue
 from agent.device.inference.sources import Source
 from agent.device.runtime.base import Backend, allocate_inputs
 
 __all__ = ["InferenceLoop", "Lane", "LoopStats"]
+
+IDLE_WAIT_S = 0.02  # with no continuous source, how long one idle step waits for a request
 
 
 class InferenceLoop:
@@ -31,14 +35,23 @@ class InferenceLoop:
     :meth:`use`. The loop starts on :func:`~agent.device.inference.plans.serve` over
     its own lane; :meth:`run` looks ``step`` up before every inference, so a plan
     installed from another thread lands between two inferences.
+
+    With a :class:`RequestQueue`, the loop's thread also answers application requests
+    (it is the runtime's only caller): between two steps, and while it waits for the next
+    paced step, it answers what is queued through :attr:`request_step`. A source whose
+    ``idle`` attribute is true (``api``) has no samples: the loop then only answers
+    requests, and each wait of :data:`IDLE_WAIT_S` counts as a step.
     """
 
     plan: Plan
     step: Step
+    request_plan: RequestPlan
+    request_step: RequestStep
 
     def __init__(self, *, backend: Backend,
                  make_source: Callable[[tuple[np.ndarray, ...]], Source],
-                 rate_hz: float = 0.0, check_every: int = 1) -> None:
+                 rate_hz: float = 0.0, check_every: int = 1,
+                 requests: RequestQueue | None = None) -> None:
         if check_every < 1:
             raise ValueError("check_every must be >= 1")
         self.backend = backend
@@ -51,12 +64,44 @@ class InferenceLoop:
         self.stats = self.lane.stats
         self.steps_done = 0  # by run(): lets a plan switch wait until the old plan is done
         self.running = False
-        self.use(plans.serve(self.source.fill, self.lane, check_every=check_every))
+        self.requests = requests
+        self.idle = bool(getattr(self.source, "idle", False))
+        stats = requests.stats if requests is not None else None
+        self.use(plans.serve(self.source.fill, self.lane, check_every=check_every),
+                 request_plans.serve(self.lane, "blue", "", stats) if stats else None)
 
-    def use(self, plan: Plan) -> None:
-        """Install ``plan``: the next inference runs its step."""
+    def use(self, plan: Plan, request_plan: RequestPlan | None = None) -> None:
+        """Install ``plan`` (and the request path's twin): the next inference runs it."""
+        if request_plan is not None:
+            self.request_plan = request_plan
+            self.request_step = request_plan.step
         self.plan = plan
         self.step = plan.step
+
+    def _answer_until(self, delay_s: float) -> None:
+        """Answer requests for ``delay_s`` (the gap before the next paced step)."""
+        requests = self.requests
+        if requests is None:
+            time.sleep(delay_s)
+            return
+        end = time.monotonic() + delay_s
+        while True:
+            left = end - time.monotonic()
+            if left <= 0:
+                return
+            request = requests.take(left)
+            if request is not None:
+                self.request_step(request)
+
+    def _answer_queued(self) -> None:
+        requests = self.requests
+        if requests is None:
+            return
+        while requests.pending:
+            request = requests.take()
+            if request is None:
+                return
+            self.request_step(request)
 
     def run(self, *, duration_s: float | None = None, max_inferences: int | None = None,
             stop: threading.Event | None = None,
@@ -64,7 +109,8 @@ class InferenceLoop:
             tick_s: float = 1.0) -> LoopStats:
         """Step until the duration, count or stop event ends it, pacing to ``rate_hz``."""
         stats = self.stats
-        pace = Pacer(self.rate_hz).wait
+        pace = Pacer(self.rate_hz, sleep=self._answer_until).wait
+        requests, idle = self.requests, self.idle
         started = time.monotonic()
         deadline = started + duration_s if duration_s is not None else float("inf")
         next_tick = started + tick_s
@@ -77,6 +123,12 @@ class InferenceLoop:
                     break
                 if max_inferences is not None and steps >= max_inferences:
                     break
+                if idle:
+                    self._answer_until(IDLE_WAIT_S)
+                    self.steps_done += 1
+                    continue
+                if requests is not None and requests.pending:
+                    self._answer_queued()
                 self.step()  # looked up each time: a new plan lands between two inferences
                 steps += 1
                 self.steps_done += 1
@@ -91,5 +143,7 @@ class InferenceLoop:
         return stats
 
     def close(self) -> None:
+        if self.requests is not None:
+            self.requests.close()
         self.source.close()
         self.backend.close()

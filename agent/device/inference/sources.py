@@ -10,6 +10,8 @@ name for the loop to build on its buffers:
   optional, so accuracy is counted only where labels exist);
 - ``random``: inputs drawn from the input specs, for any model;
 - ``shm``: a producer process writing samples into shared memory;
+- ``api``: no loop at all: the model answers only application requests
+  (:class:`ApiSource`);
 - ``auto``: the test set when the model has one, else random inputs
   (:func:`choose_source` says which, and why).
 """
@@ -37,8 +39,8 @@ from agent.device.inference.shm import ShmSource
 if TYPE_CHECKING:
     from agent.device.runtime.base import Backend
 
-SourceKind = Literal["auto", "testset", "digits", "random", "shm"]
-SOURCE_KINDS: tuple[SourceKind, ...] = ("auto", "testset", "digits", "random", "shm")
+SourceKind = Literal["auto", "testset", "digits", "random", "shm", "api"]
+SOURCE_KINDS: tuple[SourceKind, ...] = ("auto", "testset", "digits", "random", "shm", "api")
 LABELS_KEY = "y"
 NO_TESTSET_HINT = "use --source random"
 log = logging.getLogger("edge_agent.sources")
@@ -154,6 +156,19 @@ class ReplaySource:
         self._rows = []
 
 
+class ApiSource:
+    """No samples of its own: the loop only answers requests of the local inference API."""
+
+    name = "api"
+    idle = True
+
+    def fill(self) -> int:
+        return NO_LABEL
+
+    def close(self) -> None:
+        pass
+
+
 class RandomSource:
     """Random inputs for any model, drawn from its input specs (a fixed, seeded pool)."""
 
@@ -243,6 +258,8 @@ def make_source_factory(
     def factory(buffers: tuple[np.ndarray, ...]) -> Source:
         if note is not None:
             log.info(note)
+        if chosen == "api":
+            return ApiSource()
         if chosen == "random":
             return RandomSource(buffers=buffers, specs=backend.inputs)
         if chosen == "testset":

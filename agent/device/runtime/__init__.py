@@ -12,7 +12,8 @@ so this package imports on a device that has only one of them.
 
 Modules and their public names:
 
-- ``base``: ``Backend``, ``check_input_buffers``, ``allocate_inputs``
+- ``base``: ``Backend``, ``check_input_buffers``, ``check_output_buffers``,
+  ``allocate_inputs``
 - ``dlr``/: ``DlrBackend``, ``DlrConfig``
 - ``onnx``: ``OnnxConfig``, ``OnnxBackend``
 """
@@ -28,7 +29,12 @@ from typing import TYPE_CHECKING, Annotated, Any, Generic, Protocol, TypeVar, Un
 from pydantic import BaseModel, Field
 
 from agent.core.errors import ConfigError
-from agent.device.runtime.base import Backend, allocate_inputs, check_input_buffers
+from agent.device.runtime.base import (
+    Backend,
+    allocate_inputs,
+    check_input_buffers,
+    check_output_buffers,
+)
 from agent.device.runtime.dlr import DlrBackend, DlrConfig
 from agent.device.runtime.onnx import OnnxBackend, OnnxConfig
 
@@ -89,5 +95,6 @@ __all__ = [
     "Runtime",
     "allocate_inputs",
     "check_input_buffers",
+    "check_output_buffers",
     "load_backend",
 ]

@@ -48,6 +48,18 @@ class Backend(Protocol):
         """The agent error for an exception raised by :meth:`runner`'s callable."""
         ...
 
+    def run_with(self, inputs: Sequence[np.ndarray], outputs: Sequence[np.ndarray]) -> None:
+        """Run once on ``inputs`` and leave the result in ``outputs`` (caller-owned arrays,
+        one per input and output spec, exact dtype and shape, C-contiguous).
+
+        The request path: the arrays may be views on a client's shared memory, so the
+        backend reads and writes them where they are. It leaves the buffers bound by
+        :meth:`bind` as they were, so the loop's next :meth:`run` is unaffected.
+        Failures raise :class:`~agent.core.errors.InferenceError`; arrays that do not fit
+        raise :class:`~agent.core.errors.InputSpecError` before anything runs.
+        """
+        ...
+
     def describe(self) -> dict[str, str]:
         """Library, version and device facts for logs and reports."""
         ...
@@ -73,6 +85,21 @@ def check_input_buffers(specs: Sequence[TensorSpec], arrays: Sequence[np.ndarray
             )
         if not array.flags.c_contiguous:
             raise InputSpecError(f"input {spec.name!r}: buffer must be C-contiguous")
+
+
+def check_output_buffers(specs: Sequence[TensorSpec], arrays: Sequence[np.ndarray]) -> None:
+    """Raise :class:`InputSpecError` unless each destination fits its output spec and is a
+    writeable, C-contiguous array."""
+    if len(arrays) != len(specs):
+        raise InputSpecError(f"model has {len(specs)} output(s), got {len(arrays)} buffer(s)")
+    for spec, array in zip(specs, arrays, strict=True):
+        if not isinstance(array, np.ndarray) or array.dtype != np.dtype(spec.dtype) \
+                or tuple(array.shape) != tuple(spec.shape):
+            raise InputSpecError(
+                f"output {spec.name!r}: buffer must be {spec.dtype} {list(spec.shape)}")
+        if not array.flags.c_contiguous or not array.flags.writeable:
+            raise InputSpecError(f"output {spec.name!r}: buffer must be writeable and "
+                                 "C-contiguous")
 
 
 def allocate_inputs(specs: Sequence[TensorSpec]) -> tuple[np.ndarray, ...]:

@@ -26,7 +26,7 @@ from agent.core.errors import (
 )
 from agent.core.model_layout import TensorSpec, as_dtype
 from agent.device.platform.resolve import model_file
-from agent.device.runtime.base import check_input_buffers
+from agent.device.runtime.base import check_input_buffers, check_output_buffers
 
 PREFERRED_PROVIDERS = (
     "TensorrtExecutionProvider",
@@ -102,6 +102,7 @@ class OnnxBackend:
         self._binding: Any = None
         self._run: Callable[[], object] | None = None
         self._bound: tuple[np.ndarray, ...] = ()
+        self._request_binding: Any = None
 
     def _spec(self, arg: Any) -> TensorSpec:
         dtype = _ORT_TYPES.get(arg.type)
@@ -146,6 +147,24 @@ class OnnxBackend:
         except Exception as err:  # onnxruntime's pybind error types share no base
             raise self.translate(err) from err
 
+    def run_with(self, inputs: Sequence[np.ndarray], outputs: Sequence[np.ndarray]) -> None:
+        """Run on request buffers with a second IOBinding pointed at them: ONNX Runtime
+        reads the inputs and writes the outputs in place, so nothing is copied."""
+        check_input_buffers(self.inputs, inputs)
+        check_output_buffers(self.outputs, outputs)
+        binding = self._request_binding
+        if binding is None:
+            binding = self._request_binding = self.session.io_binding()
+        for spec, array in zip(self.inputs, inputs, strict=True):
+            binding.bind_input(spec.name, "cpu", 0, array.dtype, spec.shape, array.ctypes.data)
+        for spec, array in zip(self.outputs, outputs, strict=True):
+            binding.bind_output(spec.name, "cpu", 0, array.dtype, spec.shape,
+                                array.ctypes.data)
+        try:
+            self.session.run_with_iobinding(binding)
+        except Exception as err:  # onnxruntime's pybind error types share no base
+            raise self.translate(err) from err
+
     def runner(self) -> Callable[[], object]:
         if self._run is None:
             raise InferenceError(f"{self.model_path.name}: runner() before bind()")
@@ -163,4 +182,5 @@ class OnnxBackend:
 
     def close(self) -> None:
         self._binding = None
+        self._request_binding = None
         self._run = None

@@ -23,7 +23,7 @@ from pydantic.alias_generators import to_camel
 from agent.core.errors import AgentError, InferenceError, ModelLoadError
 from agent.core.model_layout import DLR_FILES, TensorSpec, as_dtype
 from agent.device.platform.elf import check_elf_arch
-from agent.device.runtime.base import check_input_buffers
+from agent.device.runtime.base import check_input_buffers, check_output_buffers
 from agent.device.runtime.dlr.library import LIBNAME, DlrLibrary, locate_installed, open_library
 from agent.device.runtime.dlr.neo_format import validate_artifact
 
@@ -122,6 +122,8 @@ class DlrBackend:
         # caller's buffer, so refilling that buffer in place is all a new input takes.
         self._run = _untyped(self._lib, "RunDLRModel")
         self._set_input = _untyped(self._lib, "SetDLRInputTensor")
+        self._get_output = _untyped(self._lib, "GetDLROutput")
+        self._names = tuple(ctypes.c_char_p(spec.name.encode()) for spec in self.inputs)
         self._tensors: tuple[_DLTensor, ...] = ()
         self._input_args: tuple[tuple[object, ...], ...] = ()
         self._bound: tuple[np.ndarray, ...] = ()
@@ -236,6 +238,24 @@ class DlrBackend:
 
     def runner(self) -> Callable[[], object]:
         return self.run
+
+    def run_with(self, inputs: Sequence[np.ndarray], outputs: Sequence[np.ndarray]) -> None:
+        """Run on request buffers. libdlr 1.6's C API has no zero-copy binding: its
+        ``SetDLRInputTensor`` copies the input into the graph's own input tensor (as it does
+        for every run of the loop) and ``GetDLROutput`` copies each result into ``outputs``.
+        Those copies are the runtime's; nothing is copied on the agent's side."""
+        check_input_buffers(self.inputs, inputs)
+        check_output_buffers(self.outputs, outputs)
+        handle, set_input = self._handle_ref, self._set_input
+        for name, array in zip(self._names, inputs, strict=True):
+            if set_input(handle, name, ctypes.byref(_DLTensor.over(array))):
+                raise InferenceError(f"SetDLRInputTensor failed: {self._last_error()}")
+        if self._run(handle):
+            raise InferenceError(f"RunDLRModel failed for {self.artifact_dir.name}: "
+                                 f"{self._last_error()}")
+        for index, array in enumerate(outputs):
+            if self._get_output(handle, index, ctypes.c_void_p(array.ctypes.data)):
+                raise InferenceError(f"GetDLROutput failed: {self._last_error()}")
 
     def translate(self, err: Exception) -> AgentError:
         if isinstance(err, AgentError):

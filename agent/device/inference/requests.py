@@ -3,11 +3,14 @@ in, and the counters of the request path.
 
 A front end (the HTTP server, the native socket) builds an :class:`InferenceRequest`
 over the request's tensors (views on a client's shared memory, or arrays decoded from
-the body), puts it in the model's :class:`RequestQueue` and waits on it. The inference
-thread, the only caller of the model's runtime, takes requests between two steps of the
-loop (or, with no continuous source, waits for them) and runs each through the router's
-request plan, so weights, shadow tests, promotes and rollbacks act on application
-traffic exactly as on the loop's. A full queue refuses at once
+the body) and hands it to the loop
+(:meth:`~agent.device.inference.runner.InferenceLoop.answer`). While the loop has a
+continuous source, the request waits in the model's :class:`RequestQueue` and the loop's
+thread, the runtime's only caller, answers it between two steps; with no continuous
+source (``api``) the caller's own thread answers it, holding the runtime's lock, which
+spares two thread switches per request. Either way it runs through the router's request
+plan, so weights, shadow tests, promotes and rollbacks act on application traffic
+exactly as on the loop's. A full queue refuses at once
 (:class:`~agent.core.errors.ServerBusyError`): memory held by waiting requests is bounded
 by the queue's size.
 """
@@ -143,6 +146,7 @@ class RequestQueue:
         self._items: collections.deque[InferenceRequest] = collections.deque()
         self._ready = threading.Condition(threading.Lock())
         self.pending = 0  # read without the lock by the loop: a hint, checked under it
+        self.direct = 0  # requests in flight on their callers' threads (see admit)
         self.closed = False
 
     def submit(self, request: InferenceRequest) -> None:
@@ -182,6 +186,23 @@ class RequestQueue:
                 if left <= 0 or self.closed:
                     return None
                 self._ready.wait(left)
+
+    def admit(self) -> None:
+        """Count one request answered on its caller's thread (no continuous source) against
+        the capacity; :class:`ServerBusyError` when ``capacity`` are in flight already.
+        Pair with :meth:`leave`."""
+        with self._ready:
+            if self.closed:
+                raise ServerBusyError("the model is shutting down")
+            if self.direct >= self.capacity:
+                self.stats.busy += 1
+                raise ServerBusyError(
+                    f"the model's queue is full ({self.capacity} waiting): retry later")
+            self.direct += 1
+
+    def leave(self) -> None:
+        with self._ready:
+            self.direct -= 1
 
     def close(self) -> None:
         """Refuse new requests and answer the waiting ones with a busy error."""

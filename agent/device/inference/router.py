@@ -194,6 +194,7 @@ class VariantRouter:
         while self.loop.running and self.loop.steps_done < mark + 2 \
                 and time.monotonic() < deadline:
             time.sleep(0.001)
+        self.loop.quiesce()  # a request answered on its caller's thread under the old plan
         role.lane.backend.close()
 
     # ---- views (any thread) ------------------------------------------------------------

@@ -19,7 +19,8 @@ from agent.device.inference.lane import Lane, LoopStats
 from agent.device.inference.pacing import Pacer
 from agent.device.inference.plans import Plan, Step
 from agent.device.inference.request_plans import RequestPlan, RequestStep
-from agent.device.inference.requests import RequestQueue
+from agent.core.errors import DeadlineExceededError
+from agent.device.inference.requests import InferenceRequest, RequestQueue
 from agent.device.inference.sources import Source
 from agent.device.runtime.base import Backend, allocate_inputs
 
@@ -66,6 +67,7 @@ class InferenceLoop:
         self.running = False
         self.requests = requests
         self.idle = bool(getattr(self.source, "idle", False))
+        self.runtime_lock = threading.Lock()  # with no continuous source: the runtime's caller
         stats = requests.stats if requests is not None else None
         self.use(plans.serve(self.source.fill, self.lane, check_every=check_every),
                  request_plans.serve(self.lane, "blue", "", stats) if stats else None)
@@ -77,6 +79,40 @@ class InferenceLoop:
             self.request_step = request_plan.step
         self.plan = plan
         self.step = plan.step
+
+    def answer(self, request: InferenceRequest, timeout_s: float) -> None:
+        """Answer ``request`` within ``timeout_s`` (its error, if any, is on the request).
+
+        With a continuous source the request is queued for the loop's thread; with none
+        (``api``) it runs on the caller's thread under :attr:`runtime_lock`, at most the
+        queue's capacity of them waiting for it.
+        """
+        requests = self.requests
+        if requests is None:
+            raise RuntimeError("this loop takes no requests")
+        if not self.idle:
+            requests.submit(request)
+            request.wait(timeout_s)
+            return
+        requests.admit()
+        try:
+            request.enqueued_ns = time.perf_counter_ns()
+            if not self.runtime_lock.acquire(timeout=timeout_s):
+                requests.stats.expired += 1
+                raise DeadlineExceededError(
+                    f"no answer within {timeout_s:.3f} s (the model was busy)")
+            try:
+                if request.claim():
+                    self.request_step(request)  # read under the lock: the current plan
+            finally:
+                self.runtime_lock.release()
+        finally:
+            requests.leave()
+
+    def quiesce(self) -> None:
+        """Return once no request runs under a plan installed before this call."""
+        with self.runtime_lock:
+            pass
 
     def _answer_until(self, delay_s: float) -> None:
         """Answer requests for ``delay_s`` (the gap before the next paced step)."""

@@ -133,8 +133,7 @@ class InferenceService:
         wait_s = self.timeout_s if timeout_s is None else timeout_s
         request = InferenceRequest(inputs=ordered, outputs=dests, shared=shared,
                                    deadline_ns=time.perf_counter_ns() + int(wait_s * 1e9))
-        self.queue.submit(request)
-        request.wait(wait_s)
+        self.router.loop.answer(request, wait_s)
         if request.error is not None:
             raise request.error
         return InferenceResult(outputs=dests, variant=request.variant,

@@ -8,6 +8,9 @@
     digits-v1-segfault/ -hang/
     .build/                          training jobs, checkpoints and stamps (not shipped)
 
+and ``build/vision/vision-v1/`` (``--vision-out``), the 224x224x3 image model of
+:mod:`models.vision`, kept out of ``build/models`` so that folder holds one model name.
+
 Training runs as a SageMaker-convention job (``models.digits.train`` in a
 subprocess, configured only through ``SM_*`` variables). Each step is stamped
 with a digest of everything it depends on, so a second build with unchanged
@@ -43,6 +46,7 @@ from models.export.kernels import Fault
 from models.export.neo import ArtifactRequest, Compiler, export_neo, find_compiler
 from models.export.onnx_export import INPUT_NAME, OUTPUT_NAME, export_onnx
 from models.files import load_npz, npz_bytes
+from models.vision import build_vision
 
 Log = Callable[[str], None]
 
@@ -338,11 +342,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--cross", action=argparse.BooleanOptionalAction, default=None,
                         help="require (--cross) or skip (--no-cross) ARM cross-compilation; "
                              "default: cross-compile when the cross gcc is installed")
+    parser.add_argument("--vision-out", type=Path, default=Path("build/vision"),
+                        help="where vision-v1 goes (default: build/vision)")
     parser.add_argument("--quiet", action="store_true", help="print only errors")
     args = parser.parse_args(argv)
     log: Log = (lambda _message: None) if args.quiet else print
     try:
         built = build_all(args.out, cross=args.cross, log=log)
+        build_vision(args.vision_out, log=log)
     except ModelBuildError as err:
         print(f"build failed: {err}", file=sys.stderr)
         return 1

@@ -45,6 +45,18 @@ def built_models(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def vision_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """``vision-v1``, the 224x224x3 float32 image model (models.vision), built once per
+    session (about a second) in a folder of its own, beside ``EDGE_TEST_MODELS_DIR`` when
+    that is set: the digits folder holds one model name."""
+    from models.vision import build_vision
+
+    fixed = os.environ.get("EDGE_TEST_MODELS_DIR")
+    out = Path(f"{fixed.rstrip('/')}-vision") if fixed else tmp_path_factory.mktemp("vision")
+    return build_vision(out, log=lambda _message: None)
+
+
+@pytest.fixture(scope="session")
 def shared_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MosquittoBroker]:
     """One mosquitto for the end-to-end tests of a session that can share it (each uses its
     own thing names and rollout ids); skipped, naming the package, where it is missing."""

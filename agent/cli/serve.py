@@ -47,6 +47,11 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
                         help="auto (default): the model's testset.npz when it has one, else "
                              "random inputs")
     parser.add_argument("--rate", type=float, help="inferences/s (0: unpaced)")
+    parser.add_argument("--api-port", type=int, metavar="PORT",
+                        help="the local inference API's HTTP port on 127.0.0.1 (default "
+                             "8000; 0: any free port, logged)")
+    parser.add_argument("--no-api", action="store_true",
+                        help="no local inference API (only the loop runs)")
     parser.add_argument("--state-dir", type=Path, help="spool, sequence and replay state")
     parser.add_argument("--metrics-interval", type=float)
     parser.add_argument("--heartbeat-interval", type=float)
@@ -79,6 +84,13 @@ def config_from_args(args: argparse.Namespace,
     }
     raw.update({k: str(v) if isinstance(v, Path) else v for k, v in flags.items()
                 if v is not None})
+    if args.api_port is not None or args.no_api:
+        server = dict(raw.get("server") or {})
+        if args.api_port is not None:
+            server["port"] = args.api_port
+        if args.no_api:
+            server["enabled"] = False
+        raw["server"] = server
     if args.trusted_key:
         # Read here, against this working folder, with the error trustedKeys gives.
         raw["trustedKeys"] = {**raw.get("trustedKeys", {}), **{

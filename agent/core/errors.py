@@ -18,7 +18,8 @@ against the classes themselves, so it cannot fall behind::
     AgentError                                  every failure the agent reports on purpose
     ├── ConfigError                             bad CLI option or configuration value
     │   ├── KeyFormatError [wire.errors]        a key file or string that is not an Ed25519 key
-    │   └── StateFileError [wire.errors]        a state file (sequence, replay marks) unusable
+    │   ├── StateFileError [wire.errors]        a state file (sequence, replay marks) unusable
+    │   └── SourceError                         a loop source that cannot open: path, video, ring
     ├── DeviceProfileError                      the device's profile cannot be read or mapped
     ├── ArtifactError                           a model artifact that cannot be used
     │   ├── ArtifactMissingError                a required file is absent
@@ -41,6 +42,9 @@ against the classes themselves, so it cannot fall behind::
     │   ├── RequestFormatError                  a body, header or parameter that is malformed
     │   │   └── RequestTooLargeError            a body over the server's size limit
     │   └── RegionError                         a shared-memory region unknown, too small, gone
+    ├── RingError                               a shared-memory frame ring a producer cannot use
+    │   ├── RingClosedError                     the agent closed the ring: attach again when back
+    │   └── RingFullError                       no free slot in time: the agent is behind
     ├── ModelImportError [tools.importing.errors]
     │   │                                       ``models import`` refused; nothing was written
     │   ├── ImportSourceError                   not a dir/.tar.gz/.zip/.onnx, or an unsafe archive
@@ -224,3 +228,20 @@ class RequestTooLargeError(RequestFormatError):
 
 class RegionError(ServingError):
     """A shared-memory region that is not registered, too small, or cannot be mapped."""
+
+
+class SourceError(ConfigError):
+    """A loop source that cannot be opened: no such path, a glob matching nothing, a video
+    that cannot be decoded, a shared-memory name taken by something else."""
+
+
+class RingError(AgentError):
+    """A shared-memory frame ring that cannot be created, attached or written."""
+
+
+class RingClosedError(RingError):
+    """The agent closed the ring (it stopped or restarted): attach again."""
+
+
+class RingFullError(RingError):
+    """No free slot within the wait: the agent reads frames slower than they come."""

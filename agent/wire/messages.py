@@ -64,6 +64,7 @@ EventKind = Literal[
     "model_activated",  # a model version started serving
     "update_deferred",  # a Greengrass deployment waits for a rollout (data: deployment_id)
     "model_component_unused",  # a newer first-model package than the model served: roll it out
+    "server_unavailable",  # a listener of the local inference API did not start
     "agent_error",  # anything else the operator should see
 ]
 Outcome = Literal["ok", "rejected", "failed"]

@@ -18,6 +18,7 @@ class AgentProcess:
                      "--model", str(model), "--state-dir", str(state_dir),
                      "--metrics-interval", str(metrics_interval),
                      "--heartbeat-interval", str(heartbeat_interval), "--rate", str(rate),
+                     "--api-port", "0",
                      *(["--broker", f"mqtt://127.0.0.1:{broker_port}"] if broker_port else []),
                      *(extra or [])]
         self.log_path = log_path

@@ -2,6 +2,7 @@
 
 Modules and their public names:
 
+- ``api``: ``Listener``, ``LocalApi``
 - ``commands``: ``Result``, ``CommandProcessor``
 - ``config``: ``AgentConfig``, ``load_config``, ``read_config_file``
 - ``config_reload``: ``ConfigReloader``
@@ -13,6 +14,6 @@ Modules and their public names:
 - ``scheduler``: ``Scheduler``
 - ``service``: ``AgentService``
 - ``startup``: ``model_version``, ``device_root``, ``device_profile``, ``open_store``,
-  ``initial_model`` (+1)
+  ``initial_model`` (+2)
 - ``swaps``: ``InsufficientMemoryError``, ``Rollout``, ``SwapController``
 """

@@ -30,6 +30,7 @@ from pydantic.alias_generators import to_camel
 from agent.core.errors import ConfigError
 from agent.device.inference.guardrails import Guardrails
 from agent.device.runtime import BackendConfig, DlrConfig
+from agent.device.serving.config import ServerConfig
 from agent.wire.keys import public_key_b64, trusted_public_key
 from agent.wire.mqtt_config import MqttConfig
 from agent.wire.topics import DEFAULT_PREFIX
@@ -89,6 +90,10 @@ class AgentConfig(BaseModel):
                     "interpreter before the serving thread gets it back (CPython's default "
                     "is 5 ms, ten inferences at 2 kHz)")
     guardrails: Guardrails = Field(default_factory=Guardrails)
+    server: ServerConfig = Field(
+        default_factory=ServerConfig,
+        description="the local inference API (Open Inference Protocol over HTTP on "
+                    "127.0.0.1 and a Unix socket, and agent.client's native socket)")
 
     @field_validator("backend", mode="before")
     @classmethod

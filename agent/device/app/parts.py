@@ -8,16 +8,24 @@ from __future__ import annotations
 import threading
 from dataclasses import dataclass
 
+from agent.device.app.api import LocalApi
 from agent.device.app.commands import CommandProcessor
 from agent.device.app.config import AgentConfig
 from agent.device.app.config_reload import ConfigReloader
 from agent.device.app.inference import InferenceWorker
 from agent.device.app.reports import Reports
 from agent.device.app.scheduler import Scheduler
-from agent.device.app.startup import device_profile, device_root, initial_model, open_store
+from agent.device.app.startup import (
+    device_profile,
+    device_root,
+    initial_model,
+    model_description,
+    open_store,
+)
 from agent.device.app.swaps import SwapController
 from agent.device.greengrass.component import GreengrassComponent
 from agent.device.greengrass.updates import UpdatePolicy
+from agent.device.inference.requests import RequestQueue
 from agent.device.inference.router import VariantRouter
 from agent.device.inference.runner import InferenceLoop
 from agent.device.inference.sources import make_source_factory
@@ -54,6 +62,7 @@ class AgentParts:
     commands: CommandProcessor
     settings: ConfigReloader
     scheduler: Scheduler
+    api: LocalApi
 
 
 def build_parts(config: AgentConfig, *, greengrass: GreengrassComponent | None,
@@ -67,7 +76,8 @@ def build_parts(config: AgentConfig, *, greengrass: GreengrassComponent | None,
     backend, blue_version, testset = initial_model(config, store, profile)
     loop = InferenceLoop(backend=backend, rate_hz=0.0 if config.source == "shm"
                          else config.rate_hz, make_source=make_source_factory(
-                             config.source, backend, testset, config.rate_hz))
+                             config.source, backend, testset, config.rate_hz),
+                         requests=RequestQueue(config.server.queue_size))
     router = VariantRouter(loop=loop, blue_version=blue_version)
     stamper = Stamper(thing=config.thing_name,
                       counter=SequenceCounter(path=config.state_dir / "sequence"))
@@ -90,9 +100,12 @@ def build_parts(config: AgentConfig, *, greengrass: GreengrassComponent | None,
                                           "announce": reports.announce, **swaps.handlers()})
     settings = ConfigReloader(config=config, greengrass=greengrass, outbox=outbox)
     worker = InferenceWorker(loop=loop)
+    name, metadata = model_description(config, store)
+    api = LocalApi(config=config.server, router=router, name=name, metadata=metadata,
+                   ready=worker.is_alive, work_dir=config.state_dir)
     scheduler = Scheduler(settings=settings, reports=reports, swaps=swaps, health=health,
                           worker=worker, outbox=outbox, stop_event=stop_event)
     return AgentParts(profile=profile, topics=topics, store=store, recovery=recovery,
                       router=router, worker=worker, stamper=stamper, spool=spool,
                       outbox=outbox, swaps=swaps, health=health, reports=reports,
-                      commands=commands, settings=settings, scheduler=scheduler)
+                      commands=commands, settings=settings, scheduler=scheduler, api=api)

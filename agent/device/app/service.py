@@ -1,7 +1,9 @@
 """The long-running agent: one process, several threads, nothing on the inference path
 that waits for the network.
 
-    inference thread   InferenceLoop.run (paced or source-driven)
+    inference thread   InferenceLoop.run (paced or source-driven); it also answers
+                       the local API's requests (with source api, their own threads do)
+    API threads        HTTP (Open Inference Protocol) and native-socket connections
     main thread        schedule: heartbeat, metrics, dropped-metrics events (Scheduler)
     commands thread    gate -> handler -> ack (CommandProcessor)
     drainer thread     spool -> transport, confirmed deliveries only (SpoolDrainer)
@@ -67,6 +69,8 @@ class AgentService:
         parts.worker.start()
         parts.commands.start()
         parts.reports.register()
+        parts.api.start(on_failure=lambda message: parts.outbox.event("server_unavailable",
+                                                                         message))
         if self.transport is not None:
             self._connect(parts, self.transport)
         if self.greengrass is not None:
@@ -154,6 +158,7 @@ class AgentService:
         """
         parts = self._parts()
         self.stop_event.set()
+        parts.api.stop()
         parts.worker.stop()
         parts.commands.stop()
         parts.reports.state()

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from agent.core.errors import ConfigError
+from agent.core.errors import AgentError, ConfigError
 from agent.core.model_layout import MODEL_INFO, TESTSET, model_label, read_model_info
+from agent.core.model_metadata import ModelMetadata
 from agent.device.app.config import AgentConfig
 from agent.device.app.first_model import install_first_model, offered_version
 from agent.device.platform.profile import DeviceProfile, detect_profile
@@ -86,6 +87,25 @@ def initial_model(config: AgentConfig, store: ModelStore,
     resolved = resolve_model(config.model_dir, backend=config.backend.type, profile=profile)
     return (load_backend(resolved.load_dir, config.backend),
             model_version(resolved.model_dir or config.model_dir), resolved.testset)
+
+
+def model_description(config: AgentConfig,
+                      store: ModelStore) -> tuple[str, ModelMetadata | None]:
+    """The served model's name and description: from the signed manifest of the store's
+    current version, else from the configured model directory's ``model.json``."""
+    current = store.current()
+    if current is not None:
+        manifest = store.manifest(current)
+        raw = manifest.get("metadata")
+        metadata = ModelMetadata.model_validate(raw) if isinstance(raw, dict) else None
+        return str(manifest.get("name") or current), metadata
+    if config.model_dir is not None and (config.model_dir / MODEL_INFO).is_file():
+        try:
+            info = read_model_info(config.model_dir)
+        except AgentError:
+            return config.model_dir.name, None
+        return info.name, info.metadata
+    return (config.model_dir.name if config.model_dir is not None else "model"), None
 
 
 def report_start(outbox: Outbox, *, config: AgentConfig, store: ModelStore,

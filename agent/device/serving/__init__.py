@@ -6,6 +6,7 @@ inference thread (through the variants router, like the loop's own samples).
 
 Modules and their public names:
 
+- ``config``: ``ServerConfig``
 - ``regions``: ``shm_path``, ``Region``, ``RegionRegistry``
 - ``service``: ``ServedModel``, ``InferenceResult``, ``InferenceService``
 """

@@ -2,7 +2,9 @@
 
 Greengrass configuration writes them camelCase (``server: {port: 8000, queueSize: 16}``).
 The HTTP listener binds the loopback address only unless ``host`` says otherwise; both
-Unix sockets are created in the component's working folder with mode 0660.
+Unix sockets are created with mode 0660, a relative path being relative to the agent's
+state folder (``stateDir``, which is inside the component's work folder under
+Greengrass), so two agents on one machine never share a socket.
 """
 
 from __future__ import annotations
@@ -25,12 +27,11 @@ class ServerConfig(BaseModel):
     port: int = Field(default=8000, ge=0, le=65535, description="0: any free port (logged)")
     http_socket: Path | None = Field(
         default=Path("inference-http.sock"),
-        description="the Open Inference Protocol over a Unix socket (relative to the working "
-                    "folder); null: none")
+        description="the Open Inference Protocol over a Unix socket (relative to stateDir); "
+                    "null: none")
     native_socket: Path | None = Field(
         default=Path("inference.sock"),
-        description="the native protocol of agent.client (relative to the working folder); "
-                    "null: none")
+        description="the native protocol of agent.client (relative to stateDir); null: none")
     socket_mode: int = Field(default=0o660, ge=0, le=0o777)
     queue_size: int = Field(default=16, ge=1, description="requests waiting per model; more "
                                                          "are answered busy (HTTP 503)")

@@ -169,6 +169,23 @@ class VariantMetrics(Schema):
         return self
 
 
+class RequestMetrics(Schema):
+    """The local inference API's traffic, cumulative since boot. ``latency`` is what
+    clients see inside the agent (queue wait included); the model time of each answer is
+    in its variant's own buckets, with the loop's inferences."""
+
+    served_total: Count
+    failed_total: Count  # answered with the runtime's error
+    busy_total: Count  # refused: the queue was full
+    expired_total: Count  # the deadline passed before the request ran
+    abandoned_total: Count = 0  # the client went away before the request ran
+    by_variant: dict[Variant, Count] = Field(default_factory=dict)
+    latency: Buckets
+    p50_us: NonNegative | None = None
+    p99_us: NonNegative | None = None
+    queue_p99_us: NonNegative | None = None
+
+
 class HealthReport(Schema):
     cpu_percent: Annotated[float, Field(ge=0.0, le=100.0)] | None = None  # whole system
     process_cpu_percent: NonNegative | None = None  # the agent (over 100 on several cores)
@@ -185,6 +202,7 @@ class Metrics(UpMessage):
     boot_id: MessageId
     variants: dict[Variant, VariantMetrics]
     health: HealthReport | None = None
+    requests: RequestMetrics | None = None  # only when the local API has had traffic
 
 
 class Event(UpMessage):

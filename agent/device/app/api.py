@@ -50,7 +50,7 @@ class LocalApi:
         self.listeners: list[Listener] = []
         self.endpoints: dict[str, str] = {}  # what listens where, for logs and state
 
-    def start(self, on_failure: Callable[[str], None]) -> None:
+    def start(self, on_failure: Callable[[str], object]) -> None:
         """Start every configured listener; each one that fails is reported, not raised."""
         if not self.config.enabled:
             log.info("local inference API disabled (server.enabled is false)")
@@ -79,7 +79,8 @@ class LocalApi:
             log.info("local inference API (%s) on %s: model %r", kind, where,
                      self.service.model.name)
 
-    def _failed(self, kind: str, err: BaseException, on_failure: Callable[[str], None]) -> None:
+    def _failed(self, kind: str, err: BaseException,
+                on_failure: Callable[[str], object]) -> None:
         message = f"the local inference API's {kind} listener did not start: {err}"
         log.error("%s", message)
         on_failure(message)

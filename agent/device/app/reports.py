@@ -17,7 +17,7 @@ from agent.device.inference.router import VariantRouter
 from agent.device.platform.profile import DeviceProfile
 from agent.device.telemetry.emf import emf_lines
 from agent.device.telemetry.health import HealthProbe
-from agent.device.telemetry.metrics import MetricsReporter, VariantSource
+from agent.device.telemetry.metrics import MetricsReporter, VariantSource, request_metrics
 from agent.device.uplink.outbox import Outbox
 from agent.device.uplink.spool import Spool
 from agent.wire.commands import Command
@@ -68,7 +68,8 @@ class Reports:
                           rollout_seq=rollout.rollout_seq if rollout else None)
             for lane in self.router.lanes()])
         message = self.outbox.send(Metrics, boot_id=self.stamper.boot_id, variants=variants,
-                                   health=self.health.read().to_report())
+                                   health=self.health.read().to_report(),
+                                   requests=request_metrics(self.router.request_stats))
         if message is not None and self.config.emit_emf:
             for line in emf_lines(message):
                 self.outbox.send_raw("emf", line.encode())

@@ -98,11 +98,17 @@ def serve(fill: Fill, lane: Lane, *, check_every: int = 1) -> Plan:
 
 
 def shadow(fill: Fill, blue: Lane, green: Lane, stats: ShadowStats, *, every: int,
-           lock: threading.Lock | None = None) -> Plan:
-    """Blue serves every inference; green also runs on every ``every``-th input (the
-    same buffers: a copy of the input costs nothing) and is compared, never served.
-    ``lock`` is held around green's run and its comparison: the request path's shadow
-    worker runs the same green from its own thread."""
+           lock: threading.Lock | None = None,
+           offload: Callable[[int], None] | None = None) -> Plan:
+    """Blue serves every inference; green also runs on every ``every``-th input and is
+    compared, never served.
+
+    With ``offload`` (what the router uses: its shadow worker's ``offer``), the step
+    hands that input and blue's outputs to green's own thread and goes on: a slow green
+    then costs the loop nothing, and requests waiting for the loop's thread never wait for
+    green. Without it green runs inline on the same buffers (a copy of the input costs
+    nothing), holding ``lock`` around its run and comparison.
+    """
     if every < 1:
         raise ValueError("every must be >= 1")
     blue_scores, green_scores = blue.outputs[0], green.outputs[0]
@@ -121,6 +127,11 @@ def shadow(fill: Fill, blue: Lane, green: Lane, stats: ShadowStats, *, every: in
         _record(blue, start)
         count += 1
         if count % every:
+            return
+        if offload is not None:
+            offload(label)
+            if label >= 0:
+                _check(blue, label)
             return
         with green_lock:
             start = _now()

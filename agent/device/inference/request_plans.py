@@ -97,31 +97,33 @@ def shadow(blue: Lane, version: str, worker: ShadowWorker, every: int,
         error = _run(blue, request)
         count += 1
         if error is None and count % every == 0:
-            worker.offer(request)  # before the answer: the client may reuse its memory
+            # Before the answer: the client may reuse its memory as soon as it has it.
+            worker.offer(request.inputs, request.outputs)
         _answer(request, stats, "blue", version, error)
 
     return RequestPlan("shadow", step)
 
 
 class _Slot:
-    """A shadowed request's inputs and blue's outputs, held for green's run."""
+    """A shadowed input and blue's outputs for it, held for green's run."""
 
     def __init__(self, lane: Lane) -> None:
         backend = lane.backend
         self.inputs = tuple(np.zeros(s.shape, s.dtype) for s in backend.inputs)
         self.blue = tuple(np.zeros(s.shape, s.dtype) for s in backend.outputs)
         self.green = tuple(np.zeros(s.shape, s.dtype) for s in backend.outputs)
+        self.label = -1
 
 
 class ShadowWorker:
-    """Runs green on shadowed requests on its own thread, after their answers are out.
+    """Runs green on shadowed inputs on its own thread: the loop's samples and requests
+    alike, after blue's answer is out.
 
-    Slots are preallocated; a shadowed request finds a free one or is skipped (counted),
-    so a slow green never builds a backlog. Inputs and blue's outputs are copied into the
-    slot before the answer is sent (the client may reuse its shared memory right after):
-    that copy, on the sampled requests only, is the one cost shadowing adds to a
-    response. ``lock`` serialises green with the loop's own shadow plan, which runs the
-    same green on the loop thread.
+    Slots are preallocated; a shadowed input finds a free one or is skipped (counted), so
+    a slow green never builds a backlog and never slows blue. The input and blue's outputs
+    are copied into the slot first (the loop refills its buffers, a client may reuse its
+    shared memory right after its answer): that copy, on the sampled inputs only, is the
+    one cost shadowing adds to blue. ``lock`` is held around green's runs.
     """
 
     def __init__(self, green: Lane, stats: ShadowStats, lock: threading.Lock,
@@ -137,17 +139,20 @@ class ShadowWorker:
         self._thread = threading.Thread(target=self._work, name="shadow", daemon=True)
         self._thread.start()
 
-    def offer(self, request: InferenceRequest) -> None:
+    def offer(self, inputs: tuple[np.ndarray, ...], blue_outputs: tuple[np.ndarray, ...],
+              label: int = -1) -> None:
+        """Queue green's run on a copy of ``inputs``, to compare with ``blue_outputs``."""
         with self._wake:
             if not self._free or self._stopped:
                 self.skipped += 1
                 return
             slot = self._free.popleft()
-        for dest, src in zip(slot.inputs, request.inputs, strict=True):
+        for dest, src in zip(slot.inputs, inputs, strict=True):
             np.copyto(dest, src)
             self.copied_bytes += src.nbytes
-        for dest, src in zip(slot.blue, request.outputs, strict=True):
+        for dest, src in zip(slot.blue, blue_outputs, strict=True):
             np.copyto(dest, src)
+        slot.label = label
         with self._wake:
             self._todo.append(slot)
             self._wake.notify()
@@ -187,6 +192,10 @@ class ShadowWorker:
                 stats.agreed += 1
             stats.drift_sum += float(abs(blue_scores.astype(np.float64)
                                          - green_scores.astype(np.float64)).mean())
+            if slot.label >= 0:
+                green.stats.checked += 1
+                if green_scores.argmax() == slot.label:
+                    green.stats.correct += 1
 
     def stop(self, timeout_s: float = 10.0) -> None:
         """Let the run in progress end (green's backend is about to change), then stop."""

@@ -5,5 +5,6 @@ Modules and their public names:
 - ``emf``: ``render_emf``, ``emf_lines``
 - ``health``: ``ThermalReading``, ``HealthSnapshot``, ``HealthProbe``, ``read_cpu_times``,
   ``read_loadavg`` (+3)
-- ``metrics``: ``HistogramLike``, ``StatsLike``, ``VariantSource``, ``MetricsReporter``
+- ``metrics``: ``HistogramLike``, ``StatsLike``, ``VariantSource``, ``MetricsReporter``,
+  ``RequestStatsLike`` (+1)
 """

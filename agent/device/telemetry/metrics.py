@@ -34,7 +34,7 @@ from agent.core.histogram import (
     quantiles_of,
 )
 from agent.wire.fields import Variant
-from agent.wire.messages import Buckets, VariantMetrics
+from agent.wire.messages import Buckets, RequestMetrics, VariantMetrics
 
 
 class HistogramLike(Protocol):
@@ -138,3 +138,37 @@ class MetricsReporter:
             p90_us=p90,
             p99_us=p99,
         )
+
+
+class RequestStatsLike(Protocol):
+    """What :func:`request_metrics` reads (``inference.requests.RequestStats`` fits)."""
+
+    served: int
+    failed: int
+    busy: int
+    expired: int
+    abandoned: int
+    by_variant: dict[str, int]
+
+    @property
+    def latency(self) -> HistogramLike: ...
+
+    @property
+    def queue(self) -> HistogramLike: ...
+
+
+def request_metrics(stats: RequestStatsLike) -> RequestMetrics | None:
+    """The local API's cumulative figures; None while it has seen no request at all."""
+    if not (stats.served or stats.failed or stats.busy or stats.expired or stats.abandoned):
+        return None
+    counts = list(stats.latency.counts)
+    version = stats.latency.version
+    p50, p99 = quantiles_of(counts, (0.5, 0.99), version=version)
+    (queue_p99,) = quantiles_of(list(stats.queue.counts), (0.99,), version=version)
+    return RequestMetrics(
+        served_total=stats.served, failed_total=stats.failed, busy_total=stats.busy,
+        expired_total=stats.expired, abandoned_total=stats.abandoned,
+        by_variant={variant: stats.by_variant[variant] for variant in ("blue", "green")
+                    if variant in stats.by_variant},
+        latency=Buckets(version=version, counts=counts), p50_us=p50, p99_us=p99,
+        queue_p99_us=queue_p99)

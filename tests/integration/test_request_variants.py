@@ -129,3 +129,18 @@ def test_promote_and_rollback_under_steady_load_fail_no_request(served: Served) 
     assert versions == {"digits-v1", "digits-v2"}
     assert counts[0] > 100
     assert router.request_stats.failed == 0
+
+
+def test_local_guardrails_judge_request_traffic(served: Served) -> None:
+    """Green's model time on requests lands in its lane, so a slow green taking request
+    traffic breaks the latency guardrail even while the loop is idle."""
+    from agent.device.inference.guardrails import Guardrails, evaluate
+
+    served.router.load_green(served.backend("digits-v1-slow"), "digits-v1-slow")
+    served.router.set_weights(50, 50)
+    limits = Guardrails(min_samples=20)
+    for _ in range(60):
+        served.service.infer(served.sample)
+    breach = evaluate(served.router, limits)
+    assert breach is not None and breach.rule == "p99_latency_ratio", breach
+    assert served.router.request_stats.by_variant["green"] == 30

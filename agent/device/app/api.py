@@ -1,6 +1,12 @@
 """The agent's local inference API: its service, its shared-memory regions and its
 listeners, started with the agent and stopped before the model is closed.
 
+Where each listener ended up (the HTTP port may be chosen by the system) is written to
+``endpoints.json`` in the state folder, for applications and scripts to find::
+
+    {"model": "digits", "http": "http://127.0.0.1:8000",
+     "http+unix": "state/inference-http.sock", "native": "state/inference.sock"}
+
 A listener that cannot start (a port taken by another program, a socket folder that is
 not writable) does not stop the agent: the loop keeps serving, the failure is logged
 and reported as a ``server_unavailable`` event, and the other listeners still start.
@@ -8,11 +14,13 @@ and reported as a ``server_unavailable`` event, and the other listeners still st
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Callable
 from pathlib import Path
 from typing import Protocol
 
+from agent.core.durable import atomic_write_text
 from agent.core.errors import AgentError
 from agent.core.model_metadata import ModelMetadata
 from agent.device.inference.router import VariantRouter
@@ -21,6 +29,7 @@ from agent.device.serving.regions import RegionRegistry
 from agent.device.serving.service import InferenceService, ServedModel
 
 log = logging.getLogger("edge_agent.api")
+ENDPOINTS_FILE = "endpoints.json"
 
 
 class Listener(Protocol):
@@ -78,6 +87,11 @@ class LocalApi:
         for kind, where in self.endpoints.items():
             log.info("local inference API (%s) on %s: model %r", kind, where,
                      self.service.model.name)
+        try:
+            atomic_write_text(self.work_dir / ENDPOINTS_FILE, json.dumps(
+                {"model": self.service.model.name, **self.endpoints}, indent=2) + "\n")
+        except OSError as err:
+            log.warning("cannot write %s: %s", self.work_dir / ENDPOINTS_FILE, err)
 
     def _failed(self, kind: str, err: BaseException,
                 on_failure: Callable[[str], object]) -> None:
@@ -93,6 +107,7 @@ class LocalApi:
                 log.exception("stopping a listener failed")
         self.listeners.clear()
         self.registry.close()
+        (self.work_dir / ENDPOINTS_FILE).unlink(missing_ok=True)
 
 
 def _endpoints_of(server: object) -> dict[str, str]:

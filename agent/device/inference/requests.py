@@ -50,7 +50,7 @@ class InferenceRequest:
     variant: str = ""
     version: str = ""
     error: AgentError | None = None
-    done: threading.Event = field(default_factory=threading.Event)
+    done: threading.Event | None = None  # made when the request is queued (see submit)
     _state: int = 0  # 0 waiting, 1 running, 2 finished, 3 abandoned
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -77,7 +77,8 @@ class InferenceRequest:
         self.variant, self.version, self.error = variant, version, error
         with self._lock:
             self._state = 2
-        self.done.set()
+        if self.done is not None:
+            self.done.set()
 
     def abandon(self) -> bool:
         """The client gives up (deadline, disconnect). True when the request had not started,
@@ -92,12 +93,15 @@ class InferenceRequest:
     def wait(self, timeout_s: float | None) -> None:
         """Wait for the answer; on timeout, abandon the request if it has not started
         (and raise :class:`DeadlineExceededError`), else wait for the run to end."""
-        if self.done.wait(timeout_s):
+        done = self.done
+        if done is None:
+            raise RuntimeError("the request was never queued")
+        if done.wait(timeout_s):
             return
         if self.abandon():
             raise DeadlineExceededError(
                 f"no answer within {timeout_s:.3f} s (the request waited in the queue)")
-        self.done.wait()  # it is running: its buffers are in use until it ends
+        done.wait()  # it is running: its buffers are in use until it ends
 
 
 @dataclass
@@ -159,6 +163,8 @@ class RequestQueue:
                 raise ServerBusyError(
                     f"the model's queue is full ({self.capacity} waiting): retry later")
             request.enqueued_ns = _now()
+            if request.done is None:
+                request.done = threading.Event()
             self._items.append(request)
             self.pending = len(self._items)
             self._ready.notify()

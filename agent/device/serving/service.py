@@ -21,7 +21,6 @@ from agent.core.model_layout import TensorSpec
 from agent.core.model_metadata import ModelMetadata
 from agent.device.inference.requests import InferenceRequest, RequestQueue
 from agent.device.inference.router import VariantRouter
-from agent.device.runtime.base import check_input_buffers, check_output_buffers
 
 DEFAULT_TIMEOUT_S = 5.0
 
@@ -104,6 +103,13 @@ class InferenceService:
 
     # ---- inference --------------------------------------------------------------------
 
+    def _name_problem(self, inputs: Mapping[str, np.ndarray]) -> None:
+        """Raise :class:`InputSpecError` naming the missing or unknown inputs."""
+        for name in inputs:
+            self.input_spec(name)
+        missing = [s.name for s in self.model.inputs if s.name not in inputs]
+        raise InputSpecError(f"missing input(s) {missing} of model {self.model.name!r}")
+
     def infer(self, inputs: Mapping[str, np.ndarray],
               outputs: Mapping[str, np.ndarray] | None = None, *,
               timeout_s: float | None = None, shared: bool = False) -> InferenceResult:
@@ -116,20 +122,24 @@ class InferenceService:
         the queue is full, :class:`~agent.core.errors.DeadlineExceededError` when no
         answer comes within ``timeout_s``, and the runtime's error when the run failed.
         """
-        missing = [s.name for s in self.model.inputs if s.name not in inputs]
-        if missing:
-            raise InputSpecError(f"missing input(s) {missing} of model {self.model.name!r}")
-        for name in inputs:
-            self.input_spec(name)
-        ordered = tuple(inputs[spec.name] for spec in self.model.inputs)
-        check_input_buffers(self.model.inputs, ordered)
-        given = outputs or {}
-        for name in given:
-            self.output_spec(name)
-        dests = tuple(given[spec.name] if spec.name in given
-                      else np.empty(spec.shape, dtype=spec.dtype)
-                      for spec in self.model.outputs)
-        check_output_buffers(self.model.outputs, dests)
+        specs = self.model.inputs
+        try:
+            if len(inputs) != len(specs):
+                raise KeyError
+            ordered = tuple(inputs[spec.name] for spec in specs)
+        except KeyError:
+            self._name_problem(inputs)
+            raise
+        if outputs:
+            for name in outputs:
+                self.output_spec(name)
+            dests = tuple(outputs[spec.name] if spec.name in outputs
+                          else np.empty(spec.shape, dtype=spec.dtype)
+                          for spec in self.model.outputs)
+        else:
+            dests = tuple(np.empty(spec.shape, dtype=spec.dtype)
+                          for spec in self.model.outputs)
+        # The runtime checks dtypes, shapes and layout (once per buffer it has not seen).
         wait_s = self.timeout_s if timeout_s is None else timeout_s
         request = InferenceRequest(inputs=ordered, outputs=dests, shared=shared,
                                    deadline_ns=time.perf_counter_ns() + int(wait_s * 1e9))

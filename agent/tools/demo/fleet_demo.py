@@ -92,7 +92,9 @@ def _device_config(options: DemoOptions, group: str, board: str,
             "metricsIntervalSeconds": options.metrics_interval_s,
             "heartbeatIntervalSeconds": options.heartbeat_interval_s,
             "trustedKeys": {KEY_ID: public_key},
-            "guardrails": {"minSamples": options.min_samples}, **options.extra}
+            "guardrails": {"minSamples": options.min_samples},
+            # Many emulated devices share this machine: each API on a port of its own.
+            "server": {"port": 0}, **options.extra}
 
 
 @contextlib.contextmanager

@@ -11,6 +11,8 @@ core``, checked by the import-linter contract in ``pyproject.toml``):
 - ``tools``: host and cloud tooling (packaging, components, emulation, demos, benchmarks)
 - ``controller``: the fleet rollout controller
 - ``device``: everything that runs on a device
+- ``producer``: the API a camera process uses to write frames into the agent's ring
+- ``client``: the native client of the local inference API, for applications on the device
 - ``wire``: the device-cloud contract
 - ``core``: errors, model layout, histogram, durable writes
 - ``lambda_handler``: the Greengrass Lambda entry point ``agent.lambda_handler.handler``

@@ -2,6 +2,10 @@
 
 ``--source auto`` (the default) replays the model's test set when it has one and feeds
 random inputs otherwise, saying so; accuracy is reported only for a labelled test set.
+``--source images|video|camera --source-path P`` runs on outside frames, pre-processed from
+the model's metadata (with ``--source-once`` the run ends with them); ``--source shm
+--shm-name N`` creates ring ``N`` for an external producer (``agent.producer``), and
+without ``--shm-name`` a built-in producer feeds a fresh ring.
 """
 
 from __future__ import annotations
@@ -9,10 +13,12 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import threading
 
 from agent.core.errors import ConfigError
+from agent.core.model_layout import MODEL_INFO, read_model_info
 from agent.device.inference.runner import InferenceLoop, LoopStats
-from agent.device.inference.sources import choose_source, make_source_factory
+from agent.device.inference.sources import SourceOptions, choose_source, make_source_factory
 from agent.device.platform.profile import DeviceProfile
 from agent.device.platform.resolve import ResolvedModel, default_backend, resolve_model
 from agent.device.runtime import DlrConfig, OnnxConfig, load_backend
@@ -23,6 +29,43 @@ def backend_config(args: argparse.Namespace) -> DlrConfig | OnnxConfig:
         return DlrConfig(library=args.dlr_library, library_path=args.libdlr,
                          num_threads=args.threads)
     return OnnxConfig(intra_op_threads=args.threads)
+
+
+def add_frame_source_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options of the sources of outside frames (``run`` and ``serve``)."""
+    parser.add_argument("--source-path", metavar="PATH",
+                        help="images: a folder, glob or image file; video: a file or stream "
+                             "URL; camera: a V4L2 device index or /dev/videoN")
+    parser.add_argument("--source-once", action="store_true", default=None,
+                        help="images and video files: stop at the end instead of starting "
+                             "over")
+    parser.add_argument("--shm-name", metavar="NAME",
+                        help="shm: the ring to create for an external producer "
+                             "(agent.producer); serve's default is edge-agent-<thing>, run's "
+                             "a fresh ring fed by the built-in demo producer")
+    parser.add_argument("--shm-slots", type=int, metavar="N", help="shm: ring slots (8)")
+
+
+def _source_options(args: argparse.Namespace, resolved: ResolvedModel) -> SourceOptions:
+    model_dir = resolved.model_dir
+    metadata = (read_model_info(model_dir).metadata
+                if model_dir is not None and (model_dir / MODEL_INFO).is_file() else None)
+    return SourceOptions(path=args.source_path, loop=not args.source_once,
+                         shm_name=args.shm_name, shm_slots=args.shm_slots or 8,
+                         metadata=metadata)
+
+
+def _stop_when_ended(loop: InferenceLoop) -> threading.Event:
+    """An event set once the loop's source has ended (a source read once, to its end)."""
+    stop = threading.Event()
+
+    def watch() -> None:
+        while not stop.wait(0.05):
+            if getattr(loop.source, "ended", False):
+                stop.set()
+
+    threading.Thread(target=watch, daemon=True, name="source-end").start()
+    return stop
 
 
 def _tick(stats: LoopStats) -> None:
@@ -57,7 +100,8 @@ def run_from_args(args: argparse.Namespace, profile: DeviceProfile) -> int:
     try:
         loop = InferenceLoop(backend=backend,
                              make_source=make_source_factory(source, backend, resolved.testset,
-                                                             args.rate),
+                                                             args.rate,
+                                                             _source_options(args, resolved)),
                              rate_hz=loop_rate, check_every=args.check_every)
     except BaseException:
         backend.close()
@@ -72,10 +116,12 @@ def run_from_args(args: argparse.Namespace, profile: DeviceProfile) -> int:
             print(f"artifact: target={a.target} arch={a.arch} emulated={a.emulated}")
         print(f"source: {source}  rate: {args.rate or 'unpaced'}  "
               f"duration: {args.duration}s")
+    stop = _stop_when_ended(loop)
     try:
-        stats = loop.run(duration_s=args.duration, max_inferences=args.count,
+        stats = loop.run(duration_s=args.duration, max_inferences=args.count, stop=stop,
                          on_tick=None if args.json else _tick)
     finally:
+        stop.set()
         loop.close()
     summary = {"model": str(args.model), "backend": args.backend, "source": source,
                **stats.to_dict()}

@@ -20,9 +20,11 @@ from typing import TYPE_CHECKING, Any
 
 from agent.cli.extras import DISTRIBUTION
 from agent.cli.options import add_mqtt_tls_arguments, trusted_keys_from_args
+from agent.cli.run import add_frame_source_arguments
 from agent.core.errors import ConfigError
 from agent.device.app.config import AgentConfig, load_config, read_config_file
 from agent.device.greengrass.component import GreengrassComponent
+from agent.device.inference.sources import SOURCE_KINDS
 from agent.device.uplink.ipc import IpcConnection, IpcTransport, ipc_available
 from agent.wire.keys import public_key_b64
 from agent.wire.mqtt import MqttTransport
@@ -43,9 +45,10 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
                         help="signed model package, or a folder of them (a model component's "
                              "artifacts): the first model when the store is empty")
     parser.add_argument("--backend", choices=("dlr", "onnx"))
-    parser.add_argument("--source", choices=("auto", "testset", "digits", "random", "shm"),
+    parser.add_argument("--source", choices=SOURCE_KINDS,
                         help="auto (default): the model's testset.npz when it has one, else "
-                             "random inputs")
+                             "random inputs; api: no loop, only the local inference API")
+    add_frame_source_arguments(parser)
     parser.add_argument("--rate", type=float, help="inferences/s (0: unpaced)")
     parser.add_argument("--api-port", type=int, metavar="PORT",
                         help="the local inference API's HTTP port on 127.0.0.1 (default "
@@ -78,6 +81,8 @@ def config_from_args(args: argparse.Namespace,
         "thingName": thing, "modelDir": args.model, "initialPackage": args.initial_package,
         "backend": args.backend,
         "source": args.source, "rateHz": args.rate, "stateDir": args.state_dir,
+        "sourcePath": args.source_path, "shmName": args.shm_name, "shmSlots": args.shm_slots,
+        "sourceLoop": False if args.source_once else None,
         "metricsIntervalSeconds": args.metrics_interval,
         "heartbeatIntervalSeconds": args.heartbeat_interval, "board": args.board,
         "thingGroups": args.groups.split(",") if args.groups else None,

@@ -41,10 +41,12 @@ against the classes themselves, so it cannot fall behind::
     │   ├── ModelNotFoundError                  no model of that name (or version) is served
     │   ├── RequestFormatError                  a body, header or parameter that is malformed
     │   │   └── RequestTooLargeError            a body over the server's size limit
-    │   └── RegionError                         a shared-memory region unknown, too small, gone
+    │   ├── RegionError                         a shared-memory region unknown, too small, gone
+    │   └── ServerUnavailableError              the server's socket cannot be reached, or closed
     ├── RingError                               a shared-memory frame ring a producer cannot use
     │   ├── RingClosedError                     the agent closed the ring: attach again when back
-    │   └── RingFullError                       no free slot in time: the agent is behind
+    │   ├── RingFullError                       no free slot in time: the agent is behind
+    │   └── ResultRingError                     a shared-memory result ring unusable: gone, not one
     ├── ModelImportError [tools.importing.errors]
     │   │                                       ``models import`` refused; nothing was written
     │   ├── ImportSourceError                   not a dir/.tar.gz/.zip/.onnx, or an unsafe archive
@@ -230,6 +232,11 @@ class RegionError(ServingError):
     """A shared-memory region that is not registered, too small, or cannot be mapped."""
 
 
+class ServerUnavailableError(ServingError):
+    """The server's socket cannot be reached, or it closed the connection (a client's
+    view: connecting again may help once the agent runs)."""
+
+
 class SourceError(ConfigError):
     """A loop source that cannot be opened: no such path, a glob matching nothing, a video
     that cannot be decoded, a shared-memory name taken by something else."""
@@ -245,3 +252,8 @@ class RingClosedError(RingError):
 
 class RingFullError(RingError):
     """No free slot within the wait: the agent reads frames slower than they come."""
+
+
+class ResultRingError(RingError):
+    """A shared-memory result ring that cannot be created or read: no ring of that name,
+    not a result ring, or one held by another running agent."""

@@ -11,6 +11,9 @@ Modules and their public names:
 - ``examples``: ``example_up_messages``, ``example_commands``
 - ``fields``: ``Schema``, ``new_message_id``
 - ``gate``: ``CommandGate``, ``rejection``
+- ``inference_frame_io``: ``FrameReader``, ``send_frame``
+- ``inference_frames``: ``Kind``, ``Frame``, ``TensorDesc``, ``InferHeader``, ``ResultHeader``
+  (+15)
 - ``keys``: ``KeyPair``, ``check_key_id``, ``generate_keypair``, ``public_key_b64``,
   ``load_private_key`` (+5)
 - ``memory``: ``MemoryBroker``, ``MemoryTransport``
@@ -19,8 +22,10 @@ Modules and their public names:
 - ``mqtt``: ``MqttTransport``, ``is_permanent``
 - ``mqtt_config``: ``MqttConfig``, ``broker_address``, ``build_connection``
 - ``replay``: ``ReplayGuard``
+- ``results``: ``Result``, ``ResultCounts``, ``RankedClass``, ``Frame``, ``RawOutput`` (+1)
 - ``senders``: ``SenderState``, ``SenderTracker``
 - ``sequence``: ``SequenceCounter``, ``new_boot_id``, ``read_reserved``, ``write_reserved``
+- ``shm_ring``: ``ShmRing``, ``RingInput``, ``layout``, ``ring_size``, ``check_ring_name``
 - ``signing``: ``Signer``, ``TrustStore``, ``signed_bytes``
 - ``stamp``: ``Stamper``
 - ``topics``: ``Topics``, ``check_name``, ``group_commands_topic``, ``command_filters``,

@@ -25,12 +25,15 @@ agent's process id, so a ring left behind by an agent that died can be told from
 
 from __future__ import annotations
 
+import _posixshmem  # type: ignore[import-not-found]  # multiprocessing.shared_memory's own
+import contextlib
+import mmap
 import os
+import secrets
 import struct
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from multiprocessing import shared_memory
 
 import numpy as np
 
@@ -93,26 +96,68 @@ def ring_size(inputs: Sequence[RingInput], slots: int) -> int:
     return _slots_offset(len(inputs)) + slots * (SLOT_HEADER_BYTES + _sample_bytes(inputs))
 
 
-def _untrack(shm: shared_memory.SharedMemory) -> None:
-    """Python < 3.13 would unlink a segment this process only opened when it exits."""
-    try:
-        from multiprocessing import resource_tracker
+class Segment:
+    """A POSIX shared-memory object mapped into this process. A named ring stays outside
+    multiprocessing's resource tracker, which would remove it when a process that opened
+    it exits or is killed: the agent replaces a ring left behind itself (see
+    :meth:`ShmRing.create`), so its producer learns to attach again."""
 
-        resource_tracker.unregister(shm._name, "shared_memory")  # type: ignore[attr-defined]
-    except (ImportError, AttributeError, KeyError):
-        pass
+    def __init__(self, name: str, fd: int, *, tracked: bool = False) -> None:
+        try:
+            size = os.fstat(fd).st_size
+            self._mmap = mmap.mmap(fd, size) if size else None
+        finally:
+            os.close(fd)
+        self.name = name
+        self.tracked = tracked
+        self.buf = memoryview(self._mmap if self._mmap is not None else b"")
 
+    @classmethod
+    def open(cls, name: str) -> Segment:
+        try:
+            fd = _posixshmem.shm_open("/" + name, os.O_RDWR, mode=0)
+        except FileNotFoundError as err:
+            raise RingError(f"no shared-memory ring {name!r} (is the agent running with "
+                            "source shm and this shmName?)") from err
+        except OSError as err:
+            raise RingError(f"shared memory {name!r} cannot be opened: {err}") from err
+        return cls(name, fd)
 
-def _open(name: str) -> shared_memory.SharedMemory:
-    try:
-        shm = shared_memory.SharedMemory(name=name)
-    except FileNotFoundError as err:
-        raise RingError(f"no shared-memory ring {name!r} (is the agent running with "
-                        "source shm and this shmName?)") from err
-    except (OSError, ValueError) as err:
-        raise RingError(f"shared memory {name!r} cannot be opened: {err}") from err
-    _untrack(shm)
-    return shm
+    @classmethod
+    def create(cls, name: str | None, size: int) -> Segment:
+        """A new object of ``size`` bytes, mode 0660 (``FileExistsError`` if ``name`` is
+        taken); an unnamed one gets a fresh name and is tracked (removed if we die)."""
+        tracked = name is None
+        name = name or f"edge-agent-{os.getpid()}-{secrets.token_hex(4)}"
+        fd = _posixshmem.shm_open("/" + name, os.O_CREAT | os.O_EXCL | os.O_RDWR, mode=0o660)
+        try:
+            os.fchmod(fd, 0o660)
+            os.ftruncate(fd, size)
+        except OSError:
+            os.close(fd)
+            _posixshmem.shm_unlink("/" + name)
+            raise
+        if tracked:
+            from multiprocessing import resource_tracker
+
+            resource_tracker.register("/" + name, "shared_memory")
+        return cls(name, fd, tracked=tracked)
+
+    def close(self) -> None:
+        """Unmap (``BufferError`` while arrays over it are still held)."""
+        self.buf.release()
+        if self._mmap is not None:
+            self._mmap.close()
+
+    def unlink(self) -> None:
+        """Remove the name; processes that have it mapped keep their mapping."""
+        with contextlib.suppress(FileNotFoundError):
+            _posixshmem.shm_unlink("/" + self.name)
+        if self.tracked:
+            from multiprocessing import resource_tracker
+
+            resource_tracker.unregister("/" + self.name, "shared_memory")
+            self.tracked = False
 
 
 def _pid_alive(pid: int) -> bool:
@@ -131,10 +176,10 @@ class ShmRing:
     """Either end of a ring: :meth:`create` for the agent (the consumer), :meth:`attach`
     for a producer. :attr:`inputs` says what each sample holds."""
 
-    def __init__(self, shm: shared_memory.SharedMemory, *, owner: bool) -> None:
+    def __init__(self, shm: Segment, *, owner: bool) -> None:
         self.shm = shm
         self.owner = owner
-        self.name: str = shm.name.lstrip("/")
+        self.name: str = shm.name
         buf = shm.buf
         if buf is None or len(buf) < HEADER_BYTES:
             raise RingError(f"shared memory {self.name!r} is not an edge-agent ring "
@@ -152,6 +197,7 @@ class ShmRing:
         if len(buf) < ring_size(self.inputs, self.slots):
             raise RingError(f"shared memory {self.name!r} is smaller than its ring header says")
         self.words = buf.cast("Q")
+        self._slot_views: list[tuple[np.ndarray, ...]] = []  # publish()'s, made once
 
     @staticmethod
     def _entry(buf: memoryview, index: int) -> RingInput:
@@ -175,13 +221,14 @@ class ShmRing:
         if name is not None:
             check_ring_name(name)
         try:
-            shm = shared_memory.SharedMemory(name=name, create=True, size=size)
+            shm = Segment.create(name, size)
         except FileExistsError:
             assert name is not None
             _replace_stale(name)
-            shm = shared_memory.SharedMemory(name=name, create=True, size=size)
+            shm = Segment.create(name, size)
+        except OSError as err:
+            raise RingError(f"ring {name!r} cannot be created: {err}") from err
         buf = shm.buf
-        assert buf is not None
         words = buf.cast("Q")
         for i in range(HEADER_BYTES // 8):
             words[i] = 0
@@ -199,7 +246,7 @@ class ShmRing:
     def attach(cls, name: str) -> ShmRing:
         """The producer's end of the ring the agent created under ``name``."""
         check_ring_name(name)
-        shm = _open(name)
+        shm = Segment.open(name)
         try:
             return cls(shm, owner=False)
         except RingError:
@@ -217,7 +264,6 @@ class ShmRing:
     def views(self, index: int) -> tuple[np.ndarray, ...]:
         """One array per input over slot ``index`` (made once by each end, reused)."""
         buf = self.shm.buf
-        assert buf is not None
         start = self.base + index * self.stride + SLOT_HEADER_BYTES
         return tuple(np.ndarray(spec.shape, dtype=spec.dtype, buffer=buf,
                                 offset=start + spec.offset) for spec in self.inputs)
@@ -265,7 +311,9 @@ class ShmRing:
             index = self.acquire(timeout_s)
         except (RingClosedError, RingFullError):
             return False
-        for view, array in zip(self.views(index), arrays, strict=True):
+        if not self._slot_views:
+            self._slot_views = [self.views(i) for i in range(self.slots)]
+        for view, array in zip(self._slot_views[index], arrays, strict=True):
             view[...] = array.reshape(view.shape)
         self.commit(index, label=label)
         return True
@@ -274,13 +322,12 @@ class ShmRing:
         """Let go of the ring; the agent's end also marks it closed and removes its name."""
         if self.owner:
             self.words[W_CLOSED] = 1
+        self._slot_views = []
         self.words.release()
-        try:
-            self.shm.close()
-        except BufferError:  # arrays over the slots are still held: they keep the mapping
-            pass
+        with contextlib.suppress(BufferError):  # arrays over the slots still held: they
+            self.shm.close()                     # keep the mapping until they go
         if self.owner:
-            _unlink(self.shm, tracked=True)
+            self.shm.unlink()
 
 
 def check_ring_name(name: str) -> None:
@@ -290,7 +337,7 @@ def check_ring_name(name: str) -> None:
 
 
 def _replace_stale(name: str) -> None:
-    shm = _open(name)
+    shm = Segment.open(name)
     try:
         ring = ShmRing(shm, owner=False)
     except RingError as err:
@@ -303,17 +350,4 @@ def _replace_stale(name: str) -> None:
         raise RingError(f"ring {name!r} is in use by the agent of process {owner}")
     ring.words[W_CLOSED] = 1  # its producer, if any, attaches again to the new ring
     ring.close()
-    _unlink(shm)
-
-
-def _unlink(shm: shared_memory.SharedMemory, *, tracked: bool = False) -> None:
-    """Remove the name (the mapping lives on in processes that have it open)."""
-    try:
-        if tracked:
-            shm.unlink()  # also tells the resource tracker it is gone
-        else:
-            import _posixshmem  # type: ignore[import-not-found]
-
-            _posixshmem.shm_unlink(shm._name)  # type: ignore[attr-defined]
-    except FileNotFoundError:
-        pass
+    shm.unlink()

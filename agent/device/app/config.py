@@ -29,6 +29,8 @@ from pydantic.alias_generators import to_camel
 
 from agent.core.errors import ConfigError
 from agent.device.inference.guardrails import Guardrails
+from agent.device.inference.sources import SourceKind
+from agent.device.results.config import ResultsConfig
 from agent.device.runtime import BackendConfig, DlrConfig
 from agent.device.serving.config import ServerConfig
 from agent.wire.keys import public_key_b64, trusted_public_key
@@ -59,9 +61,23 @@ class AgentConfig(BaseModel):
         default_factory=DlrConfig,
         description="the runtime serving modelDir: its name (dlr, onnx) for its default "
                     "settings, or its settings with their type")
-    source: Literal["auto", "testset", "digits", "random", "shm"] = Field(
+    source: SourceKind = Field(
         default="auto", description="testset (digits: its older name) replays the model's "
-                                    "testset.npz; auto: that when there is one, else random")
+                                    "testset.npz; auto: that when there is one, else random; "
+                                    "images, video, camera: sourcePath's frames; shm: frames "
+                                    "a producer writes into the ring shmName; api: no loop, "
+                                    "only the local inference API's requests")
+    source_path: str | None = Field(
+        default=None, description="images: a folder, glob or image file; video: a file or "
+                                  "stream URL (rtsp://, http://); camera: a V4L2 device "
+                                  "index or /dev/videoN")
+    source_loop: bool = Field(
+        default=True, description="images and video files: start over at the end; false: "
+                                  "the loop's source ends there (the API still answers)")
+    shm_name: str | None = Field(
+        default=None, description="source shm: the ring the agent creates for producers to "
+                                  "attach to (default edge-agent-<thingName>; logged)")
+    shm_slots: int = Field(default=8, ge=1, le=1024, description="source shm: ring slots")
     rate_hz: float = Field(default=20.0, ge=0, description="inferences/s; 0 = unpaced")
     metrics_interval_seconds: float = Field(default=10.0, gt=0)
     heartbeat_interval_seconds: float = Field(default=30.0, gt=0)
@@ -94,6 +110,10 @@ class AgentConfig(BaseModel):
         default_factory=ServerConfig,
         description="the local inference API (Open Inference Protocol over HTTP on "
                     "127.0.0.1 and a Unix socket, and agent.client's native socket)")
+    results: ResultsConfig = Field(
+        default_factory=ResultsConfig,
+        description="prediction results published on Greengrass local pub/sub, AWS IoT "
+                    "Core and a shared-memory ring, and the policy that picks them")
 
     @field_validator("backend", mode="before")
     @classmethod

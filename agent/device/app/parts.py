@@ -28,8 +28,11 @@ from agent.device.greengrass.updates import UpdatePolicy
 from agent.device.inference.requests import RequestQueue
 from agent.device.inference.router import VariantRouter
 from agent.device.inference.runner import InferenceLoop
-from agent.device.inference.sources import make_source_factory
+from agent.device.inference.shm import ring_name
+from agent.device.inference.sources import SourceOptions, make_source_factory
 from agent.device.platform.profile import DeviceProfile
+from agent.device.results.build import build_stream
+from agent.device.results.stream import ResultStream
 from agent.device.store.recovery import RecoveryReport
 from agent.device.store.store import ModelStore
 from agent.device.telemetry.health import HealthProbe
@@ -63,6 +66,7 @@ class AgentParts:
     settings: ConfigReloader
     scheduler: Scheduler
     api: LocalApi
+    results: ResultStream | None = None  # None: results are published nowhere
 
 
 def build_parts(config: AgentConfig, *, greengrass: GreengrassComponent | None,
@@ -76,12 +80,22 @@ def build_parts(config: AgentConfig, *, greengrass: GreengrassComponent | None,
     backend, blue_version, testset = initial_model(config, store, profile)
     loop = InferenceLoop(backend=backend, rate_hz=0.0 if config.source == "shm"
                          else config.rate_hz, make_source=make_source_factory(
-                             config.source, backend, testset, config.rate_hz),
+                             config.source, backend, testset, config.rate_hz, SourceOptions(
+                                 path=config.source_path, loop=config.source_loop,
+                                 shm_name=ring_name(config.shm_name, config.thing_name),
+                                 shm_slots=config.shm_slots,
+                                 metadata=model_description(config, store)[1])),
                          requests=RequestQueue(config.server.queue_size))
-    router = VariantRouter(loop=loop, blue_version=blue_version)
+    spool = Spool(path=config.state_dir / "spool.db", budget_bytes=config.spool_max_bytes,
+                  results_budget_bytes=config.results.spool_max_bytes)
+    model_name, model_metadata = model_description(config, store)
+    results = build_stream(config.results, topics=topics, model=model_name,
+                           metadata=model_metadata, outputs=backend.outputs,
+                           source=loop.source, version=blue_version, spool=spool,
+                           connection=greengrass.connection if greengrass else None)
+    router = VariantRouter(loop=loop, blue_version=blue_version, results=results)
     stamper = Stamper(thing=config.thing_name,
                       counter=SequenceCounter(path=config.state_dir / "sequence"))
-    spool = Spool(path=config.state_dir / "spool.db", budget_bytes=config.spool_max_bytes)
     outbox = Outbox(stamper=stamper, topics=topics, spool=spool)
     guard = ReplayGuard(thing=config.thing_name, groups=config.thing_groups,
                         state_path=config.state_dir / "replay.json")
@@ -94,7 +108,7 @@ def build_parts(config: AgentConfig, *, greengrass: GreengrassComponent | None,
     health = HealthProbe(root=device_root(config), disk_path=config.state_dir)
     reports = Reports(config=config, profile=profile, stamper=stamper, router=router,
                       swaps=swaps, outbox=outbox, spool=spool, health=health,
-                      started_at=started_at)
+                      started_at=started_at, results=results)
     commands = CommandProcessor(gate=CommandGate(trust=trust, guard=guard), outbox=outbox,
                                 handlers={"status": reports.status,
                                           "announce": reports.announce, **swaps.handlers()})
@@ -108,4 +122,5 @@ def build_parts(config: AgentConfig, *, greengrass: GreengrassComponent | None,
     return AgentParts(profile=profile, topics=topics, store=store, recovery=recovery,
                       router=router, worker=worker, stamper=stamper, spool=spool,
                       outbox=outbox, swaps=swaps, health=health, reports=reports,
-                      commands=commands, settings=settings, scheduler=scheduler, api=api)
+                      commands=commands, settings=settings, scheduler=scheduler, api=api,
+                      results=results)

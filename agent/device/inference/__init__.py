@@ -3,7 +3,9 @@ user's input turned into tensors and its scores into named classes.
 
 Modules and their public names:
 
+- ``frames``: ``FramePreprocessor``, ``image_preprocessor``
 - ``guardrails``: ``Guardrails``, ``Breach``, ``evaluate``
+- ``image_source``: ``ImageSource``, ``list_images``
 - ``inputs``: ``read_inputs``, ``match_inputs``, ``fit_input``, ``fit_samples``,
   ``describe_spec``
 - ``lane``: ``LoopStats``, ``Lane``
@@ -15,12 +17,13 @@ Modules and their public names:
 - ``router``: ``VariantError``, ``Role``, ``LaneReport``, ``RouterSnapshot``,
   ``VariantRouter``
 - ``runner``: ``InferenceLoop``, ``Lane``, ``LoopStats``
-- ``shm``: ``ShmRing``, ``ShmSource``
+- ``shm``: ``ShmRing``, ``ShmSource``, ``ring_name``
 - ``shm_producer``: ``main``
 - ``request_plans``: ``RequestPlan``, ``serve``, ``weighted``, ``shadow``, ``ShadowWorker``
 - ``requests``: ``InferenceRequest``, ``RequestStats``, ``RequestQueue``
 - ``sources``: ``Source``, ``ReplaySource``, ``MultiReplaySource``, ``ApiSource``,
   ``RandomSource``,
   ``EvaluationSet``, ``read_testset``, ``load_testset``, ``choose_source``,
-  ``make_source_factory``
+  ``make_source_factory``, ``SourceOptions``
+- ``video_source``: ``VideoInput``, ``VideoSource``, ``video_input``, ``open_video``
 """

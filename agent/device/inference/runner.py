@@ -14,12 +14,12 @@ from collections.abc import Callable
 
 import numpy as np
 
+from agent.core.errors import DeadlineExceededError
 from agent.device.inference import plans, request_plans
 from agent.device.inference.lane import Lane, LoopStats
 from agent.device.inference.pacing import Pacer
 from agent.device.inference.plans import Plan, Step
 from agent.device.inference.request_plans import RequestPlan, RequestStep
-from agent.core.errors import DeadlineExceededError
 from agent.device.inference.requests import InferenceRequest, RequestQueue
 from agent.device.inference.sources import Source
 from agent.device.runtime.base import Backend, allocate_inputs
@@ -27,6 +27,10 @@ from agent.device.runtime.base import Backend, allocate_inputs
 __all__ = ["InferenceLoop", "Lane", "LoopStats"]
 
 IDLE_WAIT_S = 0.02  # with no continuous source, how long one idle step waits for a request
+# While a source has no sample ready the loop answers requests for 1 ms, then 2, 4, up to
+# 5 ms at a time: a frame waits at most that long to be noticed, and an idle agent wakes
+# 200 times a second, not 1000.
+SOURCE_WAIT_S = (0.001, 0.005)
 
 
 class InferenceLoop:
@@ -41,7 +45,11 @@ class InferenceLoop:
     (it is the runtime's only caller): between two steps, and while it waits for the next
     paced step, it answers what is queued through :attr:`request_step`. A source whose
     ``idle`` attribute is true (``api``) has no samples: the loop then only answers
-    requests, and each wait of :data:`IDLE_WAIT_S` counts as a step.
+    requests, and each wait of :data:`IDLE_WAIT_S` counts as a step. A source with a
+    ``ready()`` method (frames from outside: video, a camera, a shared-memory ring) is asked
+    before each fill; while it has no sample the loop answers requests a few milliseconds
+    at a time (:data:`SOURCE_WAIT_S`; :data:`IDLE_WAIT_S` once its ``ended`` is true), each
+    wait a step too.
     """
 
     plan: Plan
@@ -147,6 +155,9 @@ class InferenceLoop:
         stats = self.stats
         pace = Pacer(self.rate_hz, sleep=self._answer_until).wait
         requests, idle = self.requests, self.idle
+        ready = getattr(self.source, "ready", None)
+        first_wait, max_wait = SOURCE_WAIT_S
+        wait = first_wait
         started = time.monotonic()
         deadline = started + duration_s if duration_s is not None else float("inf")
         next_tick = started + tick_s
@@ -163,9 +174,20 @@ class InferenceLoop:
                     self._answer_until(IDLE_WAIT_S)
                     self.steps_done += 1
                     continue
+                if ready is not None and not ready():
+                    ended = getattr(self.source, "ended", False)
+                    self._answer_until(IDLE_WAIT_S if ended else wait)
+                    wait = min(wait * 2, max_wait)
+                    self.steps_done += 1
+                    if on_tick is not None and now >= next_tick:
+                        stats.elapsed_s = now - started
+                        on_tick(stats)
+                        next_tick += tick_s
+                    continue
                 if requests is not None and requests.pending:
                     self._answer_queued()
                 self.step()  # looked up each time: a new plan lands between two inferences
+                wait = first_wait
                 steps += 1
                 self.steps_done += 1
                 pace()

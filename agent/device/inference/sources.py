@@ -9,18 +9,30 @@ name for the loop to build on its buffers:
   order, forever (:func:`read_testset`: ``x`` or one array per input name, labels ``y``
   optional, so accuracy is counted only where labels exist);
 - ``random``: inputs drawn from the input specs, for any model;
-- ``shm``: a producer process writing samples into shared memory;
+- ``images``: image files of a folder or glob (:mod:`~agent.device.inference.image_source`);
+- ``video``: a video file or stream URL, and ``camera``: a V4L2 device
+  (:mod:`~agent.device.inference.video_source`), both pre-processed from the model's
+  metadata into the bound buffer (:mod:`~agent.device.inference.frames`);
+- ``shm``: a producer process writing samples into a shared-memory ring: the one named
+  in :class:`SourceOptions` (``shmName``), for an external producer (:mod:`agent.producer`),
+  else a fresh one fed by the built-in demo producer (``edge-agent run --source shm``);
 - ``api``: no loop at all: the model answers only application requests
   (:class:`ApiSource`);
 - ``auto``: the test set when the model has one, else random inputs
   (:func:`choose_source` says which, and why).
+
+``images``, ``video``, ``camera`` and the named ``shm`` ring have a ``ready()`` method: the
+loop asks it before each fill and, while no sample is waiting (or once a source that is not
+looped has ended: its ``ended`` is then true), answers API requests instead of filling.
+Every source of outside frames also keeps ``frame_id`` (increasing by one per frame) and
+``frame_time`` (wall-clock seconds) of the sample its last ``fill()`` wrote.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal, Protocol
 
@@ -33,14 +45,21 @@ from agent.core.errors import (
     InputSpecError,
 )
 from agent.core.model_layout import TESTSET, TensorSpec
+from agent.core.model_metadata import ModelMetadata
+from agent.device.inference.frames import image_preprocessor
+from agent.device.inference.image_source import ImageSource, list_images
 from agent.device.inference.inputs import SINGLE_INPUT_KEY, fit_samples
 from agent.device.inference.shm import ShmSource
+from agent.device.inference.video_source import VideoSource, video_input
 
 if TYPE_CHECKING:
     from agent.device.runtime.base import Backend
 
-SourceKind = Literal["auto", "testset", "digits", "random", "shm", "api"]
-SOURCE_KINDS: tuple[SourceKind, ...] = ("auto", "testset", "digits", "random", "shm", "api")
+SourceKind = Literal["auto", "testset", "digits", "random", "shm", "api", "images", "video",
+                     "camera"]
+SOURCE_KINDS: tuple[SourceKind, ...] = ("auto", "testset", "digits", "random", "shm", "api",
+                                        "images", "video", "camera")
+FRAME_KINDS = ("images", "video", "camera")  # pre-processed from the model's metadata
 LABELS_KEY = "y"
 NO_TESTSET_HINT = "use --source random"
 log = logging.getLogger("edge_agent.sources")
@@ -246,20 +265,42 @@ def choose_source(kind: str, testset: Path | None) -> tuple[str, str | None]:
     return ("testset" if kind == "digits" else kind), None
 
 
+@dataclass(frozen=True)
+class SourceOptions:
+    """Settings of the sources of outside frames (``sourcePath``, ``sourceLoop``,
+    ``shmName``, ``shmSlots``) and the model metadata their pre-processing follows."""
+
+    path: str | None = None  # images: folder/glob/file; video: file/URL; camera: index/device
+    loop: bool = True  # images and video files: start over at the end (False: end there)
+    shm_name: str | None = None  # shm: the ring to create (None: the self-fed demo ring)
+    shm_slots: int = 8
+    metadata: ModelMetadata | None = field(default=None, compare=False)
+
+
 def make_source_factory(
-    kind: str, backend: Backend, testset: Path | None, rate_hz: float
+    kind: str, backend: Backend, testset: Path | None, rate_hz: float,
+    options: SourceOptions | None = None,
 ) -> Callable[[tuple[np.ndarray, ...]], Source]:
     """A factory the loop calls with its freshly allocated input buffers.
 
     ``kind`` is one of :data:`SOURCE_KINDS`; ``auto`` is resolved by :func:`choose_source`
-    (its note logged). ``testset`` on a model without one is a :class:`ConfigError`."""
+    (its note logged). ``testset`` on a model without one is a :class:`ConfigError`; so is
+    an image source for a model without image pre-processing metadata, and a path that
+    names nothing (:class:`SourceError`): both are found here, before the loop is built."""
     chosen, note = choose_source(kind, testset)
+    opts = options or SourceOptions()
+    frames = _frame_factory(chosen, backend, opts) if chosen in FRAME_KINDS else None
 
     def factory(buffers: tuple[np.ndarray, ...]) -> Source:
         if note is not None:
             log.info(note)
+        if frames is not None:
+            return frames(buffers)
         if chosen == "api":
             return ApiSource()
+        if chosen == "shm" and opts.shm_name is not None:
+            return ShmSource.named(buffers=buffers, specs=backend.inputs, name=opts.shm_name,
+                                   slots=opts.shm_slots)
         if chosen == "random":
             return RandomSource(buffers=buffers, specs=backend.inputs)
         if chosen == "testset":
@@ -278,3 +319,15 @@ def make_source_factory(
         return ShmSource.spawn(buffer=buffers[0], testset=testset, rate_hz=rate_hz)
 
     return factory
+
+
+def _frame_factory(kind: str, backend: Backend,
+                   opts: SourceOptions) -> Callable[[tuple[np.ndarray, ...]], Source]:
+    pre = image_preprocessor(kind, backend.inputs, opts.metadata)
+    if kind == "images":
+        paths = list_images(opts.path)
+        return lambda buffers: ImageSource(buffer=buffers[0], preprocessor=pre, paths=paths,
+                                           loop=opts.loop, where=opts.path)
+    where = video_input(kind, opts.path)
+    return lambda buffers: VideoSource(buffer=buffers[0], preprocessor=pre, source=where,
+                                       loop=opts.loop)

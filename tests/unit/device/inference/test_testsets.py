@@ -120,8 +120,8 @@ def test_digits_is_the_older_name_of_testset() -> None:
 
 
 def test_unknown_source() -> None:
-    with pytest.raises(ConfigError, match=r"unknown source 'camera' \(choose auto, testset"):
-        choose_source("camera", None)
+    with pytest.raises(ConfigError, match=r"unknown source 'webcam' \(choose auto, testset"):
+        choose_source("webcam", None)
 
 
 def test_the_agents_default_source_is_auto_and_falls_back_to_random(

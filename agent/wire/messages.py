@@ -13,7 +13,8 @@ Every message is a JSON object with ``v`` (schema version, now 1) and ``type``
                which run dlr): the controller sends an onnx device the spec's ONNX package
     heartbeat  uptime, boot id, model per variant, groups, profile and backend (IPC has no
                MQTT last will; a controller that missed the register learns the device here)
-    metrics    per-variant counts and latency buckets (cumulative per boot), health
+    metrics    per-variant counts and latency buckets (cumulative per boot), health,
+               and the result stream's published/suppressed counts (ResultCounts)
     event      guardrail breach, local rollback, rejected message, spool drop, ...
     state      models, variant mode, weights, rollout, trial; answers ``status``
     ack        the outcome of a command, with machine-readable ``data`` (see Ack)
@@ -48,6 +49,7 @@ from agent.wire.fields import (
     VariantMode,
     new_message_id,
 )
+from agent.wire.results import ResultCounts
 
 ModelVersions = dict[Variant, Name]  # variant -> loaded model version (absent: none loaded)
 NonNegative = Annotated[float, Field(ge=0.0)]
@@ -203,6 +205,7 @@ class Metrics(UpMessage):
     variants: dict[Variant, VariantMetrics]
     health: HealthReport | None = None
     requests: RequestMetrics | None = None  # only when the local API has had traffic
+    results: ResultCounts | None = None  # only when a result stream runs
 
 
 class Event(UpMessage):

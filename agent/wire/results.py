@@ -34,7 +34,7 @@ from typing import Annotated, Any, Literal
 from pydantic import Field, ValidationError
 
 from agent.wire.errors import SchemaError
-from agent.wire.fields import SCHEMA_VERSION, Count, Schema, Variant
+from agent.wire.fields import Count, Schema, Variant
 
 RESULT_TYPE = "result"
 SuppressReason = Literal["every_n", "rate", "unchanged", "below_score"]
@@ -70,8 +70,8 @@ class RawOutput(Schema):
 class Result(Schema):
     """One published prediction (schema version 1)."""
 
-    v: Literal[1] = SCHEMA_VERSION
-    type: Literal["result"] = RESULT_TYPE
+    v: Literal[1] = 1
+    type: Literal["result"] = "result"
     thing: Short
     run: Annotated[str, Field(pattern=r"^[0-9a-f]{32}$")]
     seq: Annotated[int, Field(ge=1)]

@@ -18,6 +18,8 @@ Everything lives under one configurable prefix (default ``edge``)::
     {prefix}/{thing}/emf          up    the metrics as CloudWatch Embedded Metric Format
                                         documents (optional), for an IoT rule that
                                         forwards them to CloudWatch Logs
+    {prefix}/{thing}/results      up    prediction results (optional; the schema of
+                                        :mod:`agent.wire.results`), for applications
     {prefix}/{thing}/commands     down  commands for one device
     {prefix}/groups/{group}/commands  down  commands for a device group
 
@@ -37,7 +39,7 @@ from agent.core.errors import ConfigError
 
 DEFAULT_PREFIX = "edge"
 UP_CHANNELS = ("register", "heartbeat", "metrics", "events", "state", "ack")
-EXTRA_CHANNELS = ("emf",)  # up topics that carry no protocol message
+EXTRA_CHANNELS = ("emf", "results")  # up topics that carry no protocol message
 MAX_TOPIC_LEVELS = 8  # AWS IoT Core: at most 7 forward slashes
 NAME_PATTERN = r"^[A-Za-z0-9_:.\-]{1,128}$"  # IoT thing-name characters
 _NAME = re.compile(NAME_PATTERN)
@@ -89,6 +91,11 @@ class Topics:
     @property
     def commands(self) -> str:
         return f"{self.prefix}/{self.thing}/commands"
+
+    @property
+    def results(self) -> str:
+        """Where the device's prediction results go on AWS IoT Core (when published)."""
+        return self.up("results")
 
     @property
     def own_filter(self) -> str:

@@ -15,6 +15,7 @@ from agent.device.app.config import AgentConfig
 from agent.device.app.swaps import SwapController
 from agent.device.inference.router import VariantRouter
 from agent.device.platform.profile import DeviceProfile
+from agent.device.results.stream import ResultStream
 from agent.device.telemetry.emf import emf_lines
 from agent.device.telemetry.health import HealthProbe
 from agent.device.telemetry.metrics import MetricsReporter, VariantSource, request_metrics
@@ -30,7 +31,8 @@ class Reports:
 
     def __init__(self, *, config: AgentConfig, profile: DeviceProfile, stamper: Stamper,
                  router: VariantRouter, swaps: SwapController, outbox: Outbox, spool: Spool,
-                 health: HealthProbe, started_at: float) -> None:
+                 health: HealthProbe, started_at: float,
+                 results: ResultStream | None = None) -> None:
         self.config = config
         self.profile = profile
         self.stamper = stamper
@@ -40,6 +42,7 @@ class Reports:
         self.spool = spool
         self.health = health
         self.started_at = started_at
+        self.results = results
         self.reporter = MetricsReporter()
 
     def register(self) -> None:
@@ -69,7 +72,9 @@ class Reports:
             for lane in self.router.lanes()])
         message = self.outbox.send(Metrics, boot_id=self.stamper.boot_id, variants=variants,
                                    health=self.health.read().to_report(),
-                                   requests=request_metrics(self.router.request_stats))
+                                   requests=request_metrics(self.router.request_stats),
+                                   results=None if self.results is None
+                                   else self.results.counts())
         if message is not None and self.config.emit_emf:
             for line in emf_lines(message):
                 self.outbox.send_raw("emf", line.encode())

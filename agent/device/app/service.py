@@ -66,6 +66,8 @@ class AgentService:
         serving = parts.router.models()["blue"]
         report_start(parts.outbox, config=config, store=parts.store, profile=parts.profile,
                      recovery=parts.recovery, serving=serving)
+        if parts.results is not None:
+            parts.results.start()
         parts.worker.start()
         parts.commands.start()
         parts.reports.register()
@@ -160,6 +162,8 @@ class AgentService:
         self.stop_event.set()
         parts.api.stop()
         parts.worker.stop()
+        if parts.results is not None:
+            parts.results.stop()
         parts.commands.stop()
         parts.reports.state()
         remaining = parts.spool.count()

@@ -8,6 +8,10 @@ router's plain mode alike; :func:`shadow` and :func:`weighted` are the
 blue/green splits. The loop installs a plan between two inferences (see
 :meth:`~agent.device.inference.runner.InferenceLoop.use`), so switching plan
 (shadow -> weighted -> promote -> rollback) never fails an inference.
+
+``on_result``, when given, is called after each served inference with the lane that
+served it (a result stream's hand-off, :mod:`agent.device.results.handoff`); shadow's
+green runs are never offered.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ from agent.device.inference.lane import Lane
 
 Step = Callable[[], None]
 Fill = Callable[[], int]  # writes the next sample into the inputs; its label or -1
+ResultHook = Callable[[Lane], None]  # takes the served lane's outputs (must not block)
 
 
 @dataclass(frozen=True, eq=False)
@@ -64,7 +69,8 @@ def _check(lane: Lane, label: int) -> None:
         lane.stats.correct += 1
 
 
-def serve(fill: Fill, lane: Lane, *, check_every: int = 1) -> Plan:
+def serve(fill: Fill, lane: Lane, *, check_every: int = 1,
+          on_result: ResultHook | None = None) -> Plan:
     """Every inference on ``lane``: fill, run, record its latency, check top-1 on every
     ``check_every``-th labelled one.
 
@@ -88,6 +94,8 @@ def serve(fill: Fill, lane: Lane, *, check_every: int = 1) -> Plan:
             lane.failed(err)
             return
         counts[_bucket(edges, _now() - start)] += 1
+        if on_result is not None:
+            on_result(lane)
         if label >= 0:
             countdown -= 1
             if not countdown:
@@ -99,7 +107,8 @@ def serve(fill: Fill, lane: Lane, *, check_every: int = 1) -> Plan:
 
 def shadow(fill: Fill, blue: Lane, green: Lane, stats: ShadowStats, *, every: int,
            lock: threading.Lock | None = None,
-           offload: Callable[[int], None] | None = None) -> Plan:
+           offload: Callable[[int], None] | None = None,
+           on_result: ResultHook | None = None) -> Plan:
     """Blue serves every inference; green also runs on every ``every``-th input and is
     compared, never served.
 
@@ -125,6 +134,8 @@ def shadow(fill: Fill, blue: Lane, green: Lane, stats: ShadowStats, *, every: in
             blue.failed(err)
             return
         _record(blue, start)
+        if on_result is not None:
+            on_result(blue)
         count += 1
         if count % every:
             return
@@ -153,7 +164,7 @@ def shadow(fill: Fill, blue: Lane, green: Lane, stats: ShadowStats, *, every: in
 
 
 def weighted(fill: Fill, blue: Lane, green: Lane, green_percent: int, *,
-             check_every: int = 1) -> Plan:
+             check_every: int = 1, on_result: ResultHook | None = None) -> Plan:
     """Production-variant weights: exactly ``green_percent`` of every 100 consecutive
     inferences go to green, deterministically (an error accumulator, no randomness).
     A green failure is retried on blue, so the request still gets an answer."""
@@ -185,6 +196,8 @@ def weighted(fill: Fill, blue: Lane, green: Lane, green_percent: int, *,
                 blue.failed(again)
                 return
         _record(lane, start)
+        if on_result is not None:
+            on_result(lane)
         if label >= 0:
             countdown -= 1
             if not countdown:

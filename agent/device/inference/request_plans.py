@@ -11,6 +11,8 @@ mode of the router, the request-path twin of :mod:`agent.device.inference.plans`
 
 Each answer records the model time in the answering lane's histogram (what the local
 and the fleet guardrails judge) and the client-side latency in :class:`RequestStats`.
+``on_result``, when given (``results.requests``), takes each successful answer's outputs,
+its variant and model version just before the answer is sent (a result stream's hand-off).
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from agent.device.inference.plans import ShadowStats
 from agent.device.inference.requests import InferenceRequest, RequestStats
 
 RequestStep = Callable[[InferenceRequest], None]
+RequestResultHook = Callable[[tuple[np.ndarray, ...], str, str], None]  # must not block
 _now = time.perf_counter_ns
 
 
@@ -45,7 +48,7 @@ def _run(lane: Lane, request: InferenceRequest) -> AgentError | None:
     started = request.started_ns = _now()
     try:
         lane.backend.run_with(request.inputs, request.outputs)
-    except Exception as err:  # noqa: BLE001 - translated and answered, never raised
+    except Exception as err:
         error = lane.backend.translate(err)
         if isinstance(error, InferenceError):
             lane.stats.errors += 1
@@ -56,20 +59,24 @@ def _run(lane: Lane, request: InferenceRequest) -> AgentError | None:
 
 
 def _answer(request: InferenceRequest, stats: RequestStats, variant: str, version: str,
-            error: AgentError | None) -> None:
+            error: AgentError | None, on_result: RequestResultHook | None = None) -> None:
+    if on_result is not None and error is None:
+        on_result(request.outputs, variant, version)
     request.finish(variant=variant, version=version, error=error)
     stats.record(request)
 
 
-def serve(lane: Lane, variant: str, version: str, stats: RequestStats) -> RequestPlan:
+def serve(lane: Lane, variant: str, version: str, stats: RequestStats, *,
+          on_result: RequestResultHook | None = None) -> RequestPlan:
     def step(request: InferenceRequest) -> None:
-        _answer(request, stats, variant, version, _run(lane, request))
+        _answer(request, stats, variant, version, _run(lane, request), on_result)
 
     return RequestPlan("serve", step)
 
 
 def weighted(blue: Lane, green: Lane, green_percent: int, versions: tuple[str, str],
-             stats: RequestStats) -> RequestPlan:
+             stats: RequestStats, *,
+             on_result: RequestResultHook | None = None) -> RequestPlan:
     accumulator = 0
 
     def step(request: InferenceRequest) -> None:
@@ -79,15 +86,16 @@ def weighted(blue: Lane, green: Lane, green_percent: int, versions: tuple[str, s
             accumulator -= 100
             error = _run(green, request)
             if error is None or not isinstance(error, InferenceError):
-                _answer(request, stats, "green", versions[1], error)
+                _answer(request, stats, "green", versions[1], error, on_result)
                 return
-        _answer(request, stats, "blue", versions[0], _run(blue, request))
+        _answer(request, stats, "blue", versions[0], _run(blue, request), on_result)
 
     return RequestPlan("weighted", step)
 
 
 def shadow(blue: Lane, version: str, worker: ShadowWorker, every: int,
-           stats: RequestStats) -> RequestPlan:
+           stats: RequestStats, *,
+           on_result: RequestResultHook | None = None) -> RequestPlan:
     if every < 1:
         raise ValueError("every must be >= 1")
     count = 0
@@ -99,7 +107,7 @@ def shadow(blue: Lane, version: str, worker: ShadowWorker, every: int,
         if error is None and count % every == 0:
             # Before the answer: the client may reuse its memory as soon as it has it.
             worker.offer(request.inputs, request.outputs)
-        _answer(request, stats, "blue", version, error)
+        _answer(request, stats, "blue", version, error, on_result)
 
     return RequestPlan("shadow", step)
 
@@ -180,7 +188,7 @@ class ShadowWorker:
             started = _now()
             try:
                 green.backend.run_with(slot.inputs, slot.green)
-            except Exception as err:  # noqa: BLE001 - counted against green, never raised
+            except Exception as err:
                 error = green.backend.translate(err)
                 green.stats.errors += 1
                 green.stats.last_error = str(error)

@@ -6,20 +6,25 @@ loop, and its request-path twin (:mod:`~agent.device.inference.request_plans`), 
 see the same weights, shadow tests, promotes and rollbacks as the loop. A backend
 that leaves service is closed only once the loop has finished a step under the
 new plan, so no inference ever runs on a closed model. :meth:`VariantRouter.lanes`
-and :meth:`VariantRouter.snapshot` are what reports read.
+and :meth:`VariantRouter.snapshot` are what reports read. With a result stream
+(``results``), every plan it installs hands each served inference (and, when the stream
+asks for them, each answered request) to the stream, and the stream is told which lane
+is which variant of which model version.
 """
 
 from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from agent.core.errors import AgentError
 from agent.device.inference import plans, request_plans
 from agent.device.inference.lane import Lane, LoopStats
-from agent.device.inference.plans import Plan, ShadowStats
-from agent.device.inference.request_plans import RequestPlan, ShadowWorker
+from agent.device.inference.plans import Plan, ResultHook, ShadowStats
+from agent.device.inference.request_plans import RequestPlan, RequestResultHook, ShadowWorker
 from agent.device.inference.requests import RequestStats
 from agent.device.inference.runner import InferenceLoop
 from agent.device.runtime.base import Backend, allocate_inputs
@@ -34,6 +39,19 @@ def _warm_up(backend: Backend) -> None:
     backend.bind(allocate_inputs(backend.inputs))
     for _ in range(WARM_UP_RUNS):
         backend.run()
+
+
+class ResultTap(Protocol):
+    """What the router needs of a result stream (:class:`agent.device.results.stream.
+    ResultStream`)."""
+
+    @property
+    def on_result(self) -> ResultHook: ...
+
+    @property
+    def on_request(self) -> RequestResultHook | None: ...
+
+    def serving(self, roles: Mapping[Lane, tuple[str, str]]) -> None: ...
 
 
 class VariantError(AgentError):
@@ -70,8 +88,12 @@ class RouterSnapshot:
 class VariantRouter:
     """Blue (serving) and an optional green (candidate) on one loop's inputs."""
 
-    def __init__(self, *, loop: InferenceLoop, blue_version: str) -> None:
+    def __init__(self, *, loop: InferenceLoop, blue_version: str,
+                 results: ResultTap | None = None) -> None:
         self.loop = loop
+        self.results = results
+        self._on_result = results.on_result if results is not None else None
+        self._on_request = results.on_request if results is not None else None
         self.blue = Role(loop.lane, blue_version)
         self.green: Role | None = None
         self.previous: Role | None = None  # the old blue, kept loaded during a trial
@@ -118,10 +140,11 @@ class VariantRouter:
 
             self._install(plans.shadow(self.loop.source.fill, self.blue.lane, green.lane,
                                        self.shadow_stats, every=every, lock=self._green_lock,
-                                       offload=offload),
+                                       offload=offload, on_result=self._on_result),
                           "shadow", (100, 0),
                           request_plans.shadow(self.blue.lane, self.blue.version, worker,
-                                               every, self.request_stats))
+                                               every, self.request_stats,
+                                               on_result=self._on_request))
 
     def set_weights(self, blue: int, green: int) -> None:
         with self._lock:
@@ -129,11 +152,12 @@ class VariantRouter:
             plan = self._serve(self.blue.lane) if green == 0 else \
                 self._serve(role.lane) if green == 100 else \
                 plans.weighted(self.loop.source.fill, self.blue.lane, role.lane, green,
-                               check_every=self.loop.check_every)
+                               check_every=self.loop.check_every, on_result=self._on_result)
             answer = self._answer(self.blue) if green == 0 else \
                 self._answer(role, "green") if green == 100 else \
                 request_plans.weighted(self.blue.lane, role.lane, green,
-                                       (self.blue.version, role.version), self.request_stats)
+                                       (self.blue.version, role.version), self.request_stats,
+                                       on_result=self._on_request)
             self._install(plan, "weighted", (blue, green), answer)
 
     def promote(self) -> None:
@@ -175,13 +199,20 @@ class VariantRouter:
         return self.green
 
     def _serve(self, lane: Lane) -> Plan:
-        return plans.serve(self.loop.source.fill, lane, check_every=self.loop.check_every)
+        return plans.serve(self.loop.source.fill, lane, check_every=self.loop.check_every,
+                           on_result=self._on_result)
 
     def _answer(self, role: Role, variant: str = "blue") -> RequestPlan:
-        return request_plans.serve(role.lane, variant, role.version, self.request_stats)
+        return request_plans.serve(role.lane, variant, role.version, self.request_stats,
+                                   on_result=self._on_request)
 
     def _install(self, plan: Plan, mode: str, weights: tuple[int, int],
                  answer: RequestPlan) -> None:
+        if self.results is not None:
+            roles = {self.blue.lane: ("blue", self.blue.version)}
+            if self.green is not None:
+                roles[self.green.lane] = ("green", self.green.version)
+            self.results.serving(roles)
         self.loop.use(plan, answer)
         if mode != "shadow":
             self._stop_shadow_worker()

@@ -2,10 +2,13 @@
 
 One row per message; the autoincrement id is the delivery order. The spool is
 bounded by a byte budget (payload plus topic bytes): when a put takes it over
-budget, the oldest *metrics* are dropped until it fits again, and counted; a
+budget, the oldest *results* (prediction results, their own class) are dropped
+first, then the oldest *metrics*, until it fits again, each counted; a
 *critical* message (ack, state, register, event, heartbeat) is never dropped. If
 critical messages alone exceed the budget they are all kept and
-:attr:`SpoolStats.over_budget` says so.
+:attr:`SpoolStats.over_budget` says so. Results also have a cap of their own
+(``results_budget_bytes``): past it their oldest go, whatever room is left, so a
+stream of results never takes the room of anything else.
 
 Durability: the database runs in WAL mode. A put (and the budget trim that goes
 with it) commits with ``synchronous=FULL``, which fsyncs the WAL before
@@ -15,7 +18,8 @@ the wall needs the fsync). Acks commit with ``synchronous=NORMAL``: no fsync,
 because losing an ack to a power cut costs one duplicate delivery, which
 at-least-once delivery allows; the WAL is sequential, so the next FULL commit
 makes earlier acks durable too. An fsync per put is affordable: the agent puts a
-metrics report every few seconds, not thousands.
+metrics report every few seconds, not thousands. Results commit with ``NORMAL`` too:
+they come several a second, and a power cut may cost the last few of them.
 
 A full disk (``SQLITE_FULL``, which SQLite also returns for ENOSPC) raises
 :class:`SpoolFullError`; the transaction is rolled back, the file stays
@@ -61,6 +65,7 @@ CREATE TABLE IF NOT EXISTS messages (
 CREATE INDEX IF NOT EXISTS messages_by_priority ON messages (priority, id);
 CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
 INSERT OR IGNORE INTO counters (name, value) VALUES ('dropped_metrics', 0);
+INSERT OR IGNORE INTO counters (name, value) VALUES ('dropped_results', 0);
 """
 
 
@@ -68,11 +73,13 @@ class Spool:
     """The spool file at ``path``; thread-safe (one connection behind a lock)."""
 
     def __init__(self, *, path: Path, budget_bytes: int = 16 * 1024 * 1024,
-                 max_db_bytes: int | None = None) -> None:
-        if budget_bytes <= 0:
-            raise ValueError("budget_bytes must be positive")
+                 max_db_bytes: int | None = None,
+                 results_budget_bytes: int | None = None) -> None:
+        if budget_bytes <= 0 or (results_budget_bytes is not None and results_budget_bytes <= 0):
+            raise ValueError("budget_bytes and results_budget_bytes must be positive")
         self.path = path
         self.budget_bytes = budget_bytes
+        self.results_budget_bytes = results_budget_bytes
         self._lock = threading.Lock()
         self._has_entries = threading.Condition(self._lock)
         self._synchronous = ""
@@ -98,7 +105,8 @@ class Spool:
     @classmethod
     def from_config(cls, config: SpoolConfig) -> Spool:
         return cls(path=config.path, budget_bytes=config.budget_bytes,
-                   max_db_bytes=config.max_db_bytes)
+                   max_db_bytes=config.max_db_bytes,
+                   results_budget_bytes=config.results_budget_bytes)
 
     def set_max_db_bytes(self, max_db_bytes: int | None) -> None:
         """Cap the database file (None: no cap beyond the disk). Past the cap puts raise
@@ -128,21 +136,32 @@ class Spool:
 
     def put(self, topic: str, payload: bytes, *, qos: int = 1,
             priority: Priority = Priority.CRITICAL) -> int | None:
-        """Store a message; durable when this returns. Returns its id, or None when it
-        was a metrics message that could not fit even after dropping every older one."""
+        """Store a message; durable when this returns (results: see the module's notes).
+        Returns its id, or None when it was a metrics message or a result that could not
+        fit even after dropping every older one of its kind."""
         size = len(payload) + len(topic.encode())
         with self._lock:
-            with self._transaction("FULL", "put") as db:
+            synchronous = "NORMAL" if priority is Priority.RESULTS else "FULL"
+            with self._transaction(synchronous, "put") as db:
                 cursor = db.execute(
                     "INSERT INTO messages (topic, payload, qos, priority, size, enqueued_at) "
                     "VALUES (?, ?, ?, ?, ?, ?)",
                     (topic, payload, qos, priority.value, size, time.time()))
                 new_id = cursor.lastrowid
-                dropped, freed, last_dropped = self._trim(db, self.total_bytes + size)
-            self._count += 1 - dropped
+                results = self._bytes[Priority.RESULTS] + (
+                    size if priority is Priority.RESULTS else 0)
+                cap = self.results_budget_bytes
+                trimmed = self._trim(db, self.total_bytes + size,
+                                     results - cap if cap is not None else 0)
             self._bytes[priority] += size
-            self._bytes[Priority.METRICS] -= freed
-            if dropped or self.total_bytes > self.budget_bytes:
+            self._count += 1
+            last_dropped = None
+            for kind, (dropped, freed, last_id) in trimmed.items():
+                self._count -= dropped
+                self._bytes[kind] -= freed
+                if kind is priority:
+                    last_dropped = last_id
+            if trimmed or self.total_bytes > self.budget_bytes:
                 self._warn_over_budget()
             self._has_entries.notify_all()
         if new_id is None or (last_dropped is not None and last_dropped >= new_id):
@@ -159,28 +178,41 @@ class Spool:
             log.warning("critical messages alone exceed the spool budget (%d > %d bytes)",
                         self.total_bytes, self.budget_bytes)
         else:
-            log.warning("spool at its %d-byte budget: dropping the oldest metrics",
-                        self.budget_bytes)
+            log.warning("spool at its %d-byte budget (results %s): dropping the oldest "
+                        "results, then metrics", self.budget_bytes, self.results_budget_bytes)
 
-    def _trim(self, db: sqlite3.Connection, total: int) -> tuple[int, int, int | None]:
-        """Drop the oldest metrics until ``total`` fits the budget.
-        Returns (count dropped, bytes freed, id of the last one dropped)."""
+    def _trim(self, db: sqlite3.Connection, total: int,
+              results_excess: int) -> dict[Priority, tuple[int, int, int | None]]:
+        """Drop the oldest results until they fit their own cap (``results_excess`` bytes
+        over it) and, with metrics after them, until ``total`` fits the budget. Returns,
+        per kind that lost any, (count dropped, bytes freed, id of the last one dropped)."""
         excess = total - self.budget_bytes
-        if excess <= 0:
-            return 0, 0, None
+        found: dict[Priority, tuple[int, int, int | None]] = {}
+        for kind in (Priority.RESULTS, Priority.METRICS):
+            need = max(excess, results_excess) if kind is Priority.RESULTS else excess
+            if need <= 0:
+                continue
+            dropped, freed, last_id = self._drop_oldest(db, kind, need)
+            if dropped:
+                found[kind] = (dropped, freed, last_id)
+            excess -= freed
+        return found
+
+    @staticmethod
+    def _drop_oldest(db: sqlite3.Connection, kind: Priority,
+                     need: int) -> tuple[int, int, int | None]:
         dropped = freed = 0
         last_id: int | None = None
         for row_id, row_size in db.execute(
-                "SELECT id, size FROM messages WHERE priority = ? ORDER BY id",
-                (Priority.METRICS.value,)):
+                "SELECT id, size FROM messages WHERE priority = ? ORDER BY id", (kind.value,)):
             dropped, freed, last_id = dropped + 1, freed + row_size, row_id
-            if freed >= excess:
+            if freed >= need:
                 break
         if last_id is not None:
             db.execute("DELETE FROM messages WHERE priority = ? AND id <= ?",
-                       (Priority.METRICS.value, last_id))
-            db.execute("UPDATE counters SET value = value + ? WHERE name = 'dropped_metrics'",
-                       (dropped,))
+                       (kind.value, last_id))
+            db.execute("UPDATE counters SET value = value + ? WHERE name = ?",
+                       (dropped, f"dropped_{kind.value}"))
         return dropped, freed, last_id
 
     def peek(self, limit: int = 100, *, after_id: int = 0) -> list[SpoolEntry]:
@@ -229,10 +261,17 @@ class Spool:
 
     def dropped_metrics(self) -> int:
         """Metrics dropped for the budget since the count was last taken (persistent)."""
+        return self._counter("dropped_metrics")
+
+    def dropped_results(self) -> int:
+        """Results dropped for the budget or their cap, ever (persistent)."""
+        return self._counter("dropped_results")
+
+    def _counter(self, name: str) -> int:
         with self._lock:
             try:
                 row = self._db.execute(
-                    "SELECT value FROM counters WHERE name = 'dropped_metrics'").fetchone()
+                    "SELECT value FROM counters WHERE name = ?", (name,)).fetchone()
             except sqlite3.Error as err:
                 raise _translate(err, "spool read failed") from err
             return int(row[0])
@@ -269,13 +308,14 @@ class Spool:
             return value
 
     def stats(self) -> SpoolStats:
-        dropped = self.dropped_metrics()
+        dropped, dropped_results = self.dropped_metrics(), self.dropped_results()
         with self._lock:
             return SpoolStats(
                 count=self._count, bytes=self.total_bytes,
                 critical_bytes=self._bytes[Priority.CRITICAL],
                 metrics_bytes=self._bytes[Priority.METRICS],
-                budget_bytes=self.budget_bytes, dropped_metrics=dropped)
+                budget_bytes=self.budget_bytes, dropped_metrics=dropped,
+                results_bytes=self._bytes[Priority.RESULTS], dropped_results=dropped_results)
 
     def wait_for_entries(self, timeout_s: float) -> bool:
         """Block until the spool holds something (or the timeout); True if it does."""

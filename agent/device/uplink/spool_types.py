@@ -30,6 +30,7 @@ class SpoolFullError(SpoolError):
 class Priority(str, Enum):
     CRITICAL = "critical"  # acks, state, register, events, heartbeats: never dropped
     METRICS = "metrics"  # periodic reports: the oldest go first when over budget
+    RESULTS = "results"  # prediction results: a cap of their own, and dropped before metrics
 
 
 class SpoolConfig(BaseModel):
@@ -39,6 +40,7 @@ class SpoolConfig(BaseModel):
     path: Path
     budget_bytes: int = Field(default=16 * 1024 * 1024, gt=0)
     max_db_bytes: int | None = Field(default=None, gt=0)
+    results_budget_bytes: int | None = Field(default=None, gt=0)
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,6 +62,8 @@ class SpoolStats:
     metrics_bytes: int
     budget_bytes: int
     dropped_metrics: int
+    results_bytes: int = 0
+    dropped_results: int = 0
 
     @property
     def over_budget(self) -> bool:

@@ -9,7 +9,9 @@ Its ``accessControl`` grants exactly the MQTT topics the agent uses, no more: th
 publishes each up channel (every protocol message's channel and the extra ones such as
 ``emf``) and subscribes to its own commands and its groups' commands, all computed from
 :mod:`agent.wire.topics` and :mod:`agent.wire.messages` with the configured
-``topicPrefix``, scoped to the device by ``{iot:thingName}``.
+``topicPrefix``, scoped to the device by ``{iot:thingName}``; and, on Greengrass local
+pub/sub (``aws.greengrass.ipc.pubsub``), ``PublishToTopic`` on exactly its result stream's
+``results.localTopic``.
 """
 
 from __future__ import annotations
@@ -21,13 +23,15 @@ from pydantic import ValidationError
 
 from agent.core.errors import ConfigError
 from agent.device.app.config import AgentConfig, load_config
-from agent.tools.greengrass.access_policy import MQTT_PROXY, PolicyBody
+from agent.device.results.config import DEFAULT_LOCAL_TOPIC, THING_MARKS
+from agent.tools.greengrass.access_policy import MQTT_PROXY, PUBSUB, PolicyBody
 from agent.tools.greengrass.variable_check import key_path
 from agent.wire.messages import UpMessage
 from agent.wire.topics import DEFAULT_PREFIX, EXTRA_CHANNELS, Topics
 
 PUBLISH = "aws.greengrass#PublishToIoTCore"
 SUBSCRIBE = "aws.greengrass#SubscribeToIoTCore"
+PUBLISH_LOCAL = "aws.greengrass#PublishToTopic"
 THING = "{iot:thingName}"
 ACCESS_CONTROL = "accessControl"
 _BASE_KEYS: list[str | int] = ["ComponentConfiguration", "DefaultConfiguration"]
@@ -58,6 +62,18 @@ def agent_topics(prefix: str = DEFAULT_PREFIX) -> dict[str, frozenset[str]]:
             for op, found in ((PUBLISH, publish), (SUBSCRIBE, subscribe))}
 
 
+def _as_resource(topic: str) -> str:
+    for mark in THING_MARKS:
+        topic = topic.replace(mark, THING)
+    return topic
+
+
+def local_topics(local_topic: str = DEFAULT_LOCAL_TOPIC) -> dict[str, frozenset[str]]:
+    """The agent's local pub/sub topics as policy resources, by IPC operation: its result
+    stream's topic (``results.localTopic``)."""
+    return {PUBLISH_LOCAL: frozenset({_as_resource(local_topic)})}
+
+
 def setting_names() -> set[str]:
     """The camelCase names of every agent setting."""
     return {field.alias or name for name, field in AgentConfig.model_fields.items()}
@@ -75,8 +91,10 @@ def agent_problems(configuration: Mapping[str, Any]) -> Found:
         found.append((_BASE, f"missing agent setting(s) {', '.join(missing)}: the recipe "
                              "lists every setting with its default"))
     prefix = settings.get("topicPrefix", DEFAULT_PREFIX)
+    config: AgentConfig | None = None
     try:
-        prefix = load_config({**settings, "thingName": _THING_MARK}).topic_prefix
+        config = load_config({**settings, "thingName": _THING_MARK})
+        prefix = config.topic_prefix
     except ConfigError as err:
         found += _config_problems(err, "")
     else:
@@ -84,7 +102,11 @@ def agent_problems(configuration: Mapping[str, Any]) -> Found:
             load_config({**_floats(settings), "thingName": _THING_MARK})
         except ConfigError as err:
             found += _config_problems(err, " once Greengrass stores its integers as floats")
-    return found + _access_problems(configuration.get(ACCESS_CONTROL), str(prefix))
+    results = config.results if config is not None else None
+    local = local_topics(results.local_topic if results is not None else DEFAULT_LOCAL_TOPIC)
+    iot = results.iot_topic if results is not None else None
+    return found + _access_problems(configuration.get(ACCESS_CONTROL), str(prefix), local,
+                                    None if iot is None else _as_resource(iot))
 
 
 def _floats(value: Any) -> Any:
@@ -106,21 +128,27 @@ def _config_problems(err: ConfigError, when: str) -> Found:
     return [(key_path([*_BASE_KEYS, *e["loc"]]), f"{e['msg']}{when}") for e in cause.errors()]
 
 
-def _access_problems(access: Any, prefix: str) -> Found:
+def _access_problems(access: Any, prefix: str, local: dict[str, frozenset[str]],
+                     iot_results: str | None) -> Found:
     where = f"{_BASE}.{ACCESS_CONTROL}"
     if not isinstance(access, Mapping):
         return [(where, f"missing: the agent needs {MQTT_PROXY} grants")]
     try:
-        expected = agent_topics(prefix)
+        mqtt = agent_topics(prefix)
     except ConfigError as err:
         return [(f"{_BASE}.topicPrefix", str(err))]
+    if iot_results is not None:  # results.iotTopic replaces the default results topic
+        default = Topics(_THING_MARK, prefix).results.replace(_THING_MARK, THING)
+        mqtt = {**mqtt, PUBLISH: (mqtt[PUBLISH] - {default}) | {iot_results}}
+    by_service = {MQTT_PROXY: mqtt, PUBSUB: local}
     found: Found = []
     granted: set[tuple[str, str]] = set()
     for service, policies in access.items():
-        if service != MQTT_PROXY:
+        if service not in by_service:
             found.append((key_path([*_BASE_KEYS, ACCESS_CONTROL, service]),
                           f"too wide: the agent uses no {service}"))
             continue
+        expected = by_service[service]
         for policy_id, raw in (policies.items() if isinstance(policies, Mapping) else ()):
             at = key_path([*_BASE_KEYS, ACCESS_CONTROL, service, policy_id])
             try:
@@ -141,6 +169,7 @@ def _access_problems(access: Any, prefix: str) -> Found:
                                                          f"{resource}, a topic the agent "
                                                          "does not use"))
     found += [(where, f"missing grant: {operation} on {topic}")
+              for expected in by_service.values()
               for operation, topics in sorted(expected.items()) for topic in sorted(topics)
               if (operation, topic) not in granted]
     return found

@@ -97,7 +97,8 @@ def test_the_nucleus_policy_from_the_recipe_allows_exactly_the_agent_topics() ->
 
 def test_agent_topics_come_from_the_protocol() -> None:
     topics = agent_topics("fleet")
-    assert topics[PUBLISH] == {f"fleet/{{iot:thingName}}/{c}" for c in (*UP_CHANNELS, "emf")}
+    assert topics[PUBLISH] == {f"fleet/{{iot:thingName}}/{c}"
+                               for c in (*UP_CHANNELS, *EXTRA_CHANNELS)}
     assert topics[SUBSCRIBE] == {"fleet/{iot:thingName}/commands", "fleet/groups/+/commands"}
 
 
@@ -277,13 +278,13 @@ def test_a_wider_grant_is_refused(policy: dict[str, Any], expected: str) -> None
 
 def test_another_service_or_prefix_is_refused() -> None:
     found = edited(lambda d: config(d)["accessControl"].update(
-        {"aws.greengrass.ipc.pubsub": {"p:1": {"operations": ["*"]}}}))
+        {"aws.greengrass.SecretManager": {"p:1": {"operations": ["*"]}}}))
     assert found == ['ComponentConfiguration.DefaultConfiguration.accessControl'
-                     '["aws.greengrass.ipc.pubsub"]: too wide: the agent uses no '
-                     'aws.greengrass.ipc.pubsub']
+                     '["aws.greengrass.SecretManager"]: too wide: the agent uses no '
+                     'aws.greengrass.SecretManager']
     found = edited(lambda d: config(d).update(topicPrefix="fleet"))
-    assert sum("too wide" in m for m in found) == 9  # every edge/... grant
-    assert sum("missing grant" in m and "fleet/" in m for m in found) == 9
+    assert sum("too wide" in m for m in found) == 10  # every edge/... MQTT grant
+    assert sum("missing grant" in m and "fleet/" in m for m in found) == 10
 
 
 # --- rule: artifacts ----------------------------------------------------------------------

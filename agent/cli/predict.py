@@ -5,6 +5,7 @@
     edge-agent predict --model DIR|ARTIFACT_DIR|MODEL.onnx|PACKAGE.tar.gz --input FILE
                        [--output OUT.npz] [--backend dlr|onnx] [--trusted-key ID=KEY ...]
                        [--top-k N] [--json] [--board NAME | --device-root DIR]
+    edge-agent predict --server SOCKET --input FILE [--output OUT.npz] [--top-k N] [--json]
 
 ``--input`` is an ``.npy``, ``.npz`` or ``.json`` file of the input tensors, or an image
 when the model's metadata describes image pre-processing
@@ -14,6 +15,11 @@ post-processing or labels, and whenever ``--top-k`` is given, also the best clas
 scores output (``top_k``: index, label, score). ``--output`` writes the outputs to an
 ``.npz`` by output name instead of printing their values. The report is indented JSON;
 ``--json`` prints it on one line.
+
+``--server`` sends the input to a running agent instead, through its native socket
+(:mod:`agent.client`; the agent's ``inference.sock`` in its working folder): the model,
+its inputs and its pre-processing are the served model's, no runtime is loaded here, and
+the report also names the variant and version that answered (``variant``, ``version``).
 
 A signed package (a ``.tar.gz`` whose first member is ``manifest.json``) is verified
 first, exactly as a device stages it (signature against ``--trusted-key``, files, target,
@@ -50,9 +56,12 @@ PACKAGE_SUFFIXES = (".tar.gz", ".tgz")
 
 def add_predict_arguments(parser: argparse.ArgumentParser) -> None:
     """The options of ``predict`` (the device options are added beside, as for ``run``)."""
-    parser.add_argument("--model", type=Path, required=True,
+    parser.add_argument("--model", type=Path, default=None,
                         help="model directory, one Neo artifact directory, an .onnx file, or "
                              "a signed model package (.tar.gz; verified first)")
+    parser.add_argument("--server", type=Path, default=None, metavar="SOCKET",
+                        help="ask a running agent instead of loading a model: its native "
+                             "socket (inference.sock in the component's working folder)")
     parser.add_argument("--input", type=Path, required=True, metavar="FILE",
                         help=".npy (one input), .npz (arrays by input name), .json "
                              "({name: nested list}, or a list for one input), or an image "
@@ -86,11 +95,15 @@ class LoadedModel:
 
 def predict_from_args(args: argparse.Namespace, profile: DeviceProfile) -> int:
     _check_args(args)
-    with _load(args, profile) as model:
-        try:
-            report = predict(model, args.input, top_k=args.top_k, model_name=str(args.model))
-        finally:
-            model.backend.close()
+    if args.server is not None:
+        report = predict_server(args.server, args.input, top_k=args.top_k)
+    else:
+        with _load(args, profile) as model:
+            try:
+                report = predict(model, args.input, top_k=args.top_k,
+                                 model_name=str(args.model))
+            finally:
+                model.backend.close()
     outputs: dict[str, np.ndarray] = report.pop("_arrays")
     if args.output is not None:
         _write_npz(args.output, outputs)
@@ -132,7 +145,47 @@ def predict(model: LoadedModel, input_file: Path, *, top_k: int | None,
     return report
 
 
+def predict_server(socket_path: Path, input_file: Path, *,
+                   top_k: int | None) -> dict[str, Any]:
+    """Ask the agent on ``socket_path`` for one prediction on ``input_file``; the report of
+    :func:`predict` plus the variant and version that answered."""
+    from agent.client import InferenceClient
+    from agent.device.inference.inputs import read_inputs
+    from agent.device.inference.postprocess import predictions, wants_top_k
+
+    with InferenceClient(socket_path) as client:
+        served = client.metadata()
+        arrays = read_inputs(input_file, served.inputs, metadata=served.metadata)
+        result = client.infer({spec.name: array
+                               for spec, array in zip(served.inputs, arrays, strict=True)})
+    outputs = {spec.name: result.outputs[spec.name] for spec in served.outputs}
+    report: dict[str, Any] = {
+        "model": served.name, "label": result.version, "backend": served.platform,
+        "server": str(socket_path), "variant": result.variant, "version": result.version,
+        "input": str(input_file),
+        "outputs": [{"name": spec.name, "dtype": spec.dtype, "shape": list(spec.shape)}
+                    for spec in served.outputs],
+    }
+    if top_k is not None or wants_top_k(served.metadata):
+        name, best = predictions(outputs, served.metadata, top_k)
+        report["scores_output"] = name
+        report["top_k"] = [p.to_dict() for p in best]
+    report["_arrays"] = outputs
+    return report
+
+
 def _check_args(args: argparse.Namespace) -> None:
+    if (args.model is None) == (args.server is None):
+        raise ConfigError("give either --model (run the model here) or --server SOCKET (ask "
+                          "a running agent)")
+    if args.server is not None:
+        local = [flag for flag, given in (
+            ("--backend", args.backend is not None), ("--trusted-key", bool(args.trusted_key)),
+            ("--threads", args.threads is not None), ("--libdlr", args.libdlr is not None),
+            ("--dlr-library", args.dlr_library != "installed")) if given]
+        if local:
+            raise ConfigError(f"{', '.join(local)} configure a model run here; with --server "
+                              "the agent's own model answers")
     if args.top_k is not None and args.top_k < 1:
         raise ConfigError(f"--top-k must be >= 1, got {args.top_k}")
     if args.threads is not None and args.threads < 1:

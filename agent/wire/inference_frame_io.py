@@ -42,8 +42,8 @@ class FrameReader:
         :class:`~agent.core.errors.RequestTooLargeError` for a length over the limits);
         the stream is then out of step and must be closed. A stream that ends inside a
         frame raises :class:`ConnectionResetError`. The frame's header and payload are
-        views on this reader's buffer unless ``own_payload`` (the payload is then a
-        ``bytearray`` of its own, which stays valid).
+        views on this reader's buffer unless ``own_payload`` (the header is then
+        ``bytes`` and the payload a ``bytearray`` of its own, which stay valid).
         """
         if self._start == self._end:
             self._start = self._end = 0
@@ -60,7 +60,8 @@ class FrameReader:
             start = self._start
             header = bytes(self._view[start + PRELUDE_SIZE:start + head_end])
             self._start += head_end
-            return Frame(kind, request_id, header, (self._own(payload_len),))
+            return Frame(kind, request_id, header,
+                         (self._own(payload_len),) if payload_len else ())
         self._fill(total)
         start = self._start
         view = self._view

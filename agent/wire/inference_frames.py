@@ -11,7 +11,8 @@ Every message, either way, is one frame::
 A client sends one request frame and reads one reply frame (same request id): ``REPLY``
 (JSON), ``RESULT`` (an answer to ``INFER``) or ``ERROR`` (JSON ``{"type", "types",
 "message"}``: the error's class name, its ancestors' names, and the text, so the client
-raises the same :mod:`agent.core.errors` class). Lengths are bounded by the reader: a
+raises the same :mod:`agent.core.errors` class; ``"closed": true`` when the server closes
+the connection after it). Lengths are bounded by the reader: a
 header over :data:`MAX_HEADER`, a payload over the server's body limit, a wrong magic or
 version is a malformed frame, answered with an ``ERROR`` and the connection closed.
 
@@ -43,6 +44,7 @@ MAX_HEADER = 256 * 1024
 ALIGN = 64
 MAX_DIMS = 16
 MAX_TENSORS = 1024
+MAX_CACHED = 256  # decoded descriptor sets a cache holds
 
 # dtype codes of the tensor descriptors (0 is not a dtype)
 DTYPES = ("", "float32", "float16", "int8", "uint8", "int32", "int64", "float64", "int16",
@@ -135,14 +137,25 @@ def json_header(frame: Frame) -> dict[str, Any]:
     return value
 
 
-def error_frame(request_id: int, err: BaseException) -> Frame:
+def error_frame(request_id: int, err: BaseException, *, closing: bool = False) -> Frame:
     """The ``ERROR`` frame of ``err``: its class name and those of its ancestors up to
-    :class:`AgentError`, so the receiver raises the nearest class it knows."""
+    :class:`AgentError`, so the receiver raises the nearest class it knows; ``closing``
+    says the sender closes the connection after it (``"closed": true``)."""
     types = [cls.__name__ for cls in type(err).__mro__
              if isinstance(err, AgentError) and issubclass(cls, AgentError)]
-    return json_frame(Kind.ERROR, request_id, {"type": type(err).__name__,
-                                               "types": types or ["ServingError"],
-                                               "message": str(err)})
+    body: dict[str, Any] = {"type": type(err).__name__, "types": types or ["ServingError"],
+                            "message": str(err)}
+    if closing:
+        body["closed"] = True
+    return json_frame(Kind.ERROR, request_id, body)
+
+
+def closes_connection(frame: Frame) -> bool:
+    """Whether an ``ERROR`` frame says its sender closed the connection after it."""
+    try:
+        return bool(json_header(frame).get("closed"))
+    except RequestFormatError:
+        return True
 
 
 def raise_error_frame(frame: Frame) -> None:
@@ -295,20 +308,43 @@ def decode_infer(data: Buffer) -> InferHeader:
                        inputs=cursor.tensors(n_in), outputs=cursor.tensors(n_out))
 
 
-def encode_result(header: ResultHeader) -> bytes:
+def encode_tensors(tensors: Sequence[TensorDesc]) -> bytes:
+    """The descriptors of ``tensors`` as a header carries them (to encode once and pass
+    to :func:`encode_result` for every answer with the same outputs)."""
+    parts: list[bytes] = []
+    _pack_tensors(parts, tensors)
+    return b"".join(parts)
+
+
+def encode_result(header: ResultHeader, *, tensors: bytes | None = None) -> bytes:
+    """A ``RESULT`` header; ``tensors``: ``header.outputs`` already encoded."""
     variant, version = _text(header.variant, "the variant"), _text(header.version, "version")
     parts = [_RESULT.pack(header.queue_us, header.model_us, header.total_us,
-                          len(header.outputs), len(variant), len(version)), variant, version]
-    _pack_tensors(parts, header.outputs)
+                          len(header.outputs), len(variant), len(version)), variant, version,
+             encode_tensors(header.outputs) if tensors is None else tensors]
     return _padded(parts)
 
 
-def decode_result(data: Buffer) -> ResultHeader:
+def decode_result(data: Buffer, *,
+                  cache: dict[bytes, tuple[TensorDesc, ...]] | None = None) -> ResultHeader:
+    """A ``RESULT`` header; ``cache`` (the caller's, bounded here) keeps decoded output
+    descriptors by their bytes, which repeat from one answer to the next."""
     cursor = _Cursor(data)
     queue_us, model_us, total_us, n_out, variant_len, version_len = cursor.unpack(_RESULT)
     variant, version = cursor.text(variant_len), cursor.text(version_len)
+    if cache is None:
+        outputs = cursor.tensors(n_out)
+    else:
+        key = bytes(cursor.data[cursor.pos:])
+        cached = cache.get(key)
+        if cached is None:
+            cached = cursor.tensors(n_out)
+            if len(cache) >= MAX_CACHED:
+                cache.clear()
+            cache[key] = cached
+        outputs = cached
     return ResultHeader(variant=variant, version=version, queue_us=queue_us,
-                        model_us=model_us, total_us=total_us, outputs=cursor.tensors(n_out))
+                        model_us=model_us, total_us=total_us, outputs=outputs)
 
 
 def inline_offsets(sizes: Sequence[int]) -> tuple[list[int], int]:

@@ -7,7 +7,9 @@ until the client closes. The handler is any ``Callable[[Frame], Frame]``:
 
 - it gets the request frame (header and payload are views on the connection's receive
   buffer, valid until it returns) and returns the reply frame; the reply's payload may be
-  several buffers, which are sent as they are (``sendmsg``), e.g. numpy arrays;
+  several buffers, which are sent as they are (``sendmsg``), e.g. numpy arrays. Each
+  connection is served by one thread, which writes the reply before it reads the next
+  frame: a handler may reuse per-thread buffers for its replies;
 - an :class:`~agent.core.errors.AgentError` it raises is answered with an ``ERROR`` frame
   carrying the error's type and message, and the connection goes on; a
   :class:`~agent.core.errors.RequestFormatError` (a frame that cannot be understood)
@@ -33,6 +35,7 @@ import os
 import socket
 import stat
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -118,8 +121,9 @@ class FrameServer:
         for conn in connections:
             with contextlib.suppress(OSError):
                 conn.shutdown(socket.SHUT_RDWR)
+        deadline = time.monotonic() + STOP_JOIN_S
         for thread in connections.values():
-            thread.join(STOP_JOIN_S)
+            thread.join(max(0.0, deadline - time.monotonic()))
         with contextlib.suppress(FileNotFoundError):
             if self.socket_path.is_socket():
                 self.socket_path.unlink()
@@ -162,7 +166,8 @@ class FrameServer:
     def _refuse(self, conn: socket.socket) -> None:
         with contextlib.suppress(OSError):
             send_frame(conn, error_frame(0, ServerBusyError(
-                f"the server has {self.max_connections} connections open: retry later")))
+                f"the server has {self.max_connections} connections open: retry later"),
+                closing=True))
         conn.close()
 
     def _serve(self, conn: socket.socket) -> None:
@@ -172,7 +177,7 @@ class FrameServer:
                 try:
                     frame = reader.read()
                 except RequestFormatError as err:  # out of step: answer, then close
-                    send_frame(conn, error_frame(0, err))
+                    send_frame(conn, error_frame(0, err, closing=True))
                     return
                 if frame is None:
                     return
@@ -192,13 +197,13 @@ class FrameServer:
         try:
             return self.handler(frame), True
         except RequestFormatError as err:
-            return error_frame(frame.request_id, err), False
+            return error_frame(frame.request_id, err, closing=True), False
         except AgentError as err:
             return error_frame(frame.request_id, err), True
-        except Exception as err:  # noqa: BLE001 - the client gets an answer, the log the rest
+        except Exception as err:  # the client gets an answer, the log the rest
             log.exception("native request of kind %d failed", frame.kind)
             return error_frame(frame.request_id, ServingError(
-                f"internal error: {type(err).__name__}: {err}")), False
+                f"internal error: {type(err).__name__}: {err}"), closing=True), False
 
 
 def _remove_stale(path: Path) -> None:

@@ -181,7 +181,8 @@ def reference(images: np.ndarray) -> np.ndarray:
     means = images.reshape(len(images), -1, CHANNELS).astype(np.float64).mean(axis=1)
     logits = means @ params["dense_weight"].astype(np.float64) + params["dense_bias"]
     exp = np.exp(logits - logits.max(axis=1, keepdims=True))
-    return (exp / exp.sum(axis=1, keepdims=True)).astype(np.float32)
+    probabilities: np.ndarray = (exp / exp.sum(axis=1, keepdims=True)).astype(np.float32)
+    return probabilities
 
 
 def testset() -> dict[str, np.ndarray]:

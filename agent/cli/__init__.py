@@ -7,7 +7,7 @@ Modules and their public names:
   ``require_extras``, ``missing_extra``
 - ``fleet``: ``add_fleet_arguments``
 - ``main``: ``cmd_device``, ``cmd_run``, ``cmd_predict``, ``cmd_serve``,
-  ``cmd_bench_telemetry`` (+7)
+  ``cmd_bench_telemetry`` (+8)
 - ``models``: ``add_models_arguments``, ``cmd_models_build``, ``cmd_models_import``
 - ``options``: ``add_mqtt_tls_arguments``, ``add_signing_arguments``, ``signer_from_args``,
   ``trusted_keys_from_args``
@@ -16,7 +16,7 @@ Modules and their public names:
 - ``package``: ``add_package_arguments``, ``keys_generate_main``, ``package_model_main``,
   ``package_component_main``
 - ``rollout``: ``add_rollout_arguments``
-- ``run``: ``backend_config``, ``run_from_args``
+- ``run``: ``backend_config``, ``run_from_args``, ``add_frame_source_arguments``
 - ``serve``: ``add_serve_arguments``, ``config_from_args``, ``choose_transport``,
   ``resolve_board``, ``start_embedded_broker`` (+1)
 """

@@ -120,6 +120,13 @@ def cmd_bench_loop(args: argparse.Namespace) -> int:
     return code
 
 
+def cmd_bench_api(args: argparse.Namespace) -> int:
+    from agent.tools.bench.api import bench_api_main
+
+    code: int = bench_api_main(args)
+    return code
+
+
 _DESCRIPTION = ("The edge inference agent (inference, telemetry, signed model swaps) and "
                 "its operator tools (packages, Greengrass components, rollouts, fleets).")
 _HELP_WIDTH = 100
@@ -158,16 +165,21 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
+    from agent.cli.run import add_frame_source_arguments
+
     run = sub.add_parser("run", help="run the inference loop on a model, offline")
     run.add_argument("--model", type=Path, required=True,
                      help="model directory or one Neo artifact directory")
     run.add_argument("--backend", choices=("dlr", "onnx"), default=None,
                      help="default: onnx for an ONNX model without Neo artifacts, else dlr")
-    run.add_argument("--source", choices=("auto", "testset", "digits", "random", "shm"),
+    run.add_argument("--source", choices=("auto", "testset", "digits", "random", "shm",
+                                          "images", "video", "camera"),
                      default="auto",
                      help="testset (or digits): replay the model's testset.npz; random: inputs "
                           "from the input spec; shm: a producer process over shared memory; "
+                          "images, video, camera: frames from --source-path; "
                           "auto (default): testset when the model has one, else random")
+    add_frame_source_arguments(run)
     run.add_argument("--rate", type=float, default=0.0, help="target inferences/s (0: unpaced)")
     run.add_argument("--duration", type=float, default=10.0, help="seconds to run")
     run.add_argument("--count", type=int, default=None, help="stop after this many inferences")
@@ -246,6 +258,21 @@ def build_parser() -> argparse.ArgumentParser:
     swap.add_argument("--rounds", type=int, default=5, help="shadow-overhead rounds")
     swap.add_argument("--seconds", type=float, default=1.0, help="per shadow round and mode")
     swap.set_defaults(func=cmd_bench_swap)
+    api = bench_sub.add_parser("api", parents=[bench_common],
+                               help="local inference API vs. in-process loop and echo servers")
+    api.add_argument("--vision", type=Path, default=Path("build/vision/vision-v1"),
+                     help="the 224x224x3 model (built there when missing)")
+    api.add_argument("--rounds", type=int, default=7)
+    api.add_argument("--seconds", type=float, default=0.5, help="per path per round")
+    api.add_argument("--alloc-requests", type=int, default=200,
+                     help="requests traced per path for the allocation figure")
+    api.add_argument("--stream-seconds", type=float, default=0.5,
+                     help="per mode per round, result stream on/off")
+    api.add_argument("--backend", choices=("dlr", "onnx"), default="dlr")
+    api.add_argument("--no-pin", dest="pin", action="store_false",
+                     help="do not pin the server and the clients to separate cores")
+    api.add_argument("--markdown", action="store_true", help="print the README table")
+    api.set_defaults(func=cmd_bench_api)
     parser.epilog = commands_epilog(parser)  # after every command is added: none is left out
     return parser
 

@@ -1,8 +1,16 @@
-"""Benchmarks: the inference loop, model swaps, the telemetry path, as ratios in one run.
+"""Benchmarks: the inference loop, model swaps, the telemetry path and the local inference
+API, as ratios in one run.
 
 Modules and their public names:
 
 - ``alloc``: ``bytes_per_call``
+- ``api``: ``Sample``, ``Child``, ``start_child``, ``measure``, ``alloc_per_request`` (+7)
+- ``api_cases``: ``load_case``, ``inproc_loop``, ``stream_overhead``
+- ``api_paths``: ``ApiPath``, ``Case``, ``HttpShmPath``, ``HttpJsonPath``, ``HttpEchoPath``
+  (+2)
+- ``api_report``: ``summarise``, ``markdown_table``
+- ``api_server``: ``Served``, ``serve_model``, ``echo_app``, ``echo_frame``,
+  ``start_echo_servers`` (+3)
 - ``loop``: ``VerificationError``, ``Workload``, ``opt_out_of_dlr_phone_home``,
   ``build_loops``, ``measure_rss`` (+2)
 - ``report``: ``emit``

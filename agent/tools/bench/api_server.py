@@ -46,6 +46,8 @@ from agent.device.platform.resolve import resolve_model
 from agent.device.runtime import DlrConfig, OnnxConfig, load_backend
 from agent.device.serving.config import ServerConfig
 from agent.device.serving.http_transport import HttpRequest, HttpResponse, HttpServer
+from agent.device.serving.native_transport import FrameServer
+from agent.wire.inference_frames import Frame
 
 QUEUE_SIZE = 16
 
@@ -92,7 +94,13 @@ def serve_model(model_dir: Path, work: Path, *, backend: str = "dlr") -> Served:
 
 def echo_app(request: HttpRequest) -> HttpResponse:
     """The bare HTTP echo: the request's body is the response's."""
-    return HttpResponse(200, request.body, {"Content-Type": "application/octet-stream"})
+    return HttpResponse(200, [memoryview(request.body)],
+                        {"Content-Type": "application/octet-stream"})
+
+
+def echo_frame(frame: Frame) -> Frame:
+    """The bare native echo: the request's frame, header and payload, sent back."""
+    return Frame(frame.kind, frame.request_id, frame.header, frame.payload)
 
 
 def start_echo_servers(work: Path) -> tuple[list[Any], dict[str, str]]:
@@ -101,10 +109,8 @@ def start_echo_servers(work: Path) -> tuple[list[Any], dict[str, str]]:
     http.start()
     servers: list[Any] = [http]
     endpoints = {"http": f"127.0.0.1:{http.port}"}
-    from agent.device.serving.native_transport import FrameServer  # the native framing
-
     path = work / "echo.sock"
-    native = FrameServer(lambda frame: frame, socket_path=path, name="echo-native")
+    native = FrameServer(echo_frame, path, name="echo-native")
     native.start()
     servers.append(native)
     endpoints["native"] = str(path)
@@ -112,15 +118,16 @@ def start_echo_servers(work: Path) -> tuple[list[Any], dict[str, str]]:
 
 
 def listener_counters(api: LocalApi) -> dict[str, dict[str, int]]:
-    """Each listener's integer counters (``copied_bytes``, ``requests``, ...), by kind."""
+    """Each listener's ``copied_bytes`` (and ``requests`` where it counts them), by kind:
+    an HTTP server's counters are its Open Inference Protocol app's."""
     out: dict[str, dict[str, int]] = {}
     for listener in api.listeners:
-        owner = getattr(listener, "app", listener)  # an HTTP server's counters are its app's
-        kind = "http" if hasattr(listener, "app") else "native"
-        counters = {key: value for key, value in vars(owner).items()
-                    if isinstance(value, int) and not isinstance(value, bool)
-                    and not key.startswith("_")}
-        out[kind] = counters
+        app = getattr(listener, "app", None)
+        owner = listener if app is None else app
+        counters = {key: int(getattr(owner, key)) for key in ("copied_bytes", "requests")
+                    if isinstance(getattr(owner, key, None), int)}
+        kind = "native" if app is None else "http"
+        out[f"{kind}{len([k for k in out if k.startswith(kind)]) or ''}"] = counters
     return out
 
 

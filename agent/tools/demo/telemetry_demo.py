@@ -80,6 +80,7 @@ def run_demo(models: Path, *, board: str, seconds: float) -> int:
         agent = subprocess.Popen([
             sys.executable, "-m", "agent.cli", "serve", "--thing", thing,
             "--model", str(models / "digits-v1"), "--board", board, "--rate", "200",
+            "--api-port", "0",
             "--state-dir", str(work / "state"), "--metrics-interval", "1",
             "--heartbeat-interval", "3", "--broker", f"mqtt://{broker.host}:{broker.port}",
             "--trusted-key", f"demo-controller={work / 'controller.pub'}",

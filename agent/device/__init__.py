@@ -9,6 +9,7 @@ Modules and their public names:
 - ``lambda_function``/
 - ``packages``/
 - ``platform``/
+- ``results``/
 - ``runtime``/: ``BACKENDS``, ``Backend``, ``BackendClass``, ``BackendConfig``,
   ``DlrBackend`` (+8)
 - ``serving``/

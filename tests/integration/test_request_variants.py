@@ -105,7 +105,7 @@ def test_promote_and_rollback_under_steady_load_fail_no_request(served: Served) 
             try:
                 versions.add(served.service.infer(served.sample).version)
                 counts[0] += 1
-            except BaseException as err:  # noqa: BLE001 - every failure is the finding
+            except BaseException as err:
                 failures.append(err)
 
     threads = [threading.Thread(target=client) for _ in range(4)]

@@ -25,6 +25,8 @@ from agent.core.errors import AgentError
 from agent.core.model_metadata import ModelMetadata
 from agent.device.inference.router import VariantRouter
 from agent.device.serving.config import ServerConfig
+from agent.device.serving.native_server import NativeServer
+from agent.device.serving.oip_app import start_http_servers
 from agent.device.serving.regions import RegionRegistry
 from agent.device.serving.service import InferenceService, ServedModel
 
@@ -65,21 +67,17 @@ class LocalApi:
             log.info("local inference API disabled (server.enabled is false)")
             return
         try:
-            from agent.device.serving.oip_app import start_http_servers  # TODO-LEAD: top import
-
             for server in start_http_servers(self.service, self.registry, self.config,
                                              self.work_dir):
                 self.listeners.append(server)
                 self.endpoints.update(_endpoints_of(server))
-        except (AgentError, OSError, ImportError) as err:
+        except (AgentError, OSError) as err:
             self._failed("HTTP", err, on_failure)
         if self.config.native_socket is not None:
+            native = NativeServer(self.service, self.registry, self.config, self.work_dir)
             try:
-                from agent.device.serving.native_server import NativeServer  # TODO-LEAD
-
-                native = NativeServer(self.service, self.registry, self.config, self.work_dir)
                 native.start()
-            except (AgentError, OSError, ImportError) as err:
+            except (AgentError, OSError) as err:
                 self._failed("native", err, on_failure)
             else:
                 self.listeners.append(native)
@@ -103,7 +101,7 @@ class LocalApi:
         for listener in reversed(self.listeners):
             try:
                 listener.stop()
-            except Exception:  # noqa: BLE001 - stopping the others matters more
+            except Exception:
                 log.exception("stopping a listener failed")
         self.listeners.clear()
         self.registry.close()

@@ -7,6 +7,16 @@ inference thread (through the variants router, like the loop's own samples).
 Modules and their public names:
 
 - ``config``: ``ServerConfig``
+- ``http_messages``: ``HttpRequest``, ``HttpResponse``, ``read_request``, ``write_response``,
+  ``close_lingering``, ``error_body``
+- ``http_transport``: ``HttpServer``
+- ``native_server``: ``NativeServer``
+- ``native_transport``: ``FrameServer``
+- ``oip_codec``: ``parse_infer_request``, ``decode_input``, ``encode_infer_response``,
+  ``datatype_of``
+- ``oip_app``: ``OipApp``, ``start_http_servers``
+- ``oip_plans``: ``Placed``, ``ShmPlan``, ``response_head``, ``response_template``,
+  ``PlanCache``, ``RequestRegions``
 - ``regions``: ``shm_path``, ``Region``, ``RegionRegistry``
 - ``service``: ``ServedModel``, ``InferenceResult``, ``InferenceService``
 """

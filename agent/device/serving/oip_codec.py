@@ -34,6 +34,7 @@ DATATYPES: dict[str, str] = {"float32": "FP32", "float16": "FP16", "int8": "INT8
 """numpy dtype name -> Open Inference Protocol datatype, for the dtypes models use here."""
 KNOWN_DATATYPES = frozenset({"BOOL", "UINT8", "UINT16", "UINT32", "UINT64", "INT8", "INT16",
                              "INT32", "INT64", "FP16", "FP32", "FP64", "BF16", "BYTES"})
+_COMPACT = json.JSONEncoder(separators=(",", ":"))  # made once: json.dumps makes one a call
 _INT_KINDS = "iu"
 _FLOAT_KINDS = "iuf"
 
@@ -80,8 +81,15 @@ class InferRequest:
     timeout_s: float | None
 
 
+def compact_json(document: Any) -> bytes:
+    """``document`` as JSON without blanks."""
+    return _COMPACT.encode(document).encode()
+
+
 def datatype_of(dtype: str) -> str:
-    return DATATYPES[np.dtype(dtype).name]
+    """The protocol's datatype of a numpy dtype name (a model tensor's ``dtype``)."""
+    datatype = DATATYPES.get(dtype)
+    return datatype if datatype is not None else DATATYPES[np.dtype(dtype).name]
 
 
 # ---- requests ---------------------------------------------------------------------------
@@ -209,7 +217,7 @@ def _shm(params: Mapping[str, Any], what: str) -> ShmRef | None:
         raise RequestFormatError(f"{what}: shared_memory_region must be a name")
     size = params.get("shared_memory_byte_size")
     offset = params.get("shared_memory_offset", 0)
-    if not _is_count(size) or not _is_count(offset):
+    if not isinstance(size, int) or not _is_count(size) or not _is_count(offset):
         raise RequestFormatError(f"{what}: shared_memory_byte_size (required) and "
                                  "shared_memory_offset must be non-negative integers")
     return ShmRef(region=region, offset=offset, byte_size=size)
@@ -324,12 +332,12 @@ def encode_infer_response(header: dict[str, Any], outputs: Sequence[EncodedOutpu
                                    "shared_memory_offset": out.shm.offset,
                                    "shared_memory_byte_size": out.shm.byte_size}
         elif out.binary:
-            view = memoryview(out.array).cast("B")
+            view = out.array.data.cast("B")
             entry["parameters"] = {"binary_data_size": view.nbytes}
             buffers.append(view)
         else:
             entry["data"] = out.array.ravel().tolist()
             copied += out.array.nbytes
         described.append(entry)
-    text = json.dumps({**header, "outputs": described}, separators=(",", ":"))
+    text = _COMPACT.encode({**header, "outputs": described})
     return text.encode(), buffers, copied

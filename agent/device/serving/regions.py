@@ -10,15 +10,22 @@ mapping: the runtime reads inputs and writes outputs where they are.
 A region in use by a request stays mapped until the request ends, also when the client
 unregisters it meanwhile (the name is freed at once; the mapping goes with its last
 user), so unregistering never pulls memory out from under a running model.
+
+A client names the same places on every request, so a region keeps the views it made
+(the same ndarray for the same offset, size, dtype and shape), dropped when the region
+is unregistered; :attr:`RegionRegistry.generation` changes on every register and
+unregister, so what a server prepared from a request can tell whether the regions it
+names are still the ones registered.
 """
 
 from __future__ import annotations
 
 import contextlib
+import math
 import mmap
 import os
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -28,6 +35,7 @@ from agent.core.errors import RegionError
 
 SHM_ROOT = Path("/dev/shm")
 MAX_REGIONS = 64
+MAX_VIEWS = 256  # views a region keeps; past this it forgets them and starts again
 
 
 def shm_path(key: str) -> Path:
@@ -49,13 +57,29 @@ class Region:
     mapping: mmap.mmap
     users: int = 0
     removed: bool = False
-    _views: list[np.ndarray] = field(default_factory=list)
+    _views: dict[tuple[int, int, np.dtype, tuple[int, ...]], np.ndarray] = field(
+        default_factory=dict)
 
     def view(self, offset: int, byte_size: int, dtype: np.dtype, shape: tuple[int, ...],
              *, what: str) -> np.ndarray:
         """A view of ``shape`` and ``dtype`` at ``offset`` (relative to the region's own
-        offset), which must cover exactly ``byte_size`` bytes inside the region."""
-        need = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+        offset), which must cover exactly ``byte_size`` bytes inside the region; the
+        same array for the same place while the region is registered."""
+        key = (offset, byte_size, dtype, shape)
+        array = self._views.get(key)
+        if array is not None:
+            return array
+        array = self._new_view(offset, byte_size, dtype, shape, what=what)
+        if len(self._views) >= MAX_VIEWS:
+            self._views.clear()
+        self._views[key] = array
+        if self.removed:  # unregistered meanwhile: keep nothing that pins the mapping
+            self._views.clear()
+        return array
+
+    def _new_view(self, offset: int, byte_size: int, dtype: np.dtype, shape: tuple[int, ...],
+                  *, what: str) -> np.ndarray:
+        need = math.prod(shape) * dtype.itemsize  # exact (numpy's prod costs 3 us)
         if offset < 0 or byte_size < 0:
             raise RegionError(f"{what}: negative offset or byte size in region {self.name!r}")
         if byte_size != need:
@@ -83,6 +107,7 @@ class RegionRegistry:
         self._regions: dict[str, Region] = {}
         self._lock = threading.Lock()
         self._closing: list[Region] = []  # unregistered while in use, or still viewed
+        self.generation = 0  # changes on every register and unregister
 
     def register(self, name: str, key: str, offset: int, byte_size: int) -> Region:
         """Map ``key`` and register it as ``name``; :class:`RegionError` when the name is
@@ -117,6 +142,7 @@ class RegionRegistry:
                 mapping.close()
                 raise RegionError(f"region {name!r} is already registered")
             self._regions[name] = region
+            self.generation += 1
         return region
 
     def unregister(self, name: str | None = None) -> list[str]:
@@ -129,7 +155,10 @@ class RegionRegistry:
             for key in names:
                 region = self._regions.pop(key)
                 region.removed = True
+                region._views.clear()  # after `removed`: see Region.view
                 self._closing.append(region)
+            if names:
+                self.generation += 1
             self._collect()
         return names
 
@@ -155,6 +184,24 @@ class RegionRegistry:
         finally:
             with self._lock:
                 region.users -= 1
+                self._collect()
+
+    def hold(self, regions: Sequence[Region], generation: int) -> bool:
+        """Count ``regions`` in use, as :meth:`using` does, if the registry is still at
+        ``generation`` (so they are all still registered); False (nothing held) if not."""
+        with self._lock:
+            if generation != self.generation:
+                return False
+            for region in regions:
+                region.users += 1
+            return True
+
+    def release(self, regions: Sequence[Region]) -> None:
+        """End a :meth:`hold`."""
+        with self._lock:
+            for region in regions:
+                region.users -= 1
+            if self._closing:
                 self._collect()
 
     def _collect(self) -> None:

@@ -28,23 +28,15 @@ import mmap
 import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 
 from agent.core.errors import RegionError
 from agent.core.model_layout import TensorSpec
+from agent.wire.shm_ring import shm_path
 
-SHM_ROOT = Path("/dev/shm")
 ALIGN = 64
 
-
-def shm_file(key: str) -> Path:
-    """The file of POSIX shared memory object ``key`` (``/name`` or ``name``)."""
-    name = key.lstrip("/")
-    if not name or "/" in name or name in (".", ".."):
-        raise RegionError(f"shared memory key {key!r} is not a valid shm_open name")
-    return SHM_ROOT / name
 
 
 @dataclass(frozen=True)
@@ -80,7 +72,7 @@ class SharedRegion:
         user, or give it 0o660 and a group both share."""
         if byte_size <= 0:
             raise RegionError(f"a shared memory region needs a positive size, got {byte_size}")
-        path = shm_file(key)
+        path = shm_path(key)
         try:
             fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, mode)
         except FileExistsError as err:
@@ -105,7 +97,7 @@ class SharedRegion:
     @classmethod
     def attach(cls, key: str) -> SharedRegion:
         """Map an existing object (all of it)."""
-        path = shm_file(key)
+        path = shm_path(key)
         try:
             fd = os.open(path, os.O_RDWR)
         except FileNotFoundError as err:
@@ -162,7 +154,7 @@ class SharedRegion:
     def unlink(self) -> None:
         """Remove the shared memory object (mappings of it stay valid until closed)."""
         with contextlib.suppress(FileNotFoundError):
-            os.unlink(shm_file(self.key))
+            os.unlink(shm_path(self.key))
 
     def __enter__(self) -> SharedRegion:
         return self

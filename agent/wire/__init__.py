@@ -25,7 +25,8 @@ Modules and their public names:
 - ``results``: ``Result``, ``ResultCounts``, ``RankedClass``, ``Frame``, ``RawOutput`` (+1)
 - ``senders``: ``SenderState``, ``SenderTracker``
 - ``sequence``: ``SequenceCounter``, ``new_boot_id``, ``read_reserved``, ``write_reserved``
-- ``shm_ring``: ``ShmRing``, ``RingInput``, ``layout``, ``ring_size``, ``check_ring_name``
+- ``shm_ring``: ``shm_path``, ``ShmRing``, ``RingInput``, ``layout``, ``ring_size``,
+  ``check_ring_name``
 - ``signing``: ``Signer``, ``TrustStore``, ``signed_bytes``
 - ``stamp``: ``Stamper``
 - ``topics``: ``Topics``, ``check_name``, ``group_commands_topic``, ``command_filters``,

@@ -34,10 +34,17 @@ import struct
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
-from agent.core.errors import InputSpecError, RingClosedError, RingError, RingFullError
+from agent.core.errors import (
+    InputSpecError,
+    RegionError,
+    RingClosedError,
+    RingError,
+    RingFullError,
+)
 
 MAGIC = 0x45444745_53484D32  # "EDGESHM2"
 HEADER_BYTES = 64
@@ -47,6 +54,16 @@ MAX_INPUTS = 64
 MAX_DIMS = 8
 W_MAGIC, W_WRITE, W_READ, W_SLOTS, W_BYTES, W_CLOSED, W_INPUTS, W_OWNER = range(8)
 S_SEQ, S_LABEL, S_TIME = range(3)  # words of a slot's header
+SHM_ROOT = Path("/dev/shm")
+
+
+def shm_path(key: str) -> Path:
+    """Where ``shm_open(key)`` (``/name`` or ``name``) keeps its object on Linux."""
+    name = key.lstrip("/")
+    if not name or "/" in name or name in (".", ".."):
+        raise RegionError(f"shared memory key {key!r} is not a valid shm_open name")
+    return SHM_ROOT / name
+
 _ENTRY = struct.Struct(f"<128s16sQQQ{MAX_DIMS}Q")
 _POLL_S = 0.0002
 

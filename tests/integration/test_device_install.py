@@ -58,7 +58,8 @@ def test_the_extras_carry_the_rest() -> None:
     assert sets["images"] == {"pillow"}
     assert {"import-linter", "pytest", "ruff", "mypy"} <= sets["dev"]
     dev_self = [r for r in _requirements() if canonicalize_name(r.name) == DIST]
-    assert [set(r.extras) for r in dev_self] == [{"controller", "tools", "models", "images"}]
+    assert [set(r.extras) for r in dev_self] == [{"controller", "tools", "models", "images",
+                                                  "video"}]
 
 
 def test_the_cli_knows_every_extra_and_names_real_commands() -> None:

@@ -107,16 +107,14 @@ def serve(fill: Fill, lane: Lane, *, check_every: int = 1,
 
 def shadow(fill: Fill, blue: Lane, green: Lane, stats: ShadowStats, *, every: int,
            lock: threading.Lock | None = None,
-           offload: Callable[[int], None] | None = None,
            on_result: ResultHook | None = None) -> Plan:
-    """Blue serves every inference; green also runs on every ``every``-th input and is
-    compared, never served.
+    """Blue serves every inference; green also runs on every ``every``-th input (inline,
+    on the same buffers: a copy of the input costs nothing) and is compared, never served.
 
-    With ``offload`` (what the router uses: its shadow worker's ``offer``), the step
-    hands that input and blue's outputs to green's own thread and goes on: a slow green
-    then costs the loop nothing, and requests waiting for the loop's thread never wait for
-    green. Without it green runs inline on the same buffers (a copy of the input costs
-    nothing), holding ``lock`` around its run and comparison.
+    Green runs on the loop's thread so that its latency is measured as blue's is (on a
+    thread of its own it would also be timed waiting for the interpreter while the loop
+    runs, and the latency guardrail would judge that wait). ``lock`` is held around its
+    run and comparison: the request path's shadow worker runs the same green.
     """
     if every < 1:
         raise ValueError("every must be >= 1")
@@ -138,11 +136,6 @@ def shadow(fill: Fill, blue: Lane, green: Lane, stats: ShadowStats, *, every: in
             on_result(blue)
         count += 1
         if count % every:
-            return
-        if offload is not None:
-            offload(label)
-            if label >= 0:
-                _check(blue, label)
             return
         with green_lock:
             start = _now()

@@ -124,14 +124,14 @@ class _Slot:
 
 
 class ShadowWorker:
-    """Runs green on shadowed inputs on its own thread: the loop's samples and requests
-    alike, after blue's answer is out.
+    """Runs green on shadowed requests on its own thread, after their answers are out.
 
-    Slots are preallocated; a shadowed input finds a free one or is skipped (counted), so
-    a slow green never builds a backlog and never slows blue. The input and blue's outputs
-    are copied into the slot first (the loop refills its buffers, a client may reuse its
-    shared memory right after its answer): that copy, on the sampled inputs only, is the
-    one cost shadowing adds to blue. ``lock`` is held around green's runs.
+    Slots are preallocated; a shadowed request finds a free one or is skipped (counted),
+    so a slow green never builds a backlog and never delays an answer. The request's
+    inputs and blue's outputs are copied into the slot first (the client may reuse its
+    shared memory as soon as it has its answer): that copy, on the sampled requests only,
+    is the one cost shadowing adds to a response. ``lock`` is held around green's runs:
+    the loop's own shadow plan runs the same green inline on the loop's thread.
     """
 
     def __init__(self, green: Lane, stats: ShadowStats, lock: threading.Lock,

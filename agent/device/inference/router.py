@@ -133,14 +133,9 @@ class VariantRouter:
             self._stop_shadow_worker()
             worker = self._shadow_worker = ShadowWorker(green.lane, self.shadow_stats,
                                                         self._green_lock)
-            loop_inputs, blue_outputs = self.loop.inputs, self.blue.lane.outputs
-
-            def offload(label: int) -> None:
-                worker.offer(loop_inputs, blue_outputs, label)
-
             self._install(plans.shadow(self.loop.source.fill, self.blue.lane, green.lane,
                                        self.shadow_stats, every=every, lock=self._green_lock,
-                                       offload=offload, on_result=self._on_result),
+                                       on_result=self._on_result),
                           "shadow", (100, 0),
                           request_plans.shadow(self.blue.lane, self.blue.version, worker,
                                                every, self.request_stats,

@@ -17,6 +17,6 @@ Modules and their public names:
 - ``oip_app``: ``OipApp``, ``start_http_servers``
 - ``oip_plans``: ``Placed``, ``ShmPlan``, ``response_head``, ``response_template``,
   ``PlanCache``, ``RequestRegions``
-- ``regions``: ``shm_path``, ``Region``, ``RegionRegistry``
+- ``regions``: ``Region``, ``RegionRegistry``
 - ``service``: ``ServedModel``, ``InferenceResult``, ``InferenceService``
 """

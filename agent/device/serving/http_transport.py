@@ -4,7 +4,8 @@ large bodies.
 Each connection gets its own thread (at most ``max_connections``; one more is answered
 ``503`` and closed). A request's head is read line by line from a buffered reader, with
 bounds on the request line and on the header block (``431`` past them); its body, sized
-by ``Content-Length``, is read straight into one buffer allocated for it, and a body over
+by ``Content-Length``, is read in one piece (a small one as bytes from the reader's
+buffer, a large one straight into one buffer allocated for it), and a body over
 ``max_body_bytes`` is refused with ``413`` before a byte of it is read. Chunked request
 bodies are refused (``411``). A response is written with one ``sendmsg`` of the head and
 the body's buffers as they are (numpy arrays, views on shared memory), never joined.

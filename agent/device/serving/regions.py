@@ -27,23 +27,15 @@ import os
 import threading
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 
 from agent.core.errors import RegionError
+from agent.wire.shm_ring import shm_path
 
-SHM_ROOT = Path("/dev/shm")
 MAX_REGIONS = 64
 MAX_VIEWS = 256  # views a region keeps; past this it forgets them and starts again
 
-
-def shm_path(key: str) -> Path:
-    """Where ``shm_open(key)`` keeps its object on Linux."""
-    name = key.lstrip("/")
-    if not name or "/" in name or name in (".", ".."):
-        raise RegionError(f"shared memory key {key!r} is not a valid shm_open name")
-    return SHM_ROOT / name
 
 
 @dataclass(eq=False)

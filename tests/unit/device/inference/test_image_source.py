@@ -121,8 +121,12 @@ def test_the_api_still_answers_after_the_source_ended(colour_model: Path, tmp_pa
     worker.start()
     try:
         deadline = time.monotonic() + 10
-        while not loop.source.ended and time.monotonic() < deadline:  # type: ignore[attr-defined]
+        # The source says it ended when it hands out its last image, just before that
+        # image's inference is counted: wait for both.
+        while not (loop.source.ended and loop.stats.inferences) \
+                and time.monotonic() < deadline:  # type: ignore[attr-defined]
             time.sleep(0.01)
+        time.sleep(0.05)  # no further inference may follow
         assert loop.source.ended and loop.stats.inferences == 1  # type: ignore[attr-defined]
         blue = np.zeros((1, 3, 8, 8), np.float32)
         blue[0, 2] = 1.0

@@ -35,7 +35,7 @@ import io
 import json
 import tempfile
 import zipfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -46,6 +46,7 @@ from agent.core.errors import ConfigError
 if TYPE_CHECKING:
     import numpy as np
 
+    from agent.core.model_layout import TensorSpec
     from agent.core.model_metadata import ModelMetadata
     from agent.device.platform.profile import DeviceProfile
     from agent.device.runtime.base import Backend
@@ -122,7 +123,6 @@ def predict(model: LoadedModel, input_file: Path, *, top_k: int | None,
     import numpy as np
 
     from agent.device.inference.inputs import read_inputs
-    from agent.device.inference.postprocess import predictions, wants_top_k
 
     backend = model.backend
     arrays = read_inputs(input_file, backend.inputs, metadata=model.metadata)
@@ -133,12 +133,21 @@ def predict(model: LoadedModel, input_file: Path, *, top_k: int | None,
                for spec, out in zip(backend.outputs, bound, strict=True)}
     report: dict[str, Any] = {
         "model": model_name, "label": model.label, "backend": backend.name,
-        "input": str(input_file),
-        "outputs": [{"name": spec.name, "dtype": spec.dtype, "shape": list(spec.shape)}
-                    for spec in backend.outputs],
-    }
-    if top_k is not None or wants_top_k(model.metadata):
-        name, best = predictions(outputs, model.metadata, top_k)
+        "input": str(input_file)}
+    return _with_outputs(report, outputs, backend.outputs, model.metadata, top_k)
+
+
+def _with_outputs(report: dict[str, Any], outputs: dict[str, np.ndarray],
+                  specs: Sequence[TensorSpec], metadata: ModelMetadata | None,
+                  top_k: int | None) -> dict[str, Any]:
+    """``report`` with the outputs' specs, the best classes when asked or described, and
+    the arrays themselves (under ``_arrays``, for --output)."""
+    from agent.device.inference.postprocess import predictions, wants_top_k
+
+    report["outputs"] = [{"name": spec.name, "dtype": spec.dtype, "shape": list(spec.shape)}
+                         for spec in specs]
+    if top_k is not None or wants_top_k(metadata):
+        name, best = predictions(outputs, metadata, top_k)
         report["scores_output"] = name
         report["top_k"] = [p.to_dict() for p in best]
     report["_arrays"] = outputs
@@ -151,7 +160,6 @@ def predict_server(socket_path: Path, input_file: Path, *,
     :func:`predict` plus the variant and version that answered."""
     from agent.client import InferenceClient
     from agent.device.inference.inputs import read_inputs
-    from agent.device.inference.postprocess import predictions, wants_top_k
 
     with InferenceClient(socket_path) as client:
         served = client.metadata()
@@ -162,16 +170,8 @@ def predict_server(socket_path: Path, input_file: Path, *,
     report: dict[str, Any] = {
         "model": served.name, "label": result.version, "backend": served.platform,
         "server": str(socket_path), "variant": result.variant, "version": result.version,
-        "input": str(input_file),
-        "outputs": [{"name": spec.name, "dtype": spec.dtype, "shape": list(spec.shape)}
-                    for spec in served.outputs],
-    }
-    if top_k is not None or wants_top_k(served.metadata):
-        name, best = predictions(outputs, served.metadata, top_k)
-        report["scores_output"] = name
-        report["top_k"] = [p.to_dict() for p in best]
-    report["_arrays"] = outputs
-    return report
+        "input": str(input_file)}
+    return _with_outputs(report, outputs, served.outputs, served.metadata, top_k)
 
 
 def _check_args(args: argparse.Namespace) -> None:

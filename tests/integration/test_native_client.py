@@ -467,7 +467,9 @@ def test_a_client_killed_mid_request_leaks_nothing(digits: NativeStack,
         child.send_signal(signal.SIGKILL)
         child.wait(10)
     assert child.returncode == -signal.SIGKILL
-    _wait(lambda: queue.direct == 0 and _connection_threads() == baseline)
+    # At most the threads of before: a connection of an earlier test may still have been
+    # closing when they were counted.
+    _wait(lambda: queue.direct == 0 and _connection_threads() <= baseline)
     assert client.infer({"input": X}).variant == "blue"
 
 

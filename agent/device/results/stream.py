@@ -17,6 +17,7 @@ not ``everyN`` (which counts the loop's inferences) and not the hand-off's rate 
 
 from __future__ import annotations
 
+import abc
 import json
 import logging
 import threading
@@ -46,7 +47,7 @@ log = logging.getLogger("edge_agent.results")
 IDLE_WAIT_S = 0.5  # how long an idle publisher sleeps before it looks at its stop flag
 
 
-class Sink:
+class Sink(abc.ABC):
     """One destination of results. :meth:`publish` must not block the publisher for long
     and never raises: what it cannot take it counts in :attr:`failed` (the first failure,
     and then one a minute, is logged)."""
@@ -57,9 +58,10 @@ class Sink:
         self.failed = 0
         self._last_warning = -60.0
 
+    @abc.abstractmethod
     def publish(self, result: dict[str, Any], payload: bytes,
                 outputs: Sequence[np.ndarray]) -> None:
-        raise NotImplementedError
+        """Send one result (its document, its JSON bytes and the raw output arrays)."""
 
     def fail(self, why: str) -> None:
         self.failed += 1
@@ -73,7 +75,7 @@ class Sink:
         """Results this destination did not take (for the metrics report)."""
         return self.failed
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 - most destinations hold nothing to let go of
         """Finish what is in flight (briefly) and let go of the destination."""
 
 

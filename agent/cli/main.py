@@ -127,6 +127,13 @@ def cmd_bench_api(args: argparse.Namespace) -> int:
     return code
 
 
+def cmd_bench_flood(args: argparse.Namespace) -> int:
+    from agent.tools.bench.flood import bench_flood_main
+
+    code: int = bench_flood_main(args)
+    return code
+
+
 _DESCRIPTION = ("The edge inference agent (inference, telemetry, signed model swaps) and "
                 "its operator tools (packages, Greengrass components, rollouts, fleets).")
 _HELP_WIDTH = 100
@@ -273,6 +280,17 @@ def build_parser() -> argparse.ArgumentParser:
                      help="do not pin the server and the clients to separate cores")
     api.add_argument("--markdown", action="store_true", help="print the README table")
     api.set_defaults(func=cmd_bench_api)
+    flood = bench_sub.add_parser("flood", parents=[bench_common],
+                                 help="inference under a command flood; controller ingest "
+                                      "under a report flood")
+    flood.add_argument("--seconds", type=float, default=2.0, help="per phase")
+    flood.add_argument("--rounds", type=int, default=3,
+                       help="flood phases, each between two unloaded ones")
+    flood.add_argument("--flood-rate", type=float, default=2000.0,
+                       help="hostile messages a second")
+    flood.add_argument("--legit-devices", type=int, default=20,
+                       help="devices reporting normally beside the flooding one")
+    flood.set_defaults(func=cmd_bench_flood)
     parser.epilog = commands_epilog(parser)  # after every command is added: none is left out
     return parser
 

@@ -56,6 +56,9 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-api", action="store_true",
                         help="no local inference API (only the loop runs)")
     parser.add_argument("--state-dir", type=Path, help="spool, sequence and replay state")
+    parser.add_argument("--package-dir", type=Path, action="append", default=[],
+                        metavar="DIR", help="a folder a stage command's file:// URL may read "
+                                            "packages from (repeatable; packageDirs)")
     parser.add_argument("--metrics-interval", type=float)
     parser.add_argument("--heartbeat-interval", type=float)
     parser.add_argument("--board", help="emulate a bundled board (rpi4_64, jetson_nano_r32, ...)")
@@ -86,6 +89,7 @@ def config_from_args(args: argparse.Namespace,
         "metricsIntervalSeconds": args.metrics_interval,
         "heartbeatIntervalSeconds": args.heartbeat_interval, "board": args.board,
         "thingGroups": args.groups.split(",") if args.groups else None,
+        "packageDirs": [str(p) for p in args.package_dir] or None,
     }
     raw.update({k: str(v) if isinstance(v, Path) else v for k, v in flags.items()
                 if v is not None})

@@ -9,11 +9,15 @@ Modules and their public names:
 
 - ``controller``: ``ANNOUNCE_ROLLOUT``, ``ASK_AGAIN_S``, ``DEVICE_BREACHES``,
   ``KEEP_FINISHED``, ``TERMINAL`` (+2)
+- ``breach_quorum``: ``quorum``, ``split_breaches``, ``describe_event``, ``rollback_reason``,
+  ``held_reason`` (+5)
 - ``discovery``: ``Discovery``
 - ``errors``: ``FleetError``, ``SpecError``, ``FleetFileError``, ``PlanError``,
-  ``OverlapError`` (+3)
+  ``OverlapError`` (+4)
 - ``guardrails``: ``Breach``, ``ScopeFigures``, ``Verdict``, ``counted_reports``,
   ``evaluate``
+- ``ingest_limits``: ``IngestLimits``, ``TokenBuckets``, ``Rejections``, ``REJECT_BAD_TOPIC``,
+  ``REJECT_RATE_LIMITED`` (+6)
 - ``lock``: ``ControllerLock``
 - ``operator_requests``: ``act_on``
 - ``plan``: ``PlannedCommand``, ``Step``, ``seq_base``, ``command_seq``, ``step_of_seq``
@@ -24,6 +28,8 @@ Modules and their public names:
   ``ONNX_PACKAGE``
 - ``report``: ``StepSpan``, ``plain``, ``rollout_json``, ``rollout_end``, ``step_spans``
   (+4)
+- ``report_checks``: ``MetricsHistory``, ``MAX_COUNT``, ``COUNT_OUT_OF_RANGE``,
+  ``COUNTS_DECREASED``, ``TOTALS_DECREASED`` (+4)
 - ``runner``: ``RunningRollout``, ``RolloutRunner``, ``parse_spec_json``
 - ``spec``: ``Package``, ``AllAtOnce``, ``Canary``, ``Linear``, ``Shadow`` (+6)
 - ``state``: ``NOT_TRIED``, ``ROLLOUT_STATUSES``, ``SCHEMA_VERSION``, ``TERMINAL``,

@@ -8,8 +8,9 @@ drawn in :mod:`agent.core.errors`)::
         ├── PlanError               a spec and a fleet that cannot be planned together
         │   └── OverlapError        its devices are in another unfinished rollout
         ├── RolloutExistsError      a rollout of that name exists already
-        └── FleetStateError         the controller's durable state is unusable
-            └── DecisionConflictError  a second, different decision for a device's step
+        ├── FleetStateError         the controller's durable state is unusable
+        │   └── DecisionConflictError  a second, different decision for a device's step
+        └── ReportRejectedError     a device report refused at ingest (names its reason)
 """
 
 from __future__ import annotations
@@ -52,3 +53,12 @@ class FleetStateError(FleetError):
 
 class DecisionConflictError(FleetStateError):
     """A device's step already holds a different decision: it is never sent a second one."""
+
+
+class ReportRejectedError(FleetError):
+    """A device report the controller refused at ingest: :attr:`reason` is the counted kind
+    (``counts_decreased``, ``count_out_of_range``, ...), the message says what was wrong."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(f"{reason}: {message}")
+        self.reason = reason

@@ -5,6 +5,13 @@ Every decision is persisted (``ControllerState``) before it is sent, so a
 restarted controller re-sends exactly what was not acknowledged (:meth:`RolloutRunner.resume`),
 and a device that comes back late gets the decision that applies to it now.
 
+A breach a device reports about itself rolls back fleet-wide only once
+``guardrails.breach_quorum`` devices report one; below that it is held, and the step
+pauses for an operator instead of advancing (:mod:`agent.controller.breach_quorum`).
+A device whose hardware class or package key changes while a rollout runs keeps the
+place the plan gave it, but is excluded from the rollout's verdicts until it ends
+(:meth:`RolloutRunner.exclude`).
+
 A rollout ends for each device it reached with one signed command: ``confirm``
 when it succeeded (the device ends its trial of green at once, so the next
 rollout can start) or ``rollback`` on a breach or an abort, sent only to devices
@@ -21,6 +28,7 @@ from collections import OrderedDict, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from agent.controller import breach_quorum
 from agent.controller.errors import OverlapError, RolloutExistsError
 from agent.controller.guardrails import Verdict, evaluate
 from agent.controller.plan import (
@@ -59,7 +67,10 @@ class RunningRollout:
     step_started: float  # controller monotonic clock
     reports: StepReports = field(init=False)  # what the guardrails read, per step
     baseline: list[Metrics] = field(default_factory=list)
-    device_breaches: list[Event] = field(default_factory=list)
+    breaching: dict[str, str] = field(default_factory=dict)  # thing -> its first breach
+    excluded: dict[str, str] = field(default_factory=dict)  # thing -> why it does not count
+    reached: set[str] = field(default_factory=set)  # devices of the steps begun so far
+    held: set[str] = field(default_factory=set)  # breaching devices logged as held
     last_report_at: float | None = None  # wall clock, for breach-to-rollback timing
     heard: dict[str, float] = field(default_factory=dict)  # thing -> last report (monotonic)
     breach_seen_at: float | None = None  # the newest report the breaching verdict saw
@@ -86,24 +97,49 @@ class RolloutRunner:
         self.running: dict[str, RunningRollout] = {}
         self.finished: OrderedDict[str, RunningRollout] = OrderedDict()
         self._latest: dict[str, deque[Metrics]] = {}
+        self.excluded_reports = 0  # reports of excluded devices, not counted for a rollout
 
     # ---- what devices report --------------------------------------------------------------
 
     def observe_metrics(self, message: Metrics) -> None:
         self._latest.setdefault(message.thing, deque(maxlen=4)).append(message)
         for run in self.running.values():
-            if message.thing in run.things:
+            if message.thing in run.excluded:
+                self.excluded_reports += 1
+            elif message.thing in run.things:
                 run.reports.add(message)
                 run.last_report_at = time.time()
                 run.heard[message.thing] = self.clock()
 
     def observe_breach(self, message: Event) -> None:
-        """A device broke a local guardrail (and rolled itself back)."""
+        """A device broke a local guardrail (and rolled itself back): kept once per device,
+        weighed against the quorum when the step is judged."""
         for run in self.running.values():
             # Only a breach by this rollout's candidate counts (a device restarting
-            # after an earlier trial reports its own rollback too).
-            if message.data.get("version") == run.spec.model and message.thing in run.things:
-                run.device_breaches.append(message)
+            # after an earlier trial reports its own rollback too), of a device the
+            # rollout has reached.
+            if message.data.get("version") != run.spec.model or message.thing not in run.reached:
+                continue
+            if message.thing in run.excluded:
+                self.excluded_reports += 1
+            else:
+                run.breaching.setdefault(message.thing, breach_quorum.describe_event(message))
+
+    def exclude(self, thing: str, reason: str) -> list[str]:
+        """Leave ``thing`` out of the verdicts of every running rollout it is in, until
+        each ends (its hardware class or package key changed under the plan); the ids."""
+        affected = []
+        for rollout_id, run in self.running.items():
+            if thing not in run.things or thing in run.excluded:
+                continue
+            run.excluded[thing] = reason
+            run.heard.pop(thing, None)
+            run.breaching.pop(thing, None)
+            self.state.log(rollout_id, breach_quorum.EXCLUDED,
+                           detail={"thing": thing, "reason": reason[:300]})
+            log.warning("rollout %s: %r no longer counts: %s", rollout_id, thing, reason)
+            affected.append(rollout_id)
+        return affected
 
     def catch_up(self, thing: str) -> None:
         """A device (re)appeared: send it whatever it has not acknowledged."""
@@ -156,6 +192,9 @@ class RolloutRunner:
             spec = parse_spec_json(record.spec_json)
             steps = plan_rollout(spec, self.registry.devices_in(spec.groups))
             run = self.running[record.rollout_id] = RunningRollout(spec, steps, self.clock())
+            run.reached = {t for s in steps[:record.step_index + 1] for t in s.things}
+            run.breaching, run.excluded = breach_quorum.restore(self.state, record.rollout_id)
+            run.held = set(run.breaching)
             if record.status == "paused":
                 continue  # waits for the operator
             begun = [d for d in self.state.decisions(record.rollout_id) if d.kind == "rollback"]
@@ -195,32 +234,58 @@ class RolloutRunner:
         # A device silent for longer than stale_after_s (by this controller's clock) no
         # longer counts: its old reports must not vouch for the step.
         cutoff = self.clock() - run.spec.timing.stale_after_s
-        fresh = run.reports.for_step(step, lambda thing: run.heard.get(thing, 0.0) >= cutoff)
+        fresh = run.reports.for_step(step, lambda thing: thing not in run.excluded
+                                     and run.heard.get(thing, 0.0) >= cutoff)
+        installs = {thing: ok for thing, ok in
+                    self.state.install_outcomes(rollout_id, index).items()
+                    if thing not in run.excluded}
         verdict = evaluate(run.spec.guardrails, fresh, step=step, baseline=run.baseline,
-                           installs=self.state.install_outcomes(rollout_id, index))
+                           installs=installs)
         run.verdict = verdict
         self.state.log(rollout_id, "verdict", step_index=index,
                        detail=verdict_detail(verdict, run.spec.guardrails))
-        if run.device_breaches:
-            event = run.device_breaches[0]
-            run.breach_seen_at = run.last_report_at
-            rule = event.data.get("rule", "")
-            self.roll_back(rollout_id, run,
-                           f"{event.kind} ({rule}) on {event.thing}: {event.detail}")
-            return
-        breach = verdict.breach
-        if breach is not None:
+        fleet_breaches, device_health = breach_quorum.split_breaches(verdict.breaches)
+        if fleet_breaches:
+            breach = fleet_breaches[0]
             run.breach_seen_at = run.last_report_at
             self.roll_back(rollout_id, run, f"{breach.rule} in {breach.where}: {breach.detail}")
             return
+        if self._weigh_device_breaches(rollout_id, run, index, device_health):
+            return
         elapsed = self.clock() - run.step_started
-        if verdict.status == "pass" and elapsed >= step.watch_s:
+        # Held breaches are the verdict's only ones: the fleet passes when no scope is short.
+        if run.breaching and not verdict.short and elapsed >= step.watch_s:
+            needed = breach_quorum.quorum(run.spec.guardrails.breach_quorum, len(run.things))
+            self.state.set_status(rollout_id, "paused", reason=breach_quorum.held_reason(
+                step.name, rollout_id, run.breaching, needed))
+        elif verdict.status == "pass" and elapsed >= step.watch_s:
             self.advance(rollout_id, run)
         elif elapsed >= run.spec.timing.step_timeout_s:
             self.state.set_status(rollout_id, "paused", reason=undecided_reason(
                 step, rollout_id, elapsed, verdict, run.spec.guardrails))
 
-    # ---- moving on ------------------------------------------------------------------------
+    def _weigh_device_breaches(self, rollout_id: str, run: RunningRollout, index: int,
+                               device_health: dict[str, str]) -> bool:
+        """Roll back once the devices breaching reach the quorum (True); else hold each
+        new one, in the decisions log."""
+        for thing, what in device_health.items():
+            if thing not in run.excluded:
+                run.breaching.setdefault(thing, what)
+        if not run.breaching:
+            return False
+        needed = breach_quorum.quorum(run.spec.guardrails.breach_quorum, len(run.things))
+        if len(run.breaching) >= needed:
+            run.breach_seen_at = run.last_report_at
+            self.roll_back(rollout_id, run, breach_quorum.rollback_reason(run.breaching, needed))
+            return True
+        for thing, what in run.breaching.items():
+            if thing not in run.held:
+                run.held.add(thing)
+                breach_quorum.log_held(self.state, rollout_id, index, thing, what,
+                                       devices=len(run.breaching), needed=needed)
+                log.warning("rollout %s: breach held (%d of %d devices): %s", rollout_id,
+                            len(run.breaching), needed, what)
+        return False
 
     def advance(self, rollout_id: str, run: RunningRollout) -> str:
         """On to the next step, or success after the last; what it did, in words."""
@@ -238,6 +303,7 @@ class RolloutRunner:
         step = run.steps[index]
         self.state.set_step(rollout_id, index)
         run.step_started = self.clock()
+        run.reached.update(step.things)
         run.baseline = [m for thing in step.switched for m in self._latest.get(thing, ())]
         self.state.log(rollout_id, "step", step_index=index, detail={
             "name": step.name, "mode": step.mode, "green_weight": step.green_weight,

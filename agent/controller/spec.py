@@ -21,8 +21,8 @@ agreement and install failures at their defaults. A limit written as ``null``
 (``~``) or ``off`` is disabled (stored as None). ``max_p99_us``,
 ``max_soc_temp_c`` and ``max_rss_bytes`` depend on the model and the hardware,
 so they have no default and are checked only when a spec sets them. The
-qualifiers ``min_samples``, ``min_devices``, ``min_p99_excess_us`` and
-``install_failure_min_devices`` cannot be switched off. Leaving the block out
+qualifiers ``min_samples``, ``min_devices``, ``min_p99_excess_us``,
+``install_failure_min_devices`` and ``breach_quorum`` cannot be switched off. Leaving the block out
 (or empty) means every default; :func:`effective_guardrails` says, per limit,
 what applies and where it came from.
 
@@ -178,6 +178,9 @@ class GuardrailSpec(_Spec):
                                    Limit] = 20.0
     install_failure_min_devices: Annotated[int, Field(ge=1),
                                            _qualifier("1 is the least")] = 1
+    # devices whose reports about themselves (a local breach or rollback, their own
+    # temperature or RSS) it takes to roll back fleet-wide (agent.controller.breach_quorum)
+    breach_quorum: Annotated[int, Field(ge=1), _qualifier("1 is the least")] = 2
 
 
 def effective_guardrails(g: GuardrailSpec) -> list[str]:

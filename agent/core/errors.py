@@ -46,6 +46,7 @@ against the classes themselves, so it cannot fall behind::
     ├── RingError                               a shared-memory frame ring a producer cannot use
     │   ├── RingClosedError                     the agent closed the ring: attach again when back
     │   ├── RingFullError                       no free slot in time: the agent is behind
+    │   ├── RingFrameError                      a frame or header breaking the ring's layout
     │   └── ResultRingError                     a shared-memory result ring unusable: gone, not one
     ├── ModelImportError [tools.importing.errors]
     │   │                                       ``models import`` refused; nothing was written
@@ -87,14 +88,19 @@ against the classes themselves, so it cannot fall behind::
     │   │   ├── MissingFileError                a file the manifest lists is not in the archive
     │   │   └── UnlistedFileError               a file in the archive the manifest does not list
     │   ├── UnsafeArchiveError                  a member that escapes, links, or breaks a limit
+    │   │   └── ArchiveLimitError               past a named PackageLimits limit (limit, value)
     │   ├── FetchError                          the download failed (status, connection, retries)
     │   │   ├── PackageTooLargeError            the download passed the size cap (stopped there)
+    │   │   ├── FetchLimitError                 past the fetch deadline or under its minimum rate
+    │   │   ├── FetchCancelledError             cancelled by a newer stage or its rollback
+    │   │   ├── PackageSourceNotAllowedError    a local path outside the package folders
     │   │   └── S3UnavailableError              s3:// needs boto3; also BackendUnavailableError
     │   ├── StagingIOError                      the staging area could not be written (EACCES, EIO)
     │   │   └── DiskFullError                   no space left (ENOSPC, quota, file-size limit)
     │   └── GoldenError                         the golden vectors were not reproduced here
     │       ├── GoldenMismatchError             outputs differ beyond the manifest's tolerance
     │       ├── GoldenRuntimeError              the runtime refused the model or a run failed
+    │       │   └── TensorSpecMismatchError     the artifact's tensors are not the manifest's
     │       ├── GoldenCrashError                the check process died of a signal (signal_name)
     │       └── GoldenTimeoutError              the check did not finish in time and was killed
     ├── StoreError [device.store.errors]        the model store refused; nothing changed on disk
@@ -120,6 +126,7 @@ against the classes themselves, so it cannot fall behind::
     │   ├── RolloutExistsError                  a rollout of that name exists already
     │   ├── FleetStateError                     the controller's SQLite state is unusable
     │   │   └── DecisionConflictError           a second, different decision for a device's step
+    │   ├── ReportRejectedError                 a device report refused at ingest (names reason)
     │   └── SimulationError [tools.fleet_sim.model]
     │                                           a simulated fleet set up wrongly, or cut off
     ├── NucleusError [tools.nucleus.errors]     the emulated nucleus cannot start or do as asked
@@ -252,6 +259,12 @@ class RingClosedError(RingError):
 
 class RingFullError(RingError):
     """No free slot within the wait: the agent reads frames slower than they come."""
+
+
+class RingFrameError(RingError):
+    """A frame the agent refused to run: a ring header rewritten (magic, slots, sizes, an
+    input's shape), a slot whose sequence number is not the next one, or a write position
+    that goes backwards or past the slots. The agent counts it and serves on."""
 
 
 class ResultRingError(RingError):

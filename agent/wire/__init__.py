@@ -30,6 +30,6 @@ Modules and their public names:
 - ``signing``: ``Signer``, ``TrustStore``, ``signed_bytes``
 - ``stamp``: ``Stamper``
 - ``topics``: ``Topics``, ``check_name``, ``group_commands_topic``, ``command_filters``,
-  ``device_topics_filter`` (+4)
+  ``device_topics_filter`` (+5)
 - ``transport``: ``TransportError``, ``TransportConfigError``, ``Transport``
 """

@@ -1,16 +1,21 @@
 """Bytes <-> messages. Both directions enforce AWS IoT Core's 128 KB payload limit.
 
 :func:`decode` checks in this order, so each bad input gets one clear error:
-size, UTF-8, JSON (duplicate keys and NaN/Infinity are refused: a signed
-document must mean one thing to every parser), a JSON object, ``v``, ``type``
-(and a command's ``action``), then the schema. Nothing is coerced: ``"5"`` is
-not a number. Every error is a :class:`~agent.wire.errors.DecodeError`
-with a short text naming the field, fit to echo in a ``rejected_message`` event.
+size, UTF-8, nesting depth (at most ``MAX_JSON_DEPTH`` levels of arrays and
+objects, counted before the parser recurses, so 100,000 ``[`` cost a scan, not a
+stack), JSON (duplicate keys and NaN/Infinity are refused: a signed document must
+mean one thing to every parser; an integer of more than 4300 digits is refused by
+Python's own limit, ``sys.get_int_max_str_digits``), a JSON object, ``v``, ``type``
+(and a command's ``action``), then the schema. Nothing is coerced: ``"5"`` is not a
+number. Every error is a :class:`~agent.wire.errors.DecodeError` with a short text
+naming the field, fit to echo in a ``rejected_message`` event.
 """
 
 from __future__ import annotations
 
 import json
+import re
+from itertools import accumulate
 from typing import Any, TypeVar, overload
 
 from pydantic import ValidationError
@@ -28,6 +33,12 @@ from agent.wire.messages import UP_MESSAGES, Message, UpMessage
 
 M = TypeVar("M", bound=Schema)
 _MAX_ERROR_TEXT = 200
+MAX_JSON_DEPTH = 32  # every message nests under 8 levels
+_JSON_STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"')
+_BRACKETS = b"[]{}"
+_NOT_BRACKETS = bytes(b for b in range(256) if b not in _BRACKETS)
+_DEEP_RUN = re.compile(rb"[\[{]{%d}" % (MAX_JSON_DEPTH + 1))  # the common case, found fast
+_STEPS = bytes.maketrans(_BRACKETS, b"\x01\xff\x01\xff")  # +1 opens, -1 (signed) closes
 
 
 def encode(message: UpMessage | Command) -> bytes:
@@ -71,6 +82,7 @@ def _parse(raw: bytes) -> dict[str, Any]:
         text = bytes(raw).decode("utf-8")
     except UnicodeDecodeError as err:
         raise MalformedMessageError(f"payload is not UTF-8 (bad byte at {err.start})") from err
+    _check_depth(bytes(raw))  # a copy only when raw is not bytes already
     try:
         obj = json.loads(text, object_pairs_hook=_unique_keys, parse_constant=_no_constant)
     except json.JSONDecodeError as err:
@@ -82,6 +94,17 @@ def _parse(raw: bytes) -> dict[str, Any]:
     if not _encodable(obj):
         raise MalformedMessageError("payload has a lone surrogate escape in a string")
     return obj
+
+
+def _check_depth(raw: bytes) -> None:
+    """Refuse nesting deeper than MAX_JSON_DEPTH; linear time, no recursion."""
+    if raw.count(b"[") + raw.count(b"{") <= MAX_JSON_DEPTH:
+        return  # cannot nest deeper than it has brackets
+    brackets = _JSON_STRING.sub(b"", raw).translate(None, _NOT_BRACKETS)
+    if _DEEP_RUN.search(brackets) or max(accumulate(
+            memoryview(brackets.translate(_STEPS)).cast("b")), default=0) > MAX_JSON_DEPTH:
+        raise MalformedMessageError(
+            f"payload nests arrays and objects deeper than {MAX_JSON_DEPTH} levels")
 
 
 def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import _posixshmem  # type: ignore[import-not-found]  # multiprocessing.shared_memory's own
 import contextlib
+import math
 import mmap
 import os
 import secrets
@@ -93,7 +94,7 @@ def layout(inputs: Sequence[tuple[str, np.dtype | str, Sequence[int]]]) -> tuple
         if len(dims) > MAX_DIMS or any(d < 1 for d in dims) or dt.hasobject:
             raise InputSpecError(f"input {name!r} {dt}{list(dims)} cannot go in a ring "
                                  f"(at most {MAX_DIMS} positive dimensions, plain numbers)")
-        nbytes = int(np.prod(dims, dtype=np.int64)) * dt.itemsize
+        nbytes = math.prod(dims) * dt.itemsize  # exact: numpy's int64 product wraps
         placed.append(RingInput(name, dt, dims, offset, nbytes))
         offset = _align(offset + nbytes)
     return tuple(placed)
@@ -203,10 +204,13 @@ class ShmRing:
                             "(too small)")
         words = buf[:HEADER_BYTES].cast("Q")
         magic, count, slots = words[W_MAGIC], words[W_INPUTS], words[W_SLOTS]
+        sample_bytes = words[W_BYTES]
         words.release()
         if magic != MAGIC or not 1 <= count <= MAX_INPUTS or slots < 1:
             raise RingError(f"shared memory {self.name!r} is not an edge-agent ring")
-        self.inputs = tuple(self._entry(buf, i) for i in range(count))
+        if len(buf) < _slots_offset(count):
+            raise RingError(f"shared memory {self.name!r} is smaller than its ring header says")
+        self.inputs = _checked_inputs(self.name, buf, count, words_bytes=sample_bytes)
         self.slots = int(slots)
         self.sample_bytes = _sample_bytes(self.inputs)
         self.stride = SLOT_HEADER_BYTES + self.sample_bytes
@@ -215,14 +219,6 @@ class ShmRing:
             raise RingError(f"shared memory {self.name!r} is smaller than its ring header says")
         self.words = buf.cast("Q")
         self._slot_views: list[tuple[np.ndarray, ...]] = []  # publish()'s, made once
-
-    @staticmethod
-    def _entry(buf: memoryview, index: int) -> RingInput:
-        start = HEADER_BYTES + index * ENTRY_BYTES
-        name, dtype, offset, nbytes, ndim, *dims = _ENTRY.unpack_from(buf, start)
-        return RingInput(name.rstrip(b"\0").decode("utf-8", "replace"),
-                         np.dtype(dtype.rstrip(b"\0").decode("ascii")),
-                         tuple(dims[:ndim]), offset, nbytes)
 
     @classmethod
     def create(cls, inputs: Sequence[tuple[str, np.dtype | str, Sequence[int]]], *,
@@ -345,6 +341,33 @@ class ShmRing:
             self.shm.close()                     # keep the mapping until they go
         if self.owner:
             self.shm.unlink()
+
+
+def _checked_inputs(name: str, buf: memoryview, count: int, *,
+                    words_bytes: int) -> tuple[RingInput, ...]:
+    """The input table as :func:`layout` would have placed it, or a :class:`RingError`:
+    whoever can write the shared memory can write anything into it."""
+    found = []
+    for index in range(count):
+        entry_name, dtype, offset, nbytes, ndim, *dims = _ENTRY.unpack_from(
+            buf, HEADER_BYTES + index * ENTRY_BYTES)
+        try:
+            dt = np.dtype(dtype.rstrip(b"\0").decode("ascii"))
+        except (TypeError, ValueError, SyntaxError) as err:  # numpy parses dtype strings
+            raise RingError(f"shared memory {name!r}: input {index} has no valid dtype "
+                            f"({dtype!r})") from err
+        if not 1 <= ndim <= MAX_DIMS:
+            raise RingError(f"shared memory {name!r}: input {index} has {ndim} dimensions")
+        found.append(RingInput(entry_name.rstrip(b"\0").decode("utf-8", "replace"), dt,
+                               tuple(dims[:ndim]), offset, nbytes))
+    try:
+        placed = layout([(i.name, i.dtype, i.shape) for i in found])
+    except InputSpecError as err:
+        raise RingError(f"shared memory {name!r}: {err}") from err
+    if placed != tuple(found) or words_bytes != _sample_bytes(placed):
+        raise RingError(f"shared memory {name!r}: its input table does not match its "
+                        "inputs' shapes (offsets or sizes are wrong)")
+    return placed
 
 
 def check_ring_name(name: str) -> None:

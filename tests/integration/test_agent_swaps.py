@@ -96,7 +96,8 @@ def _device(tmp_path: Path, built_models: Path, packages: dict[str, Any], thing:
     broker = MosquittoBroker(workdir=tmp_path / "broker")
     broker.start()
     (tmp_path / "agent.yaml").write_text(
-        "trialSeconds: 2\ngoldenTimeoutSeconds: 4\nguardrails:\n  minSamples: 30\n" + config)
+        "trialSeconds: 2\ngoldenTimeoutSeconds: 4\nguardrails:\n  minSamples: 30\n"
+        f"packageDirs: [{packages['digits-v2'].parent}]\n" + config)
     cloud = CloudSubscriber(host="127.0.0.1", port=broker.port, topic=f"edge/{thing}/#").start()
     agent = AgentProcess(thing=thing, model=built_models / "digits-v1",
                          state_dir=tmp_path / "state", broker_port=broker.port,

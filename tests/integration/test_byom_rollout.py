@@ -109,7 +109,8 @@ class Fleet:
             log_path=tmp / f"{thing}.log", rate=100, metrics_interval=0.5,
             heartbeat_interval=5.0,
             extra=["--board", board, "--groups", "byom",
-                   "--trusted-key", f"{KEY_ID}={work['public']}"]).start()
+                   "--trusted-key", f"{KEY_ID}={work['public']}", "--package-dir",
+                   str(work["fusion-v2-rasp4b-x86_64.tar.gz"].parent)]).start()
             for thing, board in THINGS.items()]
         self.cloud.wait_for(lambda ms: {m.thing for m in ms if m.type == "register"}
                             >= set(THINGS), 60, "both devices to register")

@@ -40,7 +40,8 @@ class Fleet:
         keys = keys_generate(tmp / "keys", "ctl-1")
         self.key = keys.public
         self.signer = Signer.from_file(keys.private, key_id="ctl-1")
-        (tmp / "agent.yaml").write_text("trialSeconds: 1\nguardrails:\n  minSamples: 40\n")
+        (tmp / "agent.yaml").write_text("trialSeconds: 1\nguardrails:\n  minSamples: 40\n"
+                                        f"packageDirs: [{tmp / 'packages'}]\n")
         self.agents = {thing: self._agent(thing, group, board) for thing, group, board in DEVICES}
         self.cloud = CloudSubscriber(host="127.0.0.1", port=self.broker.port,
                                      topic="edge/+/+").start()

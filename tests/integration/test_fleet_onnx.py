@@ -48,7 +48,8 @@ def test_an_onnx_model_rolls_out_to_an_onnx_device(shared_broker: MosquittoBroke
                          broker_port=port, log_path=tmp_path / "agent.log", rate=200,
                          metrics_interval=0.5, heartbeat_interval=5.0, extra=[
                              "--backend", "onnx", "--source", "random", "--groups", "onnx-lab",
-                             "--trusted-key", f"ctl-onnx={keys.public}"]).start()
+                             "--trusted-key", f"ctl-onnx={keys.public}",
+                             "--package-dir", str(package.parent)]).start()
     try:
         cloud.wait_for(lambda ms: any(m.type == "register" for m in ms), 60, "the agent")
         register = next(m for m in cloud.of_type("register"))

@@ -48,7 +48,8 @@ class World:
             thing=thing, model=models / "digits-v1", state_dir=tmp / thing,
             broker_port=self.broker.port, log_path=tmp / f"{thing}.log", rate=100,
             metrics_interval=0.5, heartbeat_interval=HEARTBEAT_S,
-            extra=["--groups", "lab", "--trusted-key", f"ctl-op={keys.public}"]).start()
+            extra=["--groups", "lab", "--trusted-key", f"ctl-op={keys.public}",
+                   "--package-dir", str(tmp / "packages")]).start()
             for thing in THINGS]
         self.cloud.wait_for(lambda ms: {m.thing for m in ms if m.type == "register"}
                             >= set(THINGS), 60, "both agents to register")

@@ -105,7 +105,10 @@ class LocalApi:
                 log.exception("stopping a listener failed")
         self.listeners.clear()
         self.registry.close()
-        (self.work_dir / ENDPOINTS_FILE).unlink(missing_ok=True)
+        try:
+            (self.work_dir / ENDPOINTS_FILE).unlink(missing_ok=True)
+        except OSError as err:  # a read-only state directory: stale, and rewritten on start
+            log.warning("cannot remove %s: %s", ENDPOINTS_FILE, err)
 
 
 def _endpoints_of(server: object) -> dict[str, str]:

@@ -28,8 +28,10 @@ from pydantic import (
 from pydantic.alias_generators import to_camel
 
 from agent.core.errors import ConfigError
+from agent.device.app.command_limits import CommandLimits
 from agent.device.inference.guardrails import Guardrails
 from agent.device.inference.sources import SourceKind
+from agent.device.packages.limits import PackageLimits
 from agent.device.results.config import ResultsConfig
 from agent.device.runtime import BackendConfig, DlrConfig
 from agent.device.serving.config import ServerConfig
@@ -99,6 +101,16 @@ class AgentConfig(BaseModel):
     min_model_version: int = Field(default=0, ge=0, description="anti-rollback floor")
     trial_seconds: float = Field(default=600.0, gt=0, description="a promoted model's trial")
     golden_timeout_seconds: float = Field(default=10.0, gt=0)
+    package_limits: PackageLimits = Field(
+        default_factory=PackageLimits,
+        description="what one package may cost to fetch and unpack (every stage, the first "
+                    "model's too): sizes, member count, depth, name length, compression "
+                    "ratio, the download's deadline and minimum rate (camelCase keys)")
+    package_dirs: list[Path] | None = Field(
+        default=None,
+        description="the only folders a stage command's file:// URL may read a package "
+                    "from (links and .. resolved; regular files only); unset: "
+                    "<stateDir>/packages/inbox and initialPackage's folder; []: none")
     keep_versions: int = Field(default=3, ge=2)
     gil_switch_interval_seconds: float = Field(
         default=0.0005, gt=0, le=0.1,
@@ -110,6 +122,11 @@ class AgentConfig(BaseModel):
         default_factory=ServerConfig,
         description="the local inference API (Open Inference Protocol over HTTP on "
                     "127.0.0.1 and a Unix socket, and agent.client's native socket)")
+    commands: CommandLimits = Field(
+        default_factory=CommandLimits,
+        description="what the command topics may cost: messages and bytes read a second "
+                    "(the rest dropped unread), the largest command, and how many "
+                    "refusals are answered one by one")
     results: ResultsConfig = Field(
         default_factory=ResultsConfig,
         description="prediction results published on Greengrass local pub/sub, AWS IoT "

@@ -99,13 +99,15 @@ def offered_version(location: Path, profile: DeviceProfile, *,
 def install_first_model(location: Path, *, store: ModelStore, trust: TrustStore,
                         profile: DeviceProfile, work_dir: Path, min_version: int,
                         golden_timeout_s: float,
-                        backend_config: BackendConfig | None = None) -> str:
+                        backend_config: BackendConfig | None = None,
+                        limits: PackageLimits | None = None) -> str:
     """Stage the device's package from ``location`` and make it current; its store id.
-    ``backend_config`` is the device's runtime settings (default: DLR's defaults)."""
+    ``backend_config`` is the device's runtime settings (default: DLR's defaults);
+    ``limits`` the device's package limits (default: their defaults)."""
     backend = backend_config.type if backend_config is not None else "dlr"
-    package = choose_package(location, profile, backend=backend)
+    package = choose_package(location, profile, limits, backend=backend)
     staged = stage(package, trust=trust, min_version=min_version, profile=profile,
-                   work_dir=work_dir, golden_timeout_s=golden_timeout_s,
+                   work_dir=work_dir, limits=limits, golden_timeout_s=golden_timeout_s,
                    backend_config=backend_config)
     manifest = staged.manifest
     version_id = version_id_of(manifest.version, staged.archive_sha256)

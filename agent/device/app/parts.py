@@ -15,6 +15,7 @@ from agent.device.app.config_reload import ConfigReloader
 from agent.device.app.inference import InferenceWorker
 from agent.device.app.reports import Reports
 from agent.device.app.scheduler import Scheduler
+from agent.device.app.stage_control import package_dirs
 from agent.device.app.startup import (
     device_profile,
     device_root,
@@ -104,14 +105,16 @@ def build_parts(config: AgentConfig, *, greengrass: GreengrassComponent | None,
         work_dir=config.state_dir / "staging", outbox=outbox, updates=updates,
         guardrails=config.guardrails, min_version=config.min_model_version,
         trial_s=config.trial_seconds, golden_timeout_s=config.golden_timeout_seconds,
-        backend_config=config.backend)
+        backend_config=config.backend, limits=config.package_limits,
+        package_dirs=package_dirs(config))
     health = HealthProbe(root=device_root(config), disk_path=config.state_dir)
     reports = Reports(config=config, profile=profile, stamper=stamper, router=router,
                       swaps=swaps, outbox=outbox, spool=spool, health=health,
                       started_at=started_at, results=results)
     commands = CommandProcessor(gate=CommandGate(trust=trust, guard=guard), outbox=outbox,
                                 handlers={"status": reports.status,
-                                          "announce": reports.announce, **swaps.handlers()})
+                                          "announce": reports.announce, **swaps.handlers()},
+                                limits=config.commands, interrupt=swaps.interrupt)
     settings = ConfigReloader(config=config, greengrass=greengrass, outbox=outbox)
     worker = InferenceWorker(loop=loop)
     name, metadata = model_description(config, store)

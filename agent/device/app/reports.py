@@ -44,6 +44,10 @@ class Reports:
         self.started_at = started_at
         self.results = results
         self.reporter = MetricsReporter()
+        # The spool id of the last ``spool_dropped`` event while it waits to be delivered:
+        # during an outage the count keeps adding up (persistently, in the spool) instead
+        # of one critical event per tick, which would fill the budget in turn.
+        self._dropped_event: int | None = None
 
     def register(self) -> None:
         """Tell the controller who this device is: on start, and on an ``announce``."""
@@ -78,10 +82,23 @@ class Reports:
         if message is not None and self.config.emit_emf:
             for line in emf_lines(message):
                 self.outbox.send_raw("emf", line.encode())
+        if self._dropped_event_waiting():
+            return
         dropped = self.spool.take_dropped_metrics()
         if dropped:
-            self.outbox.event("spool_dropped", f"{dropped} metrics report(s) dropped to stay "
-                              "within the spool budget", data={"count": dropped})
+            self._dropped_event = self.outbox.event_entry(
+                "spool_dropped", f"{dropped} metrics report(s) dropped to stay within the "
+                "spool budget", data={"count": dropped})
+
+    def _dropped_event_waiting(self) -> bool:
+        """Whether the last ``spool_dropped`` event is still in the spool, undelivered."""
+        if self._dropped_event is None:
+            return False
+        waiting = self.spool.peek(1, after_id=self._dropped_event - 1)
+        if waiting and waiting[0].id == self._dropped_event:
+            return True
+        self._dropped_event = None
+        return False
 
     def state_fields(self) -> dict[str, object]:
         """What serves, how traffic is split, the rollout and any trial under way."""

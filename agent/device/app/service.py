@@ -27,6 +27,7 @@ from agent.device.app.commands import CommandProcessor
 from agent.device.app.config import AgentConfig
 from agent.device.app.parts import AgentParts, build_parts
 from agent.device.app.startup import report_start
+from agent.device.app.state_dir import wait_until_writable
 from agent.device.app.swaps import SwapController
 from agent.device.greengrass.component import GreengrassComponent
 from agent.device.greengrass.updates import UpdatePolicy
@@ -59,6 +60,8 @@ class AgentService:
     def start(self) -> None:
         config = self._config
         sys.setswitchinterval(config.gil_switch_interval_seconds)
+        if not wait_until_writable(config.state_dir, self.stop_event):
+            return  # stopped while the state directory was read-only: nothing was built
         parts = self.parts = build_parts(config, greengrass=self.greengrass,
                                          updates=self.updates, stop_event=self.stop_event,
                                          started_at=self._started_at)
@@ -103,6 +106,8 @@ class AgentService:
 
     def run(self) -> None:
         """Heartbeats and metrics on schedule until ``stop_event`` is set."""
+        if self.parts is None and self.stop_event.is_set():
+            return  # stopped before it started
         self._parts().scheduler.run()
 
     def register(self) -> None:

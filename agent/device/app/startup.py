@@ -68,7 +68,7 @@ def open_store(config: AgentConfig, trust: TrustStore,
                             profile=profile, work_dir=config.state_dir / "staging",
                             min_version=config.min_model_version,
                             golden_timeout_s=config.golden_timeout_seconds,
-                            backend_config=config.backend)
+                            backend_config=config.backend, limits=config.package_limits)
     return store, recovery
 
 

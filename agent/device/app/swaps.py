@@ -22,7 +22,8 @@ Commands run on the command thread and :meth:`SwapController.tick` on the main
 thread; one lock keeps their changes of the trial, the candidate and the store
 apart (a ``confirm`` may well arrive as the trial's time runs out). A stage holds
 it only to check for a trial and to install what it verified, never while it
-fetches and verifies.
+fetches and verifies; a newer ``stage`` or its rollout's ``rollback`` cancels it
+(:mod:`agent.device.app.stage_control`). Local packages come only from ``package_dirs``.
 """
 
 from __future__ import annotations
@@ -40,9 +41,12 @@ import psutil
 from agent.core.crash import crash_point
 from agent.core.errors import AgentError
 from agent.device.app.commands import Handler, Result
+from agent.device.app.stage_control import RunningStage
 from agent.device.greengrass.updates import UpdatePolicy
 from agent.device.inference.guardrails import Breach, Guardrails, evaluate
 from agent.device.inference.router import VariantError, VariantRouter
+from agent.device.packages.errors import FetchCancelledError
+from agent.device.packages.limits import PackageLimits
 from agent.device.packages.manifest import PackageManifest
 from agent.device.packages.staging import remove_stale_staging, stage
 from agent.device.platform.profile import DeviceProfile
@@ -67,7 +71,11 @@ def _package_refusal(manifest: PackageManifest, args: StageArgs) -> Result | Non
     """Why a verified package is not the one the stage command asked for, or None.
 
     A controller whose spec names one build must never get another one serving under
-    its rollout: a wrong URL or a mislabelled build is refused, not staged."""
+    its rollout: a wrong URL or a mislabelled build is refused, not staged. A label names
+    the model too (``<name>-v<version>[-<variant>]``, checked against the package's
+    model.json while staging), so a validly signed package of another model replayed as an
+    update is refused here unless the command's label names that model; a package for
+    another Neo target or CPU never gets this far (staging's artifact checks)."""
     label = manifest.label
     if label != args.version:
         return Result("rejected", f"package label {label}, the command expects {args.version}",
@@ -102,11 +110,14 @@ class SwapController:
                  guard: ReplayGuard, profile: DeviceProfile, work_dir: Path, outbox: Outbox,
                  updates: UpdatePolicy, guardrails: Guardrails, min_version: int = 0,
                  trial_s: float = 600.0, golden_timeout_s: float = 10.0,
-                 backend_config: BackendConfig | None = None) -> None:
+                 backend_config: BackendConfig | None = None,
+                 limits: PackageLimits | None = None, package_dirs: tuple[Path, ...] = ()) -> None:
         self.router, self.store, self.trust, self.guard = router, store, trust, guard
         self.profile, self.work_dir, self.outbox, self.updates = profile, work_dir, outbox, updates
         self.guardrails, self.min_version, self.trial_s = guardrails, min_version, trial_s
         self.golden_timeout_s = golden_timeout_s
+        self.limits, self.package_dirs = limits or PackageLimits(), package_dirs
+        self._staging = RunningStage()
         # The device's runtime settings: a package of that runtime loads (and is checked)
         # with them, one of the other runtime with that runtime's defaults.
         self.backend_config = backend_config
@@ -132,6 +143,10 @@ class SwapController:
                 return handler(command)
         return run
 
+    def interrupt(self, command: Command) -> None:
+        """Cancel the stage in progress if ``command`` (arriving now) supersedes it."""
+        self._staging.interrupt(command)
+
     # ---- commands -------------------------------------------------------------------
 
     def _enter(self, command: Command) -> None:
@@ -149,10 +164,20 @@ class SwapController:
                               data={"code": "on_trial", "trial_rollout_id": owner,
                                     "model": label})
         args = _args(command, StageArgs)
-        staged = stage(args.url, trust=self.trust, min_version=self.min_version,
-                       profile=self.profile, work_dir=self.work_dir,
-                       expected_sha256=args.sha256, golden_timeout_s=self.golden_timeout_s,
-                       backend_config=self.backend_config)
+        with self._staging.running(command) as cancel:
+            try:
+                staged = stage(args.url, trust=self.trust, min_version=self.min_version,
+                               profile=self.profile, work_dir=self.work_dir,
+                               limits=self.limits, expected_sha256=args.sha256,
+                               golden_timeout_s=self.golden_timeout_s,
+                               backend_config=self.backend_config,
+                               allowed_dirs=self.package_dirs, cancel=cancel)
+            except FetchCancelledError as err:
+                return self._staging.cancelled(err)
+        if cancel.is_set():  # superseded while it verified: not to be installed now
+            shutil.rmtree(staged.dir, ignore_errors=True)
+            return self._staging.cancelled(FetchCancelledError(
+                f"{staged.manifest.describe()}: cancelled after it was verified"))
         manifest = staged.manifest
         version_id = version_id_of(manifest.version, staged.archive_sha256)
         refused = _package_refusal(manifest, args)

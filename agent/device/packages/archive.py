@@ -12,7 +12,6 @@ import gzip
 import io
 import os
 import tarfile
-import zlib
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -20,9 +19,11 @@ from agent.device.packages.errors import (
     PackageFormatError,
     TruncatedArchiveError,
     UnsafeArchiveError,
-    staging_io_error,
 )
+from agent.device.packages.extract import tar_stream
+from agent.device.packages.limits import PackageLimits
 from agent.device.packages.manifest import MANIFEST_NAME
+from agent.device.packages.members import shown
 
 
 def write_archive(dest: Path, *, manifest: bytes, files: Sequence[tuple[str, Path]]) -> None:
@@ -54,37 +55,27 @@ def _member(name: str, size: int) -> tarfile.TarInfo:
     return info
 
 
-def read_manifest_member(archive: Path, *, max_bytes: int) -> bytes:
+def read_manifest_member(archive: Path, *, max_bytes: int,
+                         limits: PackageLimits | None = None) -> bytes:
     """The bytes of the archive's first member, which must be a regular ``manifest.json``.
 
-    Reads only as far as the manifest (streaming), so nothing else is decompressed
-    before the signature is checked.
+    Reads only as far as the manifest (streaming, within ``limits``' header and ratio
+    limits), so nothing else is decompressed before the signature is checked.
     """
-    try:
-        with tarfile.open(archive, mode="r|gz") as tar:
-            first = tar.next()
-            if first is None:
-                raise PackageFormatError(f"{archive.name} is an empty archive")
-            if first.name != MANIFEST_NAME:
-                raise PackageFormatError(
-                    f"{archive.name}: first member is {first.name!r}, not {MANIFEST_NAME}")
-            if not first.isreg():
-                raise UnsafeArchiveError(f"{archive.name}: {MANIFEST_NAME} is not a regular file")
-            if first.size > max_bytes:
-                raise UnsafeArchiveError(f"{archive.name}: {MANIFEST_NAME} is {first.size} "
-                                         f"bytes; the cap is {max_bytes}")
-            handle = tar.extractfile(first)
-            data = handle.read() if handle is not None else b""
-    except EOFError as err:
-        raise TruncatedArchiveError(f"{archive.name} is truncated: {err}") from err
-    except tarfile.ReadError as err:
-        if "unexpected end" in str(err):
-            raise TruncatedArchiveError(f"{archive.name} is truncated: {err}") from err
-        raise PackageFormatError(f"{archive.name} is not a tar.gz archive: {err}") from err
-    except (tarfile.TarError, zlib.error, gzip.BadGzipFile) as err:
-        raise PackageFormatError(f"{archive.name} is not a tar.gz archive: {err}") from err
-    except OSError as err:
-        raise staging_io_error(err, f"reading {archive.name}") from err
+    with tar_stream(archive, limits or PackageLimits()) as tar:
+        first = tar.next()
+        if first is None:
+            raise PackageFormatError(f"{archive.name} is an empty archive")
+        if first.name != MANIFEST_NAME:
+            raise PackageFormatError(
+                f"{archive.name}: first member is {shown(first.name)}, not {MANIFEST_NAME}")
+        if not first.isreg():
+            raise UnsafeArchiveError(f"{archive.name}: {MANIFEST_NAME} is not a regular file")
+        if first.size > max_bytes:
+            raise UnsafeArchiveError(f"{archive.name}: {MANIFEST_NAME} is {first.size} "
+                                     f"bytes; the cap is {max_bytes}")
+        handle = tar.extractfile(first)
+        data = handle.read() if handle is not None else b""
     if len(data) != first.size:
         raise TruncatedArchiveError(f"{archive.name}: {MANIFEST_NAME} is cut short")
     return data

@@ -19,15 +19,23 @@ the packages' branch; the whole tree of the package's errors is drawn in
     │   │   ├── MissingFileError        a file the manifest lists is not in the archive
     │   │   └── UnlistedFileError       a file in the archive the manifest does not list
     │   ├── UnsafeArchiveError          path traversal, absolute path, link, device, fifo,
-    │   │                               oversized member, too many members, duplicate name
+    │   │   │                           sparse file, duplicate name (also by case or Unicode
+    │   │   │                           normalisation), control character in a name
+    │   │   └── ArchiveLimitError       past a PackageLimits limit (``limit``, ``value``):
+    │   │                               size, ratio, members, depth, name length
     │   ├── FetchError                  the download failed (status, connection, retries spent)
     │   │   ├── PackageTooLargeError    the download passed the size cap (stopped there)
+    │   │   ├── FetchLimitError         past fetch_deadline_s or under fetch_min_bytes_per_s
+    │   │   ├── FetchCancelledError     a newer stage or the rollout's rollback cancelled it
+    │   │   ├── PackageSourceNotAllowedError  a local path outside the package folders, or
+    │   │   │                           not a regular file (a device, a FIFO, /proc)
     │   │   └── S3UnavailableError      s3:// needs boto3 (also a BackendUnavailableError)
     │   ├── StagingIOError              the staging area could not be written (EACCES, EIO)
     │   │   └── DiskFullError           no space left (ENOSPC, quota, file-size limit)
     │   └── GoldenError                 the golden vectors were not reproduced on this device
     │       ├── GoldenMismatchError     outputs differ beyond the manifest's tolerance
     │       ├── GoldenRuntimeError      the runtime refused the model or a run failed
+    │       │   └── TensorSpecMismatchError the artifact's tensors are not the manifest's
     │       ├── GoldenCrashError        the check process died of a signal (``signal_name``)
     │       └── GoldenTimeoutError      the check did not finish in time and was killed
     └── ArtifactError (agent.core.errors)    TargetMismatchError and ArchitectureMismatchError
@@ -110,12 +118,53 @@ class UnsafeArchiveError(PackageError):
     code = "unsafe_archive"
 
 
+class ArchiveLimitError(UnsafeArchiveError):
+    """The archive passed one of the :class:`~agent.device.packages.limits.PackageLimits`:
+    ``limit`` is the setting's name, ``value`` its value; the message names both."""
+
+    code = "archive_limit"
+
+    def __init__(self, message: str, *, limit: str, value: int) -> None:
+        super().__init__(f"{message} (limit {limit}={value})")
+        self.limit = limit
+        self.value = value
+
+
 class FetchError(PackageError):
     code = "fetch"
 
 
 class PackageTooLargeError(FetchError):
     code = "too_large"
+
+
+class FetchLimitError(FetchError):
+    """The download took too long (``fetch_deadline_s``, all attempts together) or came
+    slower than ``fetch_min_bytes_per_s`` over ``fetch_rate_window_s``: ``limit`` is the
+    setting's name, ``value`` its value; the message names both."""
+
+    code = "fetch_limit"
+
+    def __init__(self, message: str, *, limit: str, value: float) -> None:
+        super().__init__(f"{message} (limit {limit}={value:g})")
+        self.limit = limit
+        self.value = value
+
+
+class FetchCancelledError(FetchError):
+    """The stage was cancelled by a command that supersedes it (a ``stage`` of another
+    rollout or a newer ``rollout_seq``, or its own rollout's ``rollback``), while it
+    downloaded or before what it verified was installed."""
+
+    code = "fetch_cancelled"
+
+
+class PackageSourceNotAllowedError(FetchError):
+    """A ``file://`` URL or path the device must not read a package from: outside the
+    allowed package folders once every link and ``..`` is resolved, or not a regular file
+    (a device such as ``/dev/zero``, a FIFO, a file of ``/proc`` or ``/sys``)."""
+
+    code = "source_not_allowed"
 
 
 class S3UnavailableError(FetchError, BackendUnavailableError):
@@ -152,6 +201,13 @@ class GoldenMismatchError(GoldenError):
 
 class GoldenRuntimeError(GoldenError):
     code = "golden_runtime"
+
+
+class TensorSpecMismatchError(GoldenRuntimeError):
+    """The artifact takes or gives other tensors (name, dtype, shape) than the manifest's
+    specs say: clients would be told a layout the model does not have."""
+
+    code = "tensor_spec_mismatch"
 
 
 class GoldenCrashError(GoldenError):

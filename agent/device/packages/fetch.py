@@ -7,6 +7,12 @@ when it matches; any failure removes the partial file. HTTP resumes with a
 ``Range`` request (``If-Range`` on the first answer's ETag) when the server
 supports it and restarts cleanly when it does not. Presigned S3 URLs are plain
 HTTPS; ``s3://bucket/key`` uses boto3 when it is installed.
+
+Every download has an overall deadline and a minimum rate, and can be cancelled
+(:mod:`agent.device.packages.fetch_watch`): a server that trickles or stalls is cut
+off with a :class:`FetchLimitError` naming the limit, a cancel with a
+:class:`FetchCancelledError`, the partial file removed either way. A local source
+is read only where :mod:`agent.device.packages.local_source` allows it.
 """
 
 from __future__ import annotations
@@ -17,11 +23,11 @@ import http.client
 import importlib
 import os
 import re
-import time
+import threading
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,10 +37,13 @@ from agent.core.durable import write_chunk
 from agent.device.packages.errors import (
     DigestMismatchError,
     FetchError,
+    PackageSourceNotAllowedError,
     PackageTooLargeError,
     S3UnavailableError,
     staging_io_error,
 )
+from agent.device.packages.fetch_watch import FetchWatch
+from agent.device.packages.local_source import open_local_package
 
 CHUNK = 64 * 1024
 PARTIAL_SUFFIX = ".partial"
@@ -58,8 +67,9 @@ class _Retry(Exception):
 class _Sink:
     """The partial file, its running digest and the size cap."""
 
-    def __init__(self, *, partial: Path, max_bytes: int) -> None:
+    def __init__(self, *, partial: Path, max_bytes: int, watch: FetchWatch) -> None:
         self.partial = partial
+        self.watch = watch
         self.max_bytes = max_bytes
         self.size = 0
         self.digest = hashlib.sha256()
@@ -84,6 +94,8 @@ class _Sink:
         self.digest = hashlib.sha256()
 
     def write(self, chunk: bytes, source: str) -> None:
+        self.watch.add(len(chunk))
+        self.watch.check()  # the deadline and a cancel, between chunks
         if self.size + len(chunk) > self.max_bytes:
             raise PackageTooLargeError(
                 f"{source} is larger than the cap of {self.max_bytes} bytes; stopped there")
@@ -109,21 +121,35 @@ class _Sink:
 
 
 def fetch(url: str | Path, dest: Path, *, expected_sha256: str | None, max_bytes: int,
-          timeout_s: float, retries: int = 3) -> FetchResult:
-    """Download ``url`` to ``dest``; its sha256 and size. Raises a FetchError or DiskFullError."""
+          timeout_s: float, retries: int = 3, deadline_s: float | None = None,
+          min_bytes_per_s: float = 0, rate_window_s: float = 30.0,
+          allowed_dirs: Sequence[Path] | None = None,
+          cancel: threading.Event | None = None) -> FetchResult:
+    """Download ``url`` to ``dest``; its sha256 and size. Raises a FetchError or DiskFullError.
+
+    ``deadline_s`` bounds the whole download, ``min_bytes_per_s`` its average over any
+    ``rate_window_s``; setting ``cancel`` stops it within a fraction of a second. A local
+    source must be a regular file in one of ``allowed_dirs`` (None: anywhere but
+    ``/proc``, ``/sys`` and ``/dev``)."""
     text = str(url)
     scheme = urllib.parse.urlsplit(text).scheme.lower() if "://" in text else ""
     partial = dest.with_name(dest.name + PARTIAL_SUFFIX)
-    sink = _Sink(partial=partial, max_bytes=max_bytes)
+    watch = FetchWatch(_redact(text), deadline_s=deadline_s, min_bytes_per_s=min_bytes_per_s,
+                       window_s=rate_window_s, cancel=cancel)
+    local = _local_path(text, scheme) if scheme in ("", "file") else None
+    sink = _Sink(partial=partial, max_bytes=max_bytes, watch=watch)
     try:
-        if scheme in ("", "file"):
-            _copy_local(_local_path(text, scheme), sink)
-        elif scheme in ("http", "https"):
-            _with_retries(text, retries, lambda: _http_attempt(text, sink, timeout_s))
-        elif scheme == "s3":
-            _fetch_s3(text, sink, timeout_s, retries)
-        else:
-            raise FetchError(f"unsupported URL scheme {scheme!r} (file, http, https, s3)")
+        with watch:
+            if local is not None:
+                _copy_local(local, allowed_dirs, sink)
+            elif scheme in ("http", "https"):
+                _with_retries(text, retries, lambda: _http_attempt(text, sink, timeout_s),
+                              watch)
+            elif scheme == "s3":
+                _fetch_s3(text, sink, timeout_s, retries)
+            else:
+                raise FetchError(f"unsupported URL scheme {scheme!r} (file, http, https, s3)")
+            watch.raise_stopped()
         sink.finish()
         sha256 = sink.digest.hexdigest()
         if expected_sha256 is not None and sha256 != expected_sha256.lower():
@@ -146,20 +172,18 @@ def _redact(url: str) -> str:
     return url.split("?", 1)[0]
 
 
-def _local_path(text: str, scheme: str) -> Path:
+def _local_path(text: str, scheme: str) -> str:
     if not scheme:
-        return Path(text)
+        return text
     parts = urllib.parse.urlsplit(text)
     if parts.netloc not in ("", "localhost"):
-        raise FetchError(f"{text}: file URLs must name a local path")
-    return Path(urllib.parse.unquote(parts.path))
+        raise PackageSourceNotAllowedError(
+            f"{_redact(text)}: file URLs must name a path on this device")
+    return urllib.parse.unquote(parts.path)
 
 
-def _copy_local(source: Path, sink: _Sink) -> None:
-    try:
-        handle = source.open("rb")
-    except OSError as err:
-        raise FetchError(f"{source}: {err.strerror or err}") from err
+def _copy_local(source: str, allowed_dirs: Sequence[Path] | None, sink: _Sink) -> None:
+    handle = open_local_package(source, allowed_dirs)
     with handle:
         sink.check_total(os.fstat(handle.fileno()).st_size, str(source))
         while True:
@@ -172,16 +196,21 @@ def _copy_local(source: Path, sink: _Sink) -> None:
             sink.write(chunk, str(source))
 
 
-def _with_retries(url: str, retries: int, attempt: Callable[[], None]) -> None:
+def _with_retries(url: str, retries: int, attempt: Callable[[], None],
+                  watch: FetchWatch) -> None:
     for number in range(retries + 1):
         try:
             attempt()
             return
         except _Retry as err:
+            watch.raise_stopped(err)  # the watch broke the connection: its reason counts
             if number == retries:
                 raise FetchError(f"{_redact(url)}: gave up after {retries + 1} attempt(s): "
                                  f"{err}") from err
-            time.sleep(_BACKOFF_S[min(number, len(_BACKOFF_S) - 1)])
+            watch.wait(_BACKOFF_S[min(number, len(_BACKOFF_S) - 1)])
+        except FetchError as err:
+            watch.raise_stopped(err)
+            raise
 
 
 def _http_attempt(url: str, sink: _Sink, timeout_s: float) -> None:
@@ -192,7 +221,7 @@ def _http_attempt(url: str, sink: _Sink, timeout_s: float) -> None:
             headers["If-Range"] = sink.etag
     request = urllib.request.Request(url, headers=headers)
     try:
-        response = urllib.request.urlopen(request, timeout=timeout_s)
+        response = _opener(sink.watch).open(request, timeout=timeout_s)
     except urllib.error.HTTPError as err:
         err.close()
         if err.code == 416:  # our offset is past the end: the file changed; start over
@@ -210,13 +239,61 @@ def _http_attempt(url: str, sink: _Sink, timeout_s: float) -> None:
         if expected is not None:
             sink.check_total(expected, _redact(url))
         try:
-            while chunk := response.read(CHUNK):
+            # read1: what has come, up to a chunk, so a slow link's rate is seen as it is
+            while chunk := response.read1(CHUNK):
                 sink.write(chunk, _redact(url))
         except (OSError, http.client.HTTPException) as err:
             raise _Retry(f"connection lost after {sink.size} bytes: {err}") from err
         # http.client returns b"" (no error) when the peer closes before Content-Length.
         if expected is not None and sink.size < expected:
             raise _Retry(f"connection closed after {sink.size} of {expected} bytes")
+
+
+class _WatchedHTTP(http.client.HTTPConnection):
+    watch: FetchWatch | None = None
+
+    def connect(self) -> None:
+        super().connect()
+        if self.watch is not None:
+            self.watch.track(self.sock)
+
+
+class _WatchedHTTPS(http.client.HTTPSConnection):
+    watch: FetchWatch | None = None
+
+    def connect(self) -> None:
+        super().connect()  # self.sock is the TLS socket from here on
+        if self.watch is not None:
+            self.watch.track(self.sock)
+
+
+class _WatchedHandler(urllib.request.HTTPHandler, urllib.request.HTTPSHandler):
+    """urllib's HTTP and HTTPS handlers, handing each connection's socket to the watch."""
+
+    def __init__(self, watch: FetchWatch) -> None:
+        urllib.request.HTTPHandler.__init__(self)
+        self.watch = watch
+
+    def http_open(self, req: urllib.request.Request) -> http.client.HTTPResponse:
+        return self._open_with(_WatchedHTTP, req)
+
+    def https_open(self, req: urllib.request.Request) -> http.client.HTTPResponse:
+        return self._open_with(_WatchedHTTPS, req)
+
+    def _open_with(self, kind: type[_WatchedHTTP] | type[_WatchedHTTPS],
+                   req: urllib.request.Request) -> http.client.HTTPResponse:
+        watch = self.watch
+
+        def connection(host: str, **kwargs: Any) -> http.client.HTTPConnection:
+            made = kind(host, **kwargs)
+            made.watch = watch
+            return made
+
+        return self.do_open(connection, req)
+
+
+def _opener(watch: FetchWatch) -> urllib.request.OpenerDirector:
+    return urllib.request.build_opener(_WatchedHandler(watch))
 
 
 def _start_body(response: Any, sink: _Sink, url: str) -> None:
@@ -249,7 +326,7 @@ def _fetch_s3(url: str, sink: _Sink, timeout_s: float, retries: int) -> None:
             "presigned https:// URL") from err
     client = boto3.client("s3", config=botocore_config.Config(
         connect_timeout=timeout_s, read_timeout=timeout_s, retries={"max_attempts": 1}))
-    _with_retries(url, retries, lambda: _s3_attempt(client, bucket, key, sink, url))
+    _with_retries(url, retries, lambda: _s3_attempt(client, bucket, key, sink, url), sink.watch)
 
 
 def _s3_attempt(client: Any, bucket: str, key: str, sink: _Sink, url: str) -> None:

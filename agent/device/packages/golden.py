@@ -23,8 +23,9 @@ from agent.device.packages.errors import (
     GoldenMismatchError,
     GoldenRuntimeError,
     GoldenTimeoutError,
+    TensorSpecMismatchError,
 )
-from agent.device.packages.golden_check import EXIT_MISMATCH, EXIT_OK, EXIT_RUNTIME
+from agent.device.packages.golden_check import EXIT_MISMATCH, EXIT_OK, EXIT_RUNTIME, EXIT_SPECS
 from agent.device.runtime import BackendConfig, DlrConfig
 
 _MAX_DETAIL = 300
@@ -60,6 +61,8 @@ def run_golden_check(package_dir: Path, *, timeout_s: float,
                                signal_name=died_of)
     if code == EXIT_MISMATCH:
         raise GoldenMismatchError(f"{name}: {detail}")
+    if code == EXIT_SPECS:
+        raise TensorSpecMismatchError(f"{name}: {detail}")
     if code == EXIT_RUNTIME:
         raise GoldenRuntimeError(f"{name}: {detail}")
     raise GoldenRuntimeError(f"golden check of {name} exited {code}: {detail}")

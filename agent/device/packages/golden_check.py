@@ -12,6 +12,7 @@ outputs are taken in the manifest's order. It prints one JSON verdict line and e
     2  bad usage (argparse)
     3  an output differs beyond the tolerance (or is not finite)
     4  the manifest or the runtime failed (load refused, a run returned an error)
+    5  the model's tensors (names, dtypes, shapes) are not the manifest's specs
 
 A fault or a hang in a kernel ends this process, never the stager.
 """
@@ -32,11 +33,13 @@ import numpy as np
 from agent.core.errors import AgentError, ModelLoadError
 
 if TYPE_CHECKING:
+    from agent.core.model_layout import TensorSpec
     from agent.device.runtime import BackendConfig
 
 EXIT_OK = 0
 EXIT_MISMATCH = 3
 EXIT_RUNTIME = 4
+EXIT_SPECS = 5
 
 
 def check_package(package_dir: Path, *, library_path: Path | None = None,
@@ -61,11 +64,7 @@ def check_package(package_dir: Path, *, library_path: Path | None = None,
         settings = settings.model_copy(update={"library_path": library_path})
     backend = load_backend(package_artifact_dir(package_dir, manifest), settings)
     try:
-        if {s.name for s in backend.inputs} != {s.name for s in manifest.inputs} or \
-                [s.shape for s in backend.outputs] != [s.shape for s in manifest.outputs]:
-            raise ModelLoadError(f"the runtime reports inputs {backend.inputs} and outputs "
-                                 f"{backend.outputs}, the manifest {manifest.inputs} and "
-                                 f"{manifest.outputs}")
+        check_specs(backend.inputs, backend.outputs, manifest.inputs, manifest.outputs)
         buffers = tuple(np.zeros(spec.shape, dtype=spec.dtype) for spec in backend.inputs)
         outputs = backend.bind(buffers)
         tolerance = manifest.golden.tolerance
@@ -88,6 +87,30 @@ def check_package(package_dir: Path, *, library_path: Path | None = None,
         backend.close()
 
 
+def check_specs(inputs: Sequence[TensorSpec], outputs: Sequence[TensorSpec],
+                declared_inputs: Sequence[TensorSpec],
+                declared_outputs: Sequence[TensorSpec]) -> None:
+    """Raise :class:`TensorSpecMismatchError` unless the runtime's tensors are the
+    manifest's: inputs by name with the same dtype and shape, outputs in order with the same
+    dtype and shape (a DLR artifact's outputs have no names of their own)."""
+    from agent.device.packages.errors import TensorSpecMismatchError
+
+    ours = {spec.name: (spec.dtype, spec.shape) for spec in inputs}
+    theirs = {spec.name: (spec.dtype, spec.shape) for spec in declared_inputs}
+    if ours != theirs:
+        raise TensorSpecMismatchError(
+            f"the model takes inputs {_layouts(inputs)}, the manifest says "
+            f"{_layouts(declared_inputs)}")
+    if [(s.dtype, s.shape) for s in outputs] != [(s.dtype, s.shape) for s in declared_outputs]:
+        raise TensorSpecMismatchError(
+            f"the model gives outputs {_layouts(outputs)}, the manifest says "
+            f"{_layouts(declared_outputs)}")
+
+
+def _layouts(specs: Sequence[TensorSpec]) -> str:
+    return ", ".join(f"{spec.name} {spec.dtype}{list(spec.shape)}" for spec in specs) or "none"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m agent.device.packages.golden_check")
     parser.add_argument("package_dir", type=Path)
@@ -99,10 +122,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     # board with few cores the serving thread must win the CPU.
     with contextlib.suppress(OSError):
         os.nice(10)
+    from agent.device.packages.errors import TensorSpecMismatchError
+
     try:
         config = None if args.config is None else parse_backend_config(args.config)
         matched, message = check_package(args.package_dir, library_path=args.libdlr,
                                          config=config)
+    except TensorSpecMismatchError as err:
+        _say(ok=False, kind=type(err).__name__, message=str(err))
+        return EXIT_SPECS
     except (AgentError, ValueError) as err:  # ValueError: pydantic's ValidationError
         _say(ok=False, kind=type(err).__name__, message=f"{type(err).__name__}: {err}")
         return EXIT_RUNTIME

@@ -1,10 +1,13 @@
 """``manifest.json``: what a model package holds, signed by a controller key, and the
 package layout: where each thing lies inside a package.
 
-The manifest is the archive's first member. A device parses it (duplicate keys
-and NaN refused, so the signed bytes mean one thing), verifies the signature on
-that raw object *before* validating the schema (an unsigned or forged manifest
-is reported as such, never as a schema error), then validates it strictly.
+The manifest is the archive's first member. A device parses it strictly
+(:mod:`agent.device.packages.manifest_json`: duplicate keys, NaN, out-of-range numbers
+and invalid text refused, so the signed bytes mean one thing), verifies the signature
+over the canonical form of that raw object *before* validating the schema (an unsigned
+or forged manifest is reported as such, never as a schema error), then validates it
+strictly: integers fit 64 bits, tensor shapes are static (each dimension 1..2**31-1, at
+most 32 of them, names unique), and every golden case fits its tensor specs.
 
 A package is laid out as a model directory (see :mod:`agent.core.model_layout`),
 archived or unpacked (staged, or stored in the model store) alike::
@@ -26,7 +29,6 @@ golden check, the swap controller and the Lambda loader ask it.
 from __future__ import annotations
 
 import hashlib
-import json
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
@@ -53,6 +55,9 @@ from agent.device.packages.errors import (
     UnknownPackageKeyError,
     UnsignedPackageError,
 )
+from agent.device.packages.manifest_json import INT64_MAX
+from agent.device.packages.manifest_json import MANIFEST_NAME as MANIFEST_NAME
+from agent.device.packages.manifest_json import parse_manifest_json as parse_manifest_json
 from agent.wire.canonical import canonical_json
 from agent.wire.errors import (
     BadSignatureError,
@@ -63,7 +68,6 @@ from agent.wire.errors import (
 )
 from agent.wire.signing import TrustStore
 
-MANIFEST_NAME = "manifest.json"
 # What a package takes from an artifact directory, where present (``runner``, ``runner.c``,
 # the build's harness, stay behind: devices never run them).
 ARTIFACT_FILES = (*DLR_FILES, "compiled.meta", ARTIFACT_INFO, "libdlr.so")
@@ -71,6 +75,8 @@ DEFAULT_TOLERANCE = 1e-4
 ANY = "any"  # an ONNX package's target and arch: it is not native code
 Backend = Literal["dlr", "onnx"]
 _MAX_PATH_PART = 255
+MAX_TENSOR_DIMS = 32  # numpy's own limit
+MAX_DIM = 2**31 - 1
 
 
 def path_problem(name: str) -> str | None:
@@ -95,7 +101,7 @@ class FileEntry(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
 
     sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
-    size: int = Field(ge=0)
+    size: int = Field(ge=0, le=INT64_MAX)
 
 
 class Golden(BaseModel):
@@ -127,7 +133,8 @@ class ManifestBody(BaseModel):
 
     schema_version: Literal[1] = 1
     name: str = Field(min_length=1)
-    version: int = Field(ge=0, description="monotonic; the anti-rollback floor compares it")
+    version: int = Field(ge=0, le=INT64_MAX,
+                         description="monotonic; the anti-rollback floor compares it")
     label: str = Field(min_length=1, description="human name of the build, e.g. 'digits-v2'")
     variant: str | None = None
     target: str = Field(min_length=1, description="Neo target, e.g. 'rasp4b'")
@@ -152,6 +159,21 @@ class ManifestBody(BaseModel):
             if name == MANIFEST_NAME:
                 raise ValueError(f"{MANIFEST_NAME} cannot list itself")
         return files
+
+    @field_validator("inputs", "outputs")
+    @classmethod
+    def _static_specs(cls, specs: list[TensorSpec]) -> list[TensorSpec]:
+        names = [spec.name for spec in specs]
+        if len(set(names)) != len(names):
+            raise ValueError(f"tensor names {names} are not unique")
+        for spec in specs:
+            if len(spec.shape) > MAX_TENSOR_DIMS:
+                raise ValueError(f"tensor {spec.name!r}: {len(spec.shape)} dimensions, more "
+                                 f"than {MAX_TENSOR_DIMS}")
+            if not all(1 <= dim <= MAX_DIM for dim in spec.shape):
+                raise ValueError(f"tensor {spec.name!r}: shape {list(spec.shape)} has a "
+                                 f"dimension outside 1..{MAX_DIM}")
+        return specs
 
     @model_validator(mode="after")
     def _onnx_is_portable(self) -> ManifestBody:
@@ -214,31 +236,6 @@ def sha256_hex(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def parse_manifest_json(raw: bytes) -> dict[str, Any]:
-    """The manifest's JSON object; duplicate keys, NaN and non-objects are refused."""
-    try:
-        obj = json.loads(raw.decode("utf-8"), object_pairs_hook=_unique_keys,
-                         parse_constant=_no_constant)
-    except UnicodeDecodeError as err:
-        raise PackageFormatError(f"{MANIFEST_NAME} is not UTF-8") from err
-    except (ValueError, RecursionError) as err:  # JSONDecodeError is a ValueError
-        raise PackageFormatError(f"{MANIFEST_NAME} is not usable JSON: {err}") from err
-    if not isinstance(obj, dict):
-        raise PackageFormatError(f"{MANIFEST_NAME} is a JSON {type(obj).__name__}, not an object")
-    return obj
-
-
-def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    obj = dict(pairs)
-    if len(obj) != len(pairs):
-        raise ValueError("duplicate key")
-    return obj
-
-
-def _no_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not a JSON number")
-
-
 _SIGNATURE_ERRORS: tuple[tuple[type[SignatureError], type[PackageSignatureError]], ...] = (
     (MissingSignatureError, UnsignedPackageError),
     (RevokedKeyError, RevokedPackageKeyError),
@@ -251,6 +248,8 @@ def verify_manifest(doc: Mapping[str, Any], trust: TrustStore) -> PackageManifes
     """Verify the raw manifest object's signature, then validate it; the manifest."""
     try:
         trust.verify_document(doc)
+    except (ValueError, RecursionError) as err:  # no canonical form: see manifest_json
+        raise PackageFormatError(f"{MANIFEST_NAME} has no canonical form: {err}") from err
     except SignatureError as err:
         for protocol_error, package_error in _SIGNATURE_ERRORS:
             if isinstance(err, protocol_error):

@@ -32,7 +32,8 @@ import json
 import os
 import shutil
 import tempfile
-from collections.abc import Mapping
+import threading
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -96,13 +97,17 @@ def stage(url_or_path: str | Path, *, trust: TrustStore, min_version: int,
           profile: DeviceProfile, work_dir: Path, limits: PackageLimits | None = None,
           expected_sha256: str | None = None, golden_timeout_s: float = 10.0,
           dlr_library: Path | None = None,
-          backend_config: BackendConfig | None = None) -> StagedPackage:
+          backend_config: BackendConfig | None = None,
+          allowed_dirs: Sequence[Path] | None = None,
+          cancel: threading.Event | None = None) -> StagedPackage:
     """Fetch, verify and unpack a package into ``work_dir``; raise a typed error otherwise.
 
     The result is ``work_dir/<name>-v<version>-<sha256[:12]>``; one already there
     (the same archive staged before) is replaced. The caller moves or removes it.
     ``backend_config`` is the device's runtime settings (the golden check of a package of
-    that runtime uses them); ``dlr_library`` overrides its libdlr.
+    that runtime uses them); ``dlr_library`` overrides its libdlr. A local source must be a
+    regular file in one of ``allowed_dirs`` (None: any); setting ``cancel`` stops the
+    download (:class:`~agent.device.packages.errors.FetchCancelledError`).
     """
     limits = limits or PackageLimits()
     try:
@@ -113,9 +118,13 @@ def stage(url_or_path: str | Path, *, trust: TrustStore, min_version: int,
     try:
         fetched = fetch(url_or_path, tmp / _ARCHIVE, expected_sha256=expected_sha256,
                         max_bytes=limits.max_archive_bytes, timeout_s=limits.fetch_timeout_s,
-                        retries=limits.fetch_retries)
+                        retries=limits.fetch_retries, deadline_s=limits.fetch_deadline_s,
+                        min_bytes_per_s=limits.fetch_min_bytes_per_s,
+                        rate_window_s=limits.fetch_rate_window_s, allowed_dirs=allowed_dirs,
+                        cancel=cancel)
         raw_manifest = read_manifest_member(fetched.path, max_bytes=limits.max_manifest_bytes)
-        manifest = verify_manifest(parse_manifest_json(raw_manifest), trust)
+        manifest = verify_manifest(
+            parse_manifest_json(raw_manifest, max_depth=limits.max_manifest_depth), trust)
         if manifest.version < min_version:
             raise VersionBelowFloorError(
                 f"{manifest.describe()}: version {manifest.version} is below the floor "

@@ -6,6 +6,8 @@ Modules and their public names:
 - ``ipc``: ``IpcConnection``, ``IpcTransport``, ``ipc_available``, ``guarded``
 - ``outbox``: ``Outbox``
 - ``spool``: ``Priority``, ``Spool``, ``SpoolConfig``, ``SpoolEntry``, ``SpoolError`` (+2)
+- ``spool_disk``: ``disk_limit``, ``disk_bytes``, ``configure``, ``shrink_wal``,
+  ``vacuum_if_sparse`` (+6)
 - ``spool_types``: ``SpoolError``, ``SpoolFullError``, ``Priority``, ``SpoolConfig``,
   ``SpoolEntry`` (+1)
 """

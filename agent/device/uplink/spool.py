@@ -25,6 +25,7 @@ A full disk (``SQLITE_FULL``, which SQLite also returns for ENOSPC) raises
 :class:`SpoolFullError`; the transaction is rolled back, the file stays
 consistent, and puts succeed again once space is freed (acks free pages for
 reuse). The record types and errors live in :mod:`agent.device.uplink.spool_types`.
+The budget holds on disk too, WAL included (:mod:`agent.device.uplink.spool_disk`).
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from agent.device.uplink import spool_disk
 from agent.device.uplink.spool_types import (
     Priority,
     SpoolConfig,
@@ -70,16 +72,21 @@ INSERT OR IGNORE INTO counters (name, value) VALUES ('dropped_results', 0);
 
 
 class Spool:
-    """The spool file at ``path``; thread-safe (one connection behind a lock)."""
+    """The spool file at ``path``; thread-safe (one connection behind a lock). Its WAL is
+    kept under ``wal_max_bytes``; :attr:`disk_limit_bytes` is what its files may take."""
 
     def __init__(self, *, path: Path, budget_bytes: int = 16 * 1024 * 1024,
                  max_db_bytes: int | None = None,
-                 results_budget_bytes: int | None = None) -> None:
-        if budget_bytes <= 0 or (results_budget_bytes is not None and results_budget_bytes <= 0):
-            raise ValueError("budget_bytes and results_budget_bytes must be positive")
+                 results_budget_bytes: int | None = None,
+                 wal_max_bytes: int = spool_disk.WAL_MAX_BYTES) -> None:
+        if min(budget_bytes, wal_max_bytes, 1 if results_budget_bytes is None
+               else results_budget_bytes) <= 0:
+            raise ValueError("budget_bytes, wal_max_bytes, results_budget_bytes: positive")
         self.path = path
         self.budget_bytes = budget_bytes
         self.results_budget_bytes = results_budget_bytes
+        self.wal_max_bytes = wal_max_bytes
+        self._last_wal_warning = -60.0
         self._lock = threading.Lock()
         self._has_entries = threading.Condition(self._lock)
         self._synchronous = ""
@@ -87,14 +94,17 @@ class Spool:
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA journal_size_limit=4194304")  # WAL shrinks back to 4 MiB
+            problem = spool_disk.configure(self._db, wal_max_bytes)
             self._db.executescript(_SCHEMA)
+            self._page_size = spool_disk.page_size(self._db)
             rows = self._db.execute(
                 "SELECT priority, COUNT(*), COALESCE(SUM(size), 0) FROM messages "
                 "GROUP BY priority").fetchall()
         except sqlite3.Error as err:
             raise _translate(err, f"cannot open spool {path}") from err
+        if problem:
+            log.warning("spool %s: %s", path, problem)
+        self._page_limit = -(-(budget_bytes + spool_disk.DB_SLACK_BYTES) // self._page_size)
         sizes: dict[Priority, tuple[int, int]] = {
             Priority(p): (int(n), int(total)) for p, n, total in rows}
         self._count = sum(n for n, _ in sizes.values())
@@ -106,7 +116,8 @@ class Spool:
     def from_config(cls, config: SpoolConfig) -> Spool:
         return cls(path=config.path, budget_bytes=config.budget_bytes,
                    max_db_bytes=config.max_db_bytes,
-                   results_budget_bytes=config.results_budget_bytes)
+                   results_budget_bytes=config.results_budget_bytes,
+                   wal_max_bytes=config.wal_max_bytes)
 
     def set_max_db_bytes(self, max_db_bytes: int | None) -> None:
         """Cap the database file (None: no cap beyond the disk). Past the cap puts raise
@@ -153,6 +164,8 @@ class Spool:
                 cap = self.results_budget_bytes
                 trimmed = self._trim(db, self.total_bytes + size,
                                      results - cap if cap is not None else 0)
+                self._fit_pages(db, trimmed)
+            self._shrink_wal()
             self._bytes[priority] += size
             self._count += 1
             last_dropped = None
@@ -197,6 +210,48 @@ class Spool:
                 found[kind] = (dropped, freed, last_id)
             excess -= freed
         return found
+
+    def _fit_pages(self, db: sqlite3.Connection,
+                   found: dict[Priority, tuple[int, int, int | None]]) -> None:
+        """Drop the oldest results, then metrics, until the database's pages in use fit the
+        budget (plus its slack); adds what went to ``found``."""
+        for _ in range(32):
+            excess = spool_disk.live_pages(db) - self._page_limit
+            if excess <= 0:
+                return
+            need, progress = excess * self._page_size, False
+            for kind in (Priority.RESULTS, Priority.METRICS):
+                dropped, freed, last_id = self._drop_oldest(db, kind, need)
+                if dropped:
+                    before = found.get(kind, (0, 0, None))
+                    found[kind] = (before[0] + dropped, before[1] + freed, last_id)
+                    progress, need = True, need - freed
+                if need <= 0:
+                    break
+            if not progress:
+                return  # critical messages alone: kept, over budget
+
+    def _shrink_wal(self) -> None:
+        # After a commit, under the lock: the put has already succeeded.
+        try:
+            if spool_disk.shrink_wal(self._db, self.path, self.wal_max_bytes):
+                return
+            problem = "another process holds the spool open for reading"
+        except sqlite3.Error as err:
+            problem = str(err)
+        if time.monotonic() - self._last_wal_warning >= 60.0:
+            self._last_wal_warning = time.monotonic()
+            log.warning("spool %s: its WAL passed %d bytes and cannot be truncated yet: %s",
+                        self.path, self.wal_max_bytes, problem)
+
+    def disk_bytes(self) -> int:
+        """What the spool's database, WAL and WAL index take on disk now."""
+        return spool_disk.disk_bytes(self.path)
+
+    @property
+    def disk_limit_bytes(self) -> int:
+        """The most :meth:`disk_bytes` reaches while critical messages fit the budget."""
+        return spool_disk.disk_limit(self.budget_bytes, self.wal_max_bytes)
 
     @staticmethod
     def _drop_oldest(db: sqlite3.Connection, kind: Priority,
@@ -250,6 +305,11 @@ class Spool:
             for priority, size in removed:
                 self._bytes[Priority(priority)] -= size
             self._count -= len(removed)
+            try:
+                spool_disk.vacuum_if_sparse(self._db, self.budget_bytes)
+            except sqlite3.Error as err:  # the acks stand; the pages are freed next time
+                log.warning("spool %s: cannot free pages: %s", self.path, err)
+            self._shrink_wal()
 
     @property
     def total_bytes(self) -> int:

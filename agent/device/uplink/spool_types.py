@@ -41,6 +41,9 @@ class SpoolConfig(BaseModel):
     budget_bytes: int = Field(default=16 * 1024 * 1024, gt=0)
     max_db_bytes: int | None = Field(default=None, gt=0)
     results_budget_bytes: int | None = Field(default=None, gt=0)
+    wal_max_bytes: int = Field(
+        default=1024 * 1024, gt=0,
+        description="the write-ahead log's cap: checkpointed at half, truncated past it")
 
 
 @dataclass(frozen=True, slots=True)

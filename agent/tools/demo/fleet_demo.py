@@ -93,6 +93,8 @@ def _device_config(options: DemoOptions, group: str, board: str,
             "heartbeatIntervalSeconds": options.heartbeat_interval_s,
             "trustedKeys": {KEY_ID: public_key},
             "guardrails": {"minSamples": options.min_samples},
+            # The rollouts' packages are files of this demo: the one folder stages may read.
+            "packageDirs": [str((options.out / "packages").resolve())],
             # Many emulated devices share this machine: each API on a port of its own, and
             # no result stream (eight nuclei relaying results would load the two cores the
             # guardrails' short latency windows are measured on).

@@ -129,6 +129,7 @@ def test_partial_guardrails_keep_the_other_defaults() -> None:
         "max_rss_bytes: not set",
         "install_failure_pct: 20.0 (default)",
         "install_failure_min_devices: 1 (default)",
+        "breach_quorum: 2 (default)",
     ]
 
 

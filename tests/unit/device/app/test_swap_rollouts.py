@@ -67,7 +67,7 @@ class Device:
             "thingName": THING, "thingGroups": ["canary"], "stateDir": str(self.state_dir),
             "initialPackage": str(packages["digits-v1"]), "rateHz": 200, "source": "random",
             "trustedKeys": {"ctl-1": str(packages["key"])}, "trialSeconds": 0.2,
-            "goldenTimeoutSeconds": 10})
+            "goldenTimeoutSeconds": 10, "packageDirs": [str(packages["digits-v2"].parent)]})
         self.seqs: dict[str, Iterator[int]] = {}
         self.service = self._start()
         self.first_version = self.service.store.current()

@@ -161,7 +161,8 @@ def _rig(tmp_path: Path, packages: Packages, first_rollout: str | None,
         router=router, store=store, trust=packages.trust, guard=guard, profile=profile,
         work_dir=tmp_path / "staging", outbox=outbox, updates=updates,
         guardrails=Guardrails(), trial_s=600.0, golden_timeout_s=GOLDEN_TIMEOUT_S,
-        backend_config=backend_config)
+        backend_config=backend_config,
+        package_dirs=tuple({path.parent for path in packages.files.values()}))
     yield Rig(controller=controller, store=store, router=router, spool=spool, guard=guard,
               updates=updates, work_dir=tmp_path / "staging", packages=packages)
     for role in filter(None, (router.green, router.previous, router.blue)):

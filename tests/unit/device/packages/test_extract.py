@@ -10,6 +10,7 @@ so the agent's own checks are proven to stand alone.
 from __future__ import annotations
 
 import errno
+import gzip
 import os
 import tarfile
 from collections.abc import Iterator
@@ -20,6 +21,7 @@ from package_support import file_member, leftovers, pack, special_member
 
 from agent.device.packages import extract as extract_module
 from agent.device.packages.errors import (
+    ArchiveLimitError,
     DiskFullError,
     PackageFormatError,
     TruncatedArchiveError,
@@ -97,10 +99,22 @@ def test_truncated_and_garbage_archives(tmp_path: Path) -> None:
 
 
 def test_decompression_bomb_is_refused_without_writing(tmp_path: Path) -> None:
+    """Zeros after the end of the tar (headers within every cap): the stream's size limit."""
+    limits = PackageLimits(max_member_bytes=10**9, max_total_bytes=100_000, max_members=8)
+    tar = gzip.decompress(pack(tmp_path / "ok.tar.gz", OK).read_bytes())
+    archive = tmp_path / "bomb.tar.gz"
+    archive.write_bytes(gzip.compress(tar + bytes(5_000_000), mtime=0))
+    assert archive.stat().st_size < 20_000
+    with pytest.raises(ArchiveLimitError, match="unpacks to more than") as refused:
+        extract_archive(archive, tmp_path / "out", limits=limits)
+    assert (refused.value.limit, refused.value.value) == ("max_total_bytes", 100_000)
+    assert leftovers(tmp_path) == ["bomb.tar.gz", "ok.tar.gz"]
+
+
+def test_a_member_bigger_than_the_total_is_refused_by_its_header(tmp_path: Path) -> None:
     limits = PackageLimits(max_member_bytes=10**9, max_total_bytes=100_000, max_members=8)
     archive = pack(tmp_path / "bomb.tar.gz", [file_member("zeros", bytes(5_000_000))])
-    assert archive.stat().st_size < 20_000
-    with pytest.raises(UnsafeArchiveError, match="unpacks to more than"):
+    with pytest.raises(ArchiveLimitError, match="members total more than 100000 bytes"):
         extract_archive(archive, tmp_path / "out", limits=limits)
     assert leftovers(tmp_path) == ["bomb.tar.gz"]
 

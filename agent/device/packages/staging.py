@@ -122,7 +122,8 @@ def stage(url_or_path: str | Path, *, trust: TrustStore, min_version: int,
                         min_bytes_per_s=limits.fetch_min_bytes_per_s,
                         rate_window_s=limits.fetch_rate_window_s, allowed_dirs=allowed_dirs,
                         cancel=cancel)
-        raw_manifest = read_manifest_member(fetched.path, max_bytes=limits.max_manifest_bytes)
+        raw_manifest = read_manifest_member(fetched.path, max_bytes=limits.max_manifest_bytes,
+                                            limits=limits)
         manifest = verify_manifest(
             parse_manifest_json(raw_manifest, max_depth=limits.max_manifest_depth), trust)
         if manifest.version < min_version:

@@ -12,7 +12,7 @@ Modules and their public names:
 - ``api_server``: ``Served``, ``serve_model``, ``echo_app``, ``echo_frame``,
   ``start_echo_servers`` (+3)
 - ``flood``: ``device_flood``, ``controller_ingest``, ``run_bench``, ``bench_flood_main``
-- ``flood_ingest``: ``measure_ingest``, ``flood_payloads``, ``FLOODER``
+- ``flood_ingest``: ``measure_ingest``, ``local_broker``, ``flood_payloads``, ``FLOODER``
 - ``flood_sender``: ``hostile_payloads``, ``FloodSender``
 - ``loop``: ``VerificationError``, ``Workload``, ``opt_out_of_dlr_phone_home``,
   ``build_loops``, ``measure_rss`` (+2)

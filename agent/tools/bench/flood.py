@@ -25,7 +25,6 @@ legitimate reports sent and ingested while one device floods; goal: all ingested
 from __future__ import annotations
 
 import argparse
-import importlib
 import json
 import os
 import statistics
@@ -42,10 +41,9 @@ from typing import Any
 
 import psutil
 
+from agent.tools.bench.flood_ingest import local_broker, measure_ingest
 from agent.tools.bench.flood_sender import FloodSender, hostile_payloads
 from agent.tools.bench.report import emit
-from agent.tools.brokers.embedded import EmbeddedBroker
-from agent.tools.brokers.mosquitto import MosquittoBroker, find_mosquitto
 from agent.wire.codec import decode, encode
 from agent.wire.commands import StatusCommand, Target
 from agent.wire.errors import ProtocolError
@@ -114,17 +112,6 @@ def _rate(metrics: list[UpMessage]) -> float:
 
 
 @contextmanager
-def _broker(work: Path) -> Iterator[tuple[Any, str]]:
-    broker: Any = (MosquittoBroker(workdir=work / "mosquitto") if find_mosquitto()
-                   else EmbeddedBroker())
-    broker.start()
-    try:
-        yield broker, "mosquitto" if isinstance(broker, MosquittoBroker) else "embedded (amqtt)"
-    finally:
-        broker.stop()
-
-
-@contextmanager
 def _agent(models: Path, work: Path, port: int, key_pem: bytes,
            settings: dict[str, Any]) -> Iterator[psutil.Process]:
     (work / "trusted.pem").write_bytes(key_pem)
@@ -156,7 +143,7 @@ def device_flood(models: Path, *, seconds: float, rounds: int, flood_rate: float
     signer = Signer(private_key=keys.private_key(), key_id="ctl-bench")
     with tempfile.TemporaryDirectory(prefix="bench-flood-") as tmp:
         work = Path(tmp)
-        with _broker(work) as (broker, broker_name), \
+        with local_broker(work / "mosquitto") as (broker, broker_name), \
                 _agent(models, work, broker.port, keys.public_pem,
                        {"commands": {"summaryIntervalSeconds": _SUMMARY_S}, **(settings or {})}
                        ) as agent:
@@ -258,10 +245,7 @@ def _phases(uplink: _Uplink, agent: psutil.Process, signer: Signer, broker: Any,
 def controller_ingest(*, seconds: float, legit_devices: int,
                       flood_rate: float) -> dict[str, float | int]:
     """The controller side, as :mod:`agent.tools.bench.flood_ingest` measures it."""
-    module = importlib.import_module("agent.tools.bench.flood_ingest")
-    measured: dict[str, float | int] = module.measure_ingest(
-        seconds=seconds, legit_devices=legit_devices, flood_rate=flood_rate)
-    return measured
+    return measure_ingest(seconds=seconds, legit_devices=legit_devices, flood_rate=flood_rate)
 
 
 def run_bench(models: Path, *, seconds: float, rounds: int, flood_rate: float,

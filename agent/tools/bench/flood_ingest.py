@@ -74,15 +74,15 @@ def flood_payloads(count: int) -> list[bytes]:
 
 
 @contextmanager
-def _broker() -> Iterator[tuple[Any, str]]:
-    with tempfile.TemporaryDirectory(prefix="flood-ingest-broker-") as work:
-        broker: Any = (MosquittoBroker(workdir=Path(work)) if find_mosquitto()
-                       else EmbeddedBroker())
-        broker.start()
-        try:
-            yield broker, "mosquitto" if isinstance(broker, MosquittoBroker) else "embedded (amqtt)"
-        finally:
-            broker.stop()
+def local_broker(work: Path) -> Iterator[tuple[Any, str]]:
+    """A started local broker (mosquitto when installed, else the embedded amqtt) and its
+    name, stopped on exit."""
+    broker: Any = (MosquittoBroker(workdir=work) if find_mosquitto() else EmbeddedBroker())
+    broker.start()
+    try:
+        yield broker, "mosquitto" if isinstance(broker, MosquittoBroker) else "embedded (amqtt)"
+    finally:
+        broker.stop()
 
 
 def _wait(predicate: Any, timeout_s: float) -> bool:
@@ -109,7 +109,8 @@ def measure_ingest(*, seconds: float = 3.0, legit_devices: int = 20,
 
     things = [f"bench-legit-{i:03d}" for i in range(legit_devices)]
     signer = Signer(private_key=generate_keypair("bench-ctl").private_key(), key_id="bench-ctl")
-    with tempfile.TemporaryDirectory(prefix="flood-ingest-") as tmp, _broker() as (broker, name), \
+    with tempfile.TemporaryDirectory(prefix="flood-ingest-") as tmp, \
+            local_broker(Path(tmp) / "broker") as (broker, name), \
             ControllerState(path=Path(tmp) / "controller.db") as state:
         def client(client_id: str) -> MqttTransport:
             return MqttTransport(config=MqttConfig(host="127.0.0.1", port=broker.port,

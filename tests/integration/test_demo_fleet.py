@@ -56,7 +56,10 @@ def test_short_demo_end_to_end(built_models: Path, tmp_path: Path) -> None:
         for expected in ("INSTALLED (nucleus)", "RUNNING (nucleus)", "RUNNING (component)"):
             assert expected in states, (thing, states)
         relayed = device["relayed_via_ipc"]  # published by the agent over IPC, not MQTT
-        assert relayed.get("register", 0) >= 1 and relayed.get("metrics", 0) > 3, relayed
+        # The offline device's second nucleus saw only the part after it came back, so
+        # its count depends on how long the rest of the demo ran: at least one there.
+        least = 1 if thing == result.offline_device else 4
+        assert relayed.get("register", 0) >= 1 and relayed.get("metrics", 0) >= least, relayed
         assert relayed.get("ack", 0) >= 2, relayed
 
     names = sorted(p.name for p in result.reports)

@@ -10,6 +10,7 @@ in this module when no ancestor has a bracket. A class with two parents is drawn
 its first, and its meaning names the other ("also ..."), which catches it as well.
 Modules that define a branch of errors (:mod:`agent.wire.errors`,
 :mod:`agent.device.packages.errors`, :mod:`agent.device.store.errors`,
+:mod:`agent.device.capture.errors`,
 :mod:`agent.controller.errors`, :mod:`agent.tools.nucleus.errors`,
 :mod:`agent.tools.importing.errors`) describe theirs in
 more detail and point back here. ``tests/unit/core/test_errors.py`` checks this drawing
@@ -118,6 +119,10 @@ against the classes themselves, so it cannot fall behind::
     │                                           no room for the candidate beside the serving model
     ├── SpoolError [device.uplink.spool_types]  the uplink spool database cannot be read or written
     │   └── SpoolFullError                      no space for the spool (disk full, page cap reached)
+    ├── CaptureError [device.capture.errors]    a capture that cannot be stored, read or sent
+    │   ├── CaptureFormatError                  a capture file or batch not what it claims
+    │   ├── CaptureRulesError                   capture rules malformed or over the device's caps
+    │   └── CaptureUploadError                  a destination refused or could not take a batch
     ├── FleetError [controller.errors]          the fleet controller refused or failed something
     │   ├── SpecError                           a rollout spec that does not validate (names field)
     │   ├── FleetFileError                      a fleet (groups) file that cannot be read or parsed

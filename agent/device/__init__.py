@@ -4,6 +4,7 @@ inference API, packages, store, uplink.
 Modules and their public names:
 
 - ``app``/
+- ``capture``/
 - ``greengrass``/
 - ``inference``/
 - ``lambda_function``/

@@ -29,6 +29,7 @@ from pydantic.alias_generators import to_camel
 
 from agent.core.errors import ConfigError
 from agent.device.app.command_limits import CommandLimits
+from agent.device.capture.config import CaptureConfig
 from agent.device.inference.guardrails import Guardrails
 from agent.device.inference.sources import SourceKind
 from agent.device.packages.limits import PackageLimits
@@ -131,6 +132,12 @@ class AgentConfig(BaseModel):
         default_factory=ResultsConfig,
         description="prediction results published on Greengrass local pub/sub, AWS IoT "
                     "Core and a shared-memory ring, and the policy that picks them")
+    capture: CaptureConfig = Field(
+        default_factory=CaptureConfig,
+        description="off by default: copies of the inputs (and every variant's outputs) of "
+                    "the inferences its rules pick, kept on the device within a byte budget "
+                    "and a per-hour cap, and uploaded in batches to S3 or a folder only when "
+                    "upload names one")
 
     @field_validator("backend", mode="before")
     @classmethod

@@ -3,6 +3,7 @@ user's input turned into tensors and its scores into named classes.
 
 Modules and their public names:
 
+- ``capture_hooks``: ``CaptureHooks``, ``CaptureAsk``
 - ``frames``: ``FramePreprocessor``, ``image_preprocessor``
 - ``guardrails``: ``Guardrails``, ``Breach``, ``evaluate``
 - ``image_source``: ``ImageSource``, ``list_images``

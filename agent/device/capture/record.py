@@ -1,0 +1,167 @@
+"""One capture: the inputs of one inference, the outputs of every variant that ran on
+them, and why it was kept; and its file format.
+
+A capture file is an uncompressed ``.npz`` (numpy's zip of ``.npy`` arrays, read with
+``allow_pickle=False``): ``in_<i>`` is the model's i-th input, ``out_<variant>_<j>`` a
+variant's j-th output, and ``meta`` a uint8 array holding the UTF-8 JSON of
+:meth:`Capture.meta` (names, model, versions, rule, frame id, time, label). Anything
+that reads a dataset built from captures needs numpy only.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import re
+import uuid
+import zipfile
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from agent.device.capture.config import RULE_NAMES
+from agent.device.capture.errors import CaptureFormatError
+
+FORMAT_VERSION = 1
+_VARIANT = re.compile(r"^[a-z][a-z0-9_]{0,31}$")
+_ID = re.compile(r"^[0-9a-f]{32}$")
+MAX_TEXT = 1024  # a label's or a note's characters
+
+
+def new_capture_id() -> str:
+    return uuid.uuid4().hex
+
+
+@dataclass(frozen=True, eq=False)
+class Capture:
+    """One kept inference. ``inputs`` by input name; ``outputs`` by variant, then output
+    name; ``variants`` maps every variant that ran to its model version; ``served_by`` is
+    the variant whose answer was used ("" when none was: a failed inference)."""
+
+    thing: str
+    model: str
+    rule: str
+    inputs: Mapping[str, np.ndarray]
+    outputs: Mapping[str, Mapping[str, np.ndarray]]
+    variants: Mapping[str, str]
+    served_by: str
+    frame_id: int
+    time: float  # Unix seconds
+    source: str = ""  # the loop's source ("testset", "shm", ...) or "api"
+    score: float | None = None  # the served top-1 score, when the model has scores
+    label: str | None = None  # the application's label
+    note: str | None = None  # the application's note
+    error: str | None = None  # a failed inference's error
+    capture_id: str = field(default_factory=new_capture_id)
+
+    def __post_init__(self) -> None:
+        if self.rule not in RULE_NAMES:
+            raise CaptureFormatError(f"unknown capture rule {self.rule!r}")
+        if not _ID.match(self.capture_id):
+            raise CaptureFormatError(f"capture id {self.capture_id!r} is not 32 hex digits")
+        for variant in (*self.outputs, *self.variants):
+            if not _VARIANT.match(variant):
+                raise CaptureFormatError(f"variant name {variant!r} is not allowed")
+        for text in (self.label, self.note, self.error):
+            if text is not None and len(text) > MAX_TEXT:
+                raise CaptureFormatError(f"a label, note or error over {MAX_TEXT} characters")
+
+    @property
+    def nbytes(self) -> int:
+        """The tensors' bytes (what budgets and ``maxCaptureBytes`` count)."""
+        return sum(a.nbytes for a in self.inputs.values()) + sum(
+            a.nbytes for outs in self.outputs.values() for a in outs.values())
+
+    def meta(self) -> dict[str, Any]:
+        """Everything but the tensors, JSON-ready: what a batch manifest line holds."""
+        return {
+            "v": FORMAT_VERSION, "capture_id": self.capture_id, "thing": self.thing,
+            "model": self.model, "rule": self.rule, "variants": dict(self.variants),
+            "served_by": self.served_by, "frame_id": self.frame_id, "time": self.time,
+            "source": self.source, "score": self.score, "label": self.label,
+            "note": self.note, "error": self.error,
+            "inputs": {name: _spec(a) for name, a in self.inputs.items()},
+            "outputs": {v: {name: _spec(a) for name, a in outs.items()}
+                        for v, outs in self.outputs.items()},
+        }
+
+
+def _spec(array: np.ndarray) -> dict[str, Any]:
+    return {"dtype": array.dtype.str, "shape": list(array.shape)}
+
+
+def encode(capture: Capture) -> bytes:
+    """The capture's file bytes (see the module's documentation)."""
+    arrays: dict[str, np.ndarray] = {}
+    for i, array in enumerate(capture.inputs.values()):
+        arrays[f"in_{i}"] = np.ascontiguousarray(array)
+    for variant, outs in capture.outputs.items():
+        for j, array in enumerate(outs.values()):
+            arrays[f"out_{variant}_{j}"] = np.ascontiguousarray(array)
+    meta = json.dumps(capture.meta(), sort_keys=True, allow_nan=False).encode()
+    arrays["meta"] = np.frombuffer(meta, dtype=np.uint8)
+    buffer = io.BytesIO()
+    np.savez(buffer, **arrays)  # type: ignore[arg-type]
+    return buffer.getvalue()
+
+
+def decode(data: bytes) -> Capture:
+    """A capture read back from :func:`encode`'s bytes; anything else is a
+    :class:`CaptureFormatError` naming what is wrong."""
+    try:
+        with np.load(io.BytesIO(data), allow_pickle=False) as files:
+            arrays = {name: files[name] for name in files.files}
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile, KeyError) as err:
+        raise CaptureFormatError(f"not a capture file: {err}") from err
+    try:
+        meta = json.loads(arrays.pop("meta").tobytes())
+    except (KeyError, ValueError, UnicodeDecodeError) as err:
+        raise CaptureFormatError("a capture file without readable metadata") from err
+    return from_meta(meta, arrays)
+
+
+def from_meta(meta: Mapping[str, Any], arrays: Mapping[str, np.ndarray]) -> Capture:
+    """A capture from its :meth:`Capture.meta` and its arrays keyed as in a file."""
+    try:
+        if meta.get("v") != FORMAT_VERSION:
+            raise CaptureFormatError(f"capture format {meta.get('v')!r} is not "
+                                     f"{FORMAT_VERSION}")
+        inputs = {name: _array(arrays, f"in_{i}", spec)
+                  for i, (name, spec) in enumerate(meta["inputs"].items())}
+        outputs = {variant: {name: _array(arrays, f"out_{variant}_{j}", spec)
+                             for j, (name, spec) in enumerate(outs.items())}
+                   for variant, outs in meta["outputs"].items()}
+        expected = len(inputs) + sum(len(o) for o in outputs.values())
+        if len(arrays) != expected:
+            raise CaptureFormatError(f"{len(arrays)} arrays where the metadata names "
+                                     f"{expected}")
+        return Capture(
+            capture_id=str(meta["capture_id"]), thing=str(meta["thing"]),
+            model=str(meta["model"]), rule=str(meta["rule"]), inputs=inputs,
+            outputs=outputs, variants={str(k): str(v) for k, v in meta["variants"].items()},
+            served_by=str(meta["served_by"]), frame_id=int(meta["frame_id"]),
+            time=float(meta["time"]), source=str(meta.get("source", "")),
+            score=None if meta.get("score") is None else float(meta["score"]),
+            label=_text(meta.get("label")), note=_text(meta.get("note")),
+            error=_text(meta.get("error")))
+    except CaptureFormatError:
+        raise
+    except (KeyError, TypeError, ValueError, AttributeError) as err:
+        raise CaptureFormatError(f"capture metadata does not fit the format: {err!r}") \
+            from err
+
+
+def _text(value: Any) -> str | None:
+    return None if value is None else str(value)
+
+
+def _array(arrays: Mapping[str, np.ndarray], key: str, spec: Mapping[str, Any]) -> np.ndarray:
+    if key not in arrays:
+        raise CaptureFormatError(f"capture file lacks the array {key}")
+    array = arrays[key]
+    if array.dtype.str != spec["dtype"] or list(array.shape) != list(spec["shape"]):
+        raise CaptureFormatError(f"{key} is {array.dtype.str}{list(array.shape)}, the "
+                                 f"metadata says {spec['dtype']}{spec['shape']}")
+    return array

@@ -6,7 +6,8 @@ emulated nucleus, ``tests/helpers/`` what they share (``import waits``,
 ``from cloud import ...``), ``tests/fixtures/`` their data files.
 
 ``shared_broker`` is one mosquitto for the end-to-end tests that can share it, and
-``neo_outputs`` SageMaker Neo outputs of a foreign-topology model, built once.
+``s3_server`` one loopback S3-compatible server (moto) for the capture tests (each
+uses its own bucket), ``neo_outputs`` SageMaker Neo outputs of a foreign-topology model, built once.
 
 ``built_models`` builds the reference models once per test session (about ten
 seconds on two cores). Set ``EDGE_TEST_MODELS_DIR`` to build into a fixed
@@ -26,6 +27,7 @@ import pytest
 
 if TYPE_CHECKING:
     from agent.tools.brokers.mosquitto import MosquittoBroker
+    from agent.tools.s3.local_server import LocalS3Server
 
 # The repository first, so that ``models`` is always the reference-model package and never
 # the test folder ``tests/unit/models`` that pytest's rootdir-relative imports can expose.
@@ -68,6 +70,19 @@ def shared_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mosquitt
     broker.start()
     yield broker
     broker.stop()
+
+
+@pytest.fixture(scope="session")
+def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalS3Server]:
+    """One loopback S3-compatible server (moto) for the tests that can share it: each uses
+    buckets of its own; skipped, naming the package, where moto is missing."""
+    from agent.tools.s3.local_server import LocalS3Server, moto_missing_reason
+
+    if reason := moto_missing_reason():
+        pytest.skip(reason)
+    server = LocalS3Server(tmp_path_factory.mktemp("s3-server")).start()
+    yield server
+    server.stop()
 
 
 @pytest.fixture(scope="session")

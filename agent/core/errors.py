@@ -134,6 +134,7 @@ against the classes themselves, so it cannot fall behind::
     │   ├── ReportRejectedError                 a device report refused at ingest (names reason)
     │   └── SimulationError [tools.fleet_sim.model]
     │                                           a simulated fleet set up wrongly, or cut off
+    ├── S3ServerError [tools.s3.local_server]   the loopback S3 server could not be started
     ├── NucleusError [tools.nucleus.errors]     the emulated nucleus cannot start or do as asked
     │   ├── FramingError                        IPC socket bytes that are no event-stream message
     │   ├── IpcServiceError                     an operation answered with a Greengrass error shape

@@ -12,4 +12,5 @@ Modules and their public names:
 - ``nucleus``/: ``ComponentArtifactError``, ``ComponentState``, ``ComponentStore``,
   ``ComponentUpdate``, ``Deferral`` (+13)
 - ``packaging``/
+- ``s3``/
 """

@@ -174,7 +174,8 @@ def _member_name(raw: str, *, is_dir: bool) -> str | None:
 def _unpack_tar(archive: Path, dest: Path, limits: PackageLimits) -> None:
     try:
         check_gzip_stream(archive, max_bytes=limits.max_total_bytes
-                          + (limits.max_members + 2) * _TAR_OVERHEAD_PER_MEMBER)
+                          + (limits.max_members + 2) * _TAR_OVERHEAD_PER_MEMBER,
+                          max_ratio=limits.max_ratio, ratio_floor_bytes=limits.ratio_floor_bytes)
     except PackageError as err:
         raise ImportSourceError(f"{archive.name}: {err}") from err
     seen = _Seen(archive.name, limits)

@@ -163,3 +163,15 @@ def test_a_source_may_state_its_target_with_a_prefix(tmp_path: Path) -> None:
     odd = tmp_path / "a=b.tar.gz"
     odd.write_bytes(b"")
     assert parse_source(str(odd)) == SourceSpec(odd)  # an existing path stays a path
+
+
+def test_a_gzip_bomb_is_refused_by_the_compression_ratio(tmp_path: Path) -> None:
+    # 80 MiB of zeros compress about 1000:1: past the 64 MiB floor the 200:1 ratio stops it,
+    # long before the 1 GiB size cap would.
+    archive = tmp_path / "model-ml_c5.tar.gz"
+    with tarfile.open(archive, "w:gz") as tar:
+        info = _file("compiled.so", b"")
+        info.size = 80 * 1024 * 1024
+        tar.addfile(info, io.BytesIO(bytes(info.size)))
+    assert archive.stat().st_size < 1024 * 1024
+    _refused(archive, tmp_path, "max_ratio")

@@ -16,6 +16,7 @@ next call.
     with InferenceClient(path) as client:
         model = client.metadata()           # name, versions, inputs, outputs, labels
         result = client.infer({"input": frame})           # inline bytes: simplest
+        kept = client.infer({"input": frame}, capture=True, label="7")  # kept.capture_id
         layout = client.layout()            # or every tensor in one shared region
         with SharedRegion.create("/cam0", layout.nbytes) as region:
             client.register_region("cam0", region)
@@ -36,7 +37,7 @@ from __future__ import annotations
 import contextlib
 import socket
 import threading
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -44,7 +45,7 @@ from typing import Any
 import numpy as np
 
 from agent.client.regions import RegionRef, SharedRegion, TensorLayout
-from agent.core.errors import RequestFormatError, ServerUnavailableError
+from agent.core.errors import InputSpecError, RequestFormatError, ServerUnavailableError
 from agent.core.model_layout import TensorSpec
 from agent.core.model_metadata import ModelMetadata
 from agent.wire.inference_frame_io import FrameReader, send_frame
@@ -64,6 +65,7 @@ from agent.wire.inference_frames import (
 )
 
 MAX_REPLY = 1 << 31
+_Ask = tuple[str | None, str | None]  # a capture ask: the application's label and note
 REPLY_GRACE_S = 5.0  # beyond a request's deadline, before its connection is given up
 
 
@@ -85,7 +87,7 @@ class ModelDescription:
 @dataclass(frozen=True)
 class ClientResult:
     """One answer: every output by name (views on the output region for outputs placed
-    there, arrays of their own for the others) and who gave it."""
+    there, arrays of their own for the others), who gave it, and its capture's id."""
 
     outputs: dict[str, np.ndarray]
     variant: str
@@ -93,6 +95,7 @@ class ClientResult:
     model_us: float
     queue_us: float
     total_us: float
+    capture_id: str = ""  # the capture that kept the input (asked with capture=True)
 
 
 @dataclass(frozen=True)
@@ -119,7 +122,7 @@ class InferenceClient:
         self._reader: FrameReader | None = None
         self._next_id = 1
         self._model: ModelDescription | None = None
-        self._prepared: dict[tuple[int, int, str, int], _Prepared] = {}
+        self._prepared: dict[tuple[int, int, str, int, _Ask | None], _Prepared] = {}
         self._descs: dict[bytes, tuple[TensorDesc, ...]] = {}  # decoded answer descriptors
         self._inline: dict[Any, tuple[bytes, list[int]]] = {}  # encoded inline requests
         self._connect()
@@ -266,21 +269,27 @@ class InferenceClient:
     def infer(self, inputs: Mapping[str, np.ndarray | RegionRef],
               outputs: Mapping[str, RegionRef] | None = None, *,
               timeout_s: float | None = None, model: str = "",
-              version: str = "") -> ClientResult:
+              version: str = "", capture: bool = False, label: str | None = None,
+              note: str | None = None) -> ClientResult:
         """Run the served model on ``inputs`` (every input by name: an array sent inline,
         or a :class:`RegionRef` the runtime reads in place). Outputs named in ``outputs``
         are written into their region and returned as views on it; the others come back
         inline. ``timeout_s`` is the request's deadline (the server's default when None);
-        ``model``/``version``, when given, must be what is served."""
+        ``model``/``version``, when given, must be what is served. ``capture`` asks the
+        agent to keep this input for retraining, with the application's ``label`` and
+        ``note`` (1024 characters at most); the result's ``capture_id`` names the capture
+        when the agent's capture rules kept it ("": capture is off, or the rules refused)."""
         timeout_us = _timeout_us(timeout_s)
         arrays = [(name, np.ascontiguousarray(value)) for name, value in inputs.items()
                   if not isinstance(value, RegionRef)]
+        ask = (label, note) if capture else None
         inline_only = not outputs and len(arrays) == len(inputs)
-        key = (model, version, timeout_us,
+        key = (model, version, timeout_us, ask,
                tuple((name, a.dtype, a.shape) for name, a in arrays)) if inline_only else None
         cached = self._inline.get(key) if key is not None else None
         if cached is None:
-            cached = self._encode(inputs, arrays, outputs or {}, model, version, timeout_us)
+            cached = self._encode(inputs, arrays, outputs or {}, model, version,
+                                  timeout_us, ask)
             if key is not None:
                 if len(self._inline) >= 64:
                     self._inline.clear()
@@ -295,16 +304,15 @@ class InferenceClient:
             end = offset + array.nbytes
         reply = self.roundtrip(Kind.INFER, header, tuple(payload), wait_s=_wait_s(timeout_s))
         views = {}
-        if outputs:
-            described = self._described()
-            for name, ref in outputs.items():
-                spec = _spec(described.outputs, name, "output")
-                views[name] = ref.region.array(ref.offset, spec.dtype, spec.shape)
+        for name, ref in (outputs or {}).items():
+            spec = _spec(self._described().outputs, name, "output")
+            views[name] = ref.region.array(ref.offset, spec.dtype, spec.shape)
         return self._result(reply, views)
 
     def _encode(self, inputs: Mapping[str, np.ndarray | RegionRef],
                 arrays: list[tuple[str, np.ndarray]], outputs: Mapping[str, RegionRef],
-                model: str, version: str, timeout_us: int) -> tuple[bytes, list[int]]:
+                model: str, version: str, timeout_us: int,
+                ask: _Ask | None) -> tuple[bytes, list[int]]:
         """An ``INFER`` header, and the payload offsets of the inline ``arrays``."""
         offsets, _ = inline_offsets([a.nbytes for _, a in arrays])
         descs = [TensorDesc(name, str(array.dtype), tuple(array.shape), offset, array.nbytes)
@@ -319,24 +327,24 @@ class InferenceClient:
             spec = _spec(self._described().outputs, name, "output")
             out_descs.append(TensorDesc(name, spec.dtype, spec.shape, ref.offset,
                                         ref.byte_size, ref.region.name))
-        header = encode_infer(InferHeader(model=model, version=version, timeout_us=timeout_us,
-                                          inputs=tuple(descs), outputs=tuple(out_descs)))
-        return header, offsets
+        return _infer_header(model, version, timeout_us, descs, out_descs, ask), offsets
 
     def infer_layout(self, layout: TensorLayout, region: SharedRegion, *,
-                     timeout_s: float | None = None) -> ClientResult:
+                     timeout_s: float | None = None, capture: bool = False,
+                     label: str | None = None, note: str | None = None) -> ClientResult:
         """Run on the inputs in ``region`` where ``layout`` places them; every output is
         written into ``region`` and returned as a view on it (zero copy both ways). The
-        request for a layout, region and deadline is encoded once and reused."""
-        key = (id(layout), id(region), region.name, _timeout_us(timeout_s))
+        request for a layout, region, deadline and capture ask (``capture``, ``label``,
+        ``note``: as for :meth:`infer`) is encoded once and reused."""
+        ask = (label, note) if capture else None
+        key = (id(layout), id(region), region.name, _timeout_us(timeout_s), ask)
         prepared = self._prepared.get(key)
         if prepared is None:
             descs = tuple(TensorDesc(p.spec.name, p.spec.dtype, p.spec.shape, p.offset,
                                      p.nbytes, region.name) for p in layout.inputs.values())
             outs = tuple(TensorDesc(p.spec.name, p.spec.dtype, p.spec.shape, p.offset,
                                     p.nbytes, region.name) for p in layout.outputs.values())
-            header = encode_infer(InferHeader(model="", version="", timeout_us=key[3],
-                                              inputs=descs, outputs=outs))
+            header = _infer_header("", "", key[3], descs, outs, ask)
             views = {name: layout.output(region, name) for name in layout.outputs}
             if len(self._prepared) >= 64:
                 self._prepared.clear()
@@ -363,21 +371,22 @@ class InferenceClient:
                                                offset=desc.offset).reshape(desc.shape)
         return ClientResult(outputs=outputs, variant=result.variant, version=result.version,
                             model_us=result.model_us, queue_us=result.queue_us,
-                            total_us=result.total_us)
+                            total_us=result.total_us, capture_id=result.capture_id)
 
 
 def _spec(specs: tuple[TensorSpec, ...], name: str, role: str) -> TensorSpec:
     for spec in specs:
         if spec.name == name:
             return spec
-    from agent.core.errors import InputSpecError
-
     raise InputSpecError(f"the served model has no {role} {name!r} "
                          f"({role}s: {[s.name for s in specs]})")
 
 
-def _nbytes(spec: TensorSpec) -> int:
-    return int(np.prod(spec.shape, dtype=np.int64)) * np.dtype(spec.dtype).itemsize
+def _infer_header(model: str, version: str, timeout_us: int, inputs: Sequence[TensorDesc],
+                  outputs: Sequence[TensorDesc], ask: _Ask | None) -> bytes:
+    label, note = ask or (None, None)
+    return encode_infer(InferHeader(model, version, timeout_us, tuple(inputs),
+                                    tuple(outputs), ask is not None, label, note))
 
 
 def _wait_s(timeout_s: float | None) -> float | None:

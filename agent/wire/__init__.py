@@ -11,6 +11,8 @@ Modules and their public names:
 - ``examples``: ``example_up_messages``, ``example_commands``
 - ``fields``: ``Schema``, ``new_message_id``
 - ``gate``: ``CommandGate``, ``rejection``
+- ``inference_frame_extensions``: ``EXT_CAPTURE``, ``encode_extension``, ``read_extensions``,
+  ``encode_capture_ask``, ``decode_capture_ask`` (+1)
 - ``inference_frame_io``: ``FrameReader``, ``send_frame``
 - ``inference_frames``: ``Kind``, ``Frame``, ``TensorDesc``, ``InferHeader``, ``ResultHeader``
   (+15)

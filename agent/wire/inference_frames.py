@@ -20,6 +20,10 @@ A tensor descriptor names the tensor, its dtype and shape, and where its bytes a
 inline (``region`` empty; ``offset`` into the payload) or in a registered shared-memory
 region (``region``, ``offset`` into it, ``byte_size``). Reading and writing frames on a
 socket is :mod:`agent.wire.inference_frame_io`.
+
+An ``INFER`` or ``RESULT`` header may carry extensions after its descriptors, which
+old peers skip (:mod:`agent.wire.inference_frame_extensions`): the capture ask and the
+capture id.
 """
 
 from __future__ import annotations
@@ -35,6 +39,14 @@ from typing_extensions import Buffer
 
 from agent.core import errors as core_errors
 from agent.core.errors import AgentError, RequestFormatError, RequestTooLargeError, ServingError
+from agent.wire.inference_frame_extensions import (
+    EXT_CAPTURE,
+    decode_capture_ask,
+    decode_capture_id,
+    encode_capture_ask,
+    encode_extension,
+    read_extensions,
+)
 
 MAGIC = b"EIAF"
 VERSION = 1
@@ -190,18 +202,23 @@ class TensorDesc:
 class InferHeader:
     """An ``INFER`` frame's header: the model, an optional version, a deadline (0: the
     server's), the inputs and the outputs to write into regions (the others come back
-    inline)."""
+    inline); ``capture``: keep the request's input, with the application's label and
+    note."""
 
     model: str
     version: str
     timeout_us: int
     inputs: tuple[TensorDesc, ...]
     outputs: tuple[TensorDesc, ...]
+    capture: bool = False
+    capture_label: str | None = None
+    capture_note: str | None = None
 
 
 @dataclass(frozen=True)
 class ResultHeader:
-    """A ``RESULT`` frame's header: who answered, how long it took, every output."""
+    """A ``RESULT`` frame's header: who answered, how long it took, every output, and
+    the capture that kept the input ("" when none did)."""
 
     variant: str
     version: str
@@ -209,6 +226,7 @@ class ResultHeader:
     model_us: float
     total_us: float
     outputs: tuple[TensorDesc, ...]
+    capture_id: str = ""
 
 
 def _text(value: str, what: str) -> bytes:
@@ -295,6 +313,8 @@ def encode_infer(header: InferHeader) -> bytes:
                          len(model), len(version)), model, version]
     _pack_tensors(parts, header.inputs)
     _pack_tensors(parts, header.outputs)
+    if header.capture:
+        parts.append(encode_capture_ask(header.capture_label, header.capture_note))
     return _padded(parts)
 
 
@@ -304,8 +324,12 @@ def decode_infer(data: Buffer) -> InferHeader:
     cursor = _Cursor(data)
     timeout_us, n_in, n_out, model_len, version_len = cursor.unpack(_INFER)
     model, version = cursor.text(model_len), cursor.text(version_len)
-    return InferHeader(model=model, version=version, timeout_us=timeout_us,
-                       inputs=cursor.tensors(n_in), outputs=cursor.tensors(n_out))
+    inputs, outputs = cursor.tensors(n_in), cursor.tensors(n_out)
+    ask = read_extensions(cursor.data, cursor.pos).get(EXT_CAPTURE)
+    label, note = (None, None) if ask is None else decode_capture_ask(ask)
+    return InferHeader(model=model, version=version, timeout_us=timeout_us, inputs=inputs,
+                       outputs=outputs, capture=ask is not None, capture_label=label,
+                       capture_note=note)
 
 
 def encode_tensors(tensors: Sequence[TensorDesc]) -> bytes:
@@ -322,29 +346,36 @@ def encode_result(header: ResultHeader, *, tensors: bytes | None = None) -> byte
     parts = [_RESULT.pack(header.queue_us, header.model_us, header.total_us,
                           len(header.outputs), len(variant), len(version)), variant, version,
              encode_tensors(header.outputs) if tensors is None else tensors]
+    if header.capture_id:
+        parts.append(encode_extension(EXT_CAPTURE, header.capture_id.encode()))
     return _padded(parts)
 
 
 def decode_result(data: Buffer, *,
                   cache: dict[bytes, tuple[TensorDesc, ...]] | None = None) -> ResultHeader:
     """A ``RESULT`` header; ``cache`` (the caller's, bounded here) keeps decoded output
-    descriptors by their bytes, which repeat from one answer to the next."""
+    descriptors by their bytes, which repeat from one answer to the next (an answer that
+    names a capture is decoded in full and not kept: its id is new every time)."""
     cursor = _Cursor(data)
     queue_us, model_us, total_us, n_out, variant_len, version_len = cursor.unpack(_RESULT)
     variant, version = cursor.text(variant_len), cursor.text(version_len)
-    if cache is None:
-        outputs = cursor.tensors(n_out)
+    key = bytes(cursor.data[cursor.pos:]) if cache is not None else b""
+    cached = cache.get(key) if cache is not None else None
+    capture_id = ""
+    if cached is not None:
+        outputs = cached
     else:
-        key = bytes(cursor.data[cursor.pos:])
-        cached = cache.get(key)
-        if cached is None:
-            cached = cursor.tensors(n_out)
+        outputs = cursor.tensors(n_out)
+        found = read_extensions(cursor.data, cursor.pos).get(EXT_CAPTURE)
+        if found is not None:
+            capture_id = decode_capture_id(found)
+        elif cache is not None:
             if len(cache) >= MAX_CACHED:
                 cache.clear()
-            cache[key] = cached
-        outputs = cached
+            cache[key] = outputs
     return ResultHeader(variant=variant, version=version, queue_us=queue_us,
-                        model_us=model_us, total_us=total_us, outputs=outputs)
+                        model_us=model_us, total_us=total_us, outputs=outputs,
+                        capture_id=capture_id)
 
 
 def inline_offsets(sizes: Sequence[int]) -> tuple[list[int], int]:

@@ -13,11 +13,16 @@ Each answer records the model time in the answering lane's histogram (what the l
 and the fleet guardrails judge) and the client-side latency in :class:`RequestStats`.
 ``on_result``, when given (``results.requests``), takes each successful answer's outputs,
 its variant and model version just before the answer is sent (a result stream's hand-off).
+``capture``, when given (the capture tap's
+:attr:`~agent.device.inference.capture_hooks.CaptureHooks.request`), sees every answered
+request, successful or failed, with its variant, version and error, also just before the
+answer is sent: it may keep the request's input and set its ``capture_id``.
 """
 
 from __future__ import annotations
 
 import collections
+import logging
 import threading
 import time
 from collections.abc import Callable
@@ -26,6 +31,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from agent.core.errors import AgentError, InferenceError
+from agent.device.inference.capture_hooks import Answered
 from agent.device.inference.lane import Lane
 from agent.device.inference.plans import ShadowStats
 from agent.device.inference.requests import InferenceRequest, RequestStats
@@ -33,6 +39,7 @@ from agent.device.inference.requests import InferenceRequest, RequestStats
 RequestStep = Callable[[InferenceRequest], None]
 RequestResultHook = Callable[[tuple[np.ndarray, ...], str, str], None]  # must not block
 _now = time.perf_counter_ns
+log = logging.getLogger("edge_agent.requests")
 
 
 @dataclass(frozen=True, eq=False)
@@ -59,24 +66,32 @@ def _run(lane: Lane, request: InferenceRequest) -> AgentError | None:
 
 
 def _answer(request: InferenceRequest, stats: RequestStats, variant: str, version: str,
-            error: AgentError | None, on_result: RequestResultHook | None = None) -> None:
+            error: AgentError | None, on_result: RequestResultHook | None = None,
+            capture: Answered | None = None) -> None:
     if on_result is not None and error is None:
         on_result(request.outputs, variant, version)
+    if capture is not None:
+        try:
+            capture(request, variant, version, error)
+        except Exception:  # a capture that fails must never cost the client its answer
+            log.exception("the capture hook failed on an API request")
     request.finish(variant=variant, version=version, error=error)
     stats.record(request)
 
 
 def serve(lane: Lane, variant: str, version: str, stats: RequestStats, *,
-          on_result: RequestResultHook | None = None) -> RequestPlan:
+          on_result: RequestResultHook | None = None,
+          capture: Answered | None = None) -> RequestPlan:
     def step(request: InferenceRequest) -> None:
-        _answer(request, stats, variant, version, _run(lane, request), on_result)
+        _answer(request, stats, variant, version, _run(lane, request), on_result, capture)
 
     return RequestPlan("serve", step)
 
 
 def weighted(blue: Lane, green: Lane, green_percent: int, versions: tuple[str, str],
              stats: RequestStats, *,
-             on_result: RequestResultHook | None = None) -> RequestPlan:
+             on_result: RequestResultHook | None = None,
+             capture: Answered | None = None) -> RequestPlan:
     accumulator = 0
 
     def step(request: InferenceRequest) -> None:
@@ -86,16 +101,17 @@ def weighted(blue: Lane, green: Lane, green_percent: int, versions: tuple[str, s
             accumulator -= 100
             error = _run(green, request)
             if error is None or not isinstance(error, InferenceError):
-                _answer(request, stats, "green", versions[1], error, on_result)
+                _answer(request, stats, "green", versions[1], error, on_result, capture)
                 return
-        _answer(request, stats, "blue", versions[0], _run(blue, request), on_result)
+        _answer(request, stats, "blue", versions[0], _run(blue, request), on_result, capture)
 
     return RequestPlan("weighted", step)
 
 
 def shadow(blue: Lane, version: str, worker: ShadowWorker, every: int,
            stats: RequestStats, *,
-           on_result: RequestResultHook | None = None) -> RequestPlan:
+           on_result: RequestResultHook | None = None,
+           capture: Answered | None = None) -> RequestPlan:
     if every < 1:
         raise ValueError("every must be >= 1")
     count = 0
@@ -107,7 +123,7 @@ def shadow(blue: Lane, version: str, worker: ShadowWorker, every: int,
         if error is None and count % every == 0:
             # Before the answer: the client may reuse its memory as soon as it has it.
             worker.offer(request.inputs, request.outputs)
-        _answer(request, stats, "blue", version, error, on_result)
+        _answer(request, stats, "blue", version, error, on_result, capture)
 
     return RequestPlan("shadow", step)
 

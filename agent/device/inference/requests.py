@@ -26,6 +26,7 @@ import numpy as np
 
 from agent.core.errors import AgentError, DeadlineExceededError, ServerBusyError
 from agent.core.histogram import LatencyHistogram
+from agent.device.inference.capture_hooks import CaptureAsk
 
 _now = time.perf_counter_ns
 
@@ -38,6 +39,9 @@ class InferenceRequest:
     of the model's exact dtype and shape; the runtime reads and writes them in place.
     ``shared`` says the inputs live in memory the client may reuse as soon as it has its
     answer (shared memory), so a shadow run after the reply must work on a snapshot.
+    ``capture`` is the application's ask to keep the request's input (``capture=true``
+    with its label or note); ``capture_id`` is set by the capture tap, before the answer
+    is sent, when it kept the request.
     """
 
     inputs: tuple[np.ndarray, ...]
@@ -50,6 +54,8 @@ class InferenceRequest:
     variant: str = ""
     version: str = ""
     error: AgentError | None = None
+    capture: CaptureAsk | None = None
+    capture_id: str = ""
     done: threading.Event | None = None  # made when the request is queued (see submit)
     _state: int = 0  # 0 waiting, 1 running, 2 finished, 3 abandoned
     _lock: threading.Lock = field(default_factory=threading.Lock)

@@ -6,6 +6,7 @@ inference thread (through the variants router, like the loop's own samples).
 
 Modules and their public names:
 
+- ``capture_params``: ``capture_ask``, ``from_parameters``, ``CAPTURE``, ``LABEL``, ``NOTE``
 - ``config``: ``ServerConfig``
 - ``http_messages``: ``HttpRequest``, ``HttpResponse``, ``read_request``, ``write_response``,
   ``close_lingering``, ``error_body``

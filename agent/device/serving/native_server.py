@@ -11,7 +11,10 @@ The fast path of the local inference API for applications on the device
 - ``INFER``: each input inline (bytes in the payload) or in a region, each output
   either written in place into a region or sent back inline. A request whose tensors
   are all in regions moves no tensor byte through the socket and none through this
-  code: the runtime reads and writes the mapped memory;
+  code: the runtime reads and writes the mapped memory. A request may ask for its input
+  to be captured, with a label and a note
+  (:mod:`~agent.device.serving.capture_params`); the answer then names the capture when
+  the capture rules kept it;
 - ``ECHO``: the frame unchanged.
 
 :attr:`NativeServer.copied_bytes` counts the tensor bytes that went through this code
@@ -33,6 +36,8 @@ import numpy as np
 
 from agent.core.errors import ConfigError, InputSpecError, RequestFormatError
 from agent.core.model_layout import TensorSpec
+from agent.device.inference.capture_hooks import CaptureAsk
+from agent.device.serving.capture_params import capture_ask
 from agent.device.serving.config import ServerConfig
 from agent.device.serving.native_transport import FrameServer
 from agent.device.serving.regions import RegionRegistry
@@ -144,11 +149,14 @@ class NativeServer:
 
     def _plan(self, header: Any) -> _Plan:
         """The checked plan of an ``INFER`` header (cached by its bytes: a client sends the
-        same header again and again)."""
+        same header again and again; not one that asks for a capture, whose label and note
+        may change every time)."""
         key = bytes(header)
         plan = self._plans.get(key)
         if plan is None or plan.model is not self.service.model:
             plan = _plan(decode_infer(key), self.service)
+            if plan.capture is not None:
+                return plan
             if len(self._plans) >= HEADER_CACHE:
                 self._plans.clear()
             self._plans[key] = plan
@@ -168,10 +176,12 @@ class NativeServer:
                                                    p.shape, what=p.what) for p in plan.inputs}
                 outputs = {p.desc.name: region.view(p.desc.offset, p.desc.byte_size, p.dtype,
                                                     p.shape, what=p.what) for p in plan.outputs}
-                result = self.service.infer(inputs, outputs, timeout_s=timeout_s, shared=True)
+                result = self.service.infer(inputs, outputs, timeout_s=timeout_s, shared=True,
+                                            capture=plan.capture)
                 header = ResultHeader(variant=result.variant, version=result.version,
                                       queue_us=result.queue_us, model_us=result.model_us,
-                                      total_us=result.total_us, outputs=plan.placed)
+                                      total_us=result.total_us, outputs=plan.placed,
+                                      capture_id=result.capture_id)
                 del inputs, outputs, result  # drop the views before the region is released
             return Frame(Kind.RESULT, frame.request_id,
                          encode_result(header, tensors=plan.placed_bytes))
@@ -188,10 +198,12 @@ class NativeServer:
                 p.desc.offset, p.desc.byte_size, p.dtype, p.shape, what=p.what)
                 for p in plan.outputs}
             outputs.update(sent)
-            result = self.service.infer(inputs, outputs, timeout_s=timeout_s, shared=True)
+            result = self.service.infer(inputs, outputs, timeout_s=timeout_s, shared=True,
+                                        capture=plan.capture)
             header = ResultHeader(variant=result.variant, version=result.version,
                                   queue_us=result.queue_us, model_us=result.model_us,
-                                  total_us=result.total_us, outputs=plan.placed)
+                                  total_us=result.total_us, outputs=plan.placed,
+                                  capture_id=result.capture_id)
             del inputs, outputs, result  # drop the views before the regions are released
         return Frame(Kind.RESULT, frame.request_id,
                      encode_result(header, tensors=plan.placed_bytes),
@@ -275,6 +287,7 @@ class _Plan:
     placed: tuple[TensorDesc, ...]  # every output of the answer, in model order
     placed_bytes: bytes  # ... encoded
     all_in_regions: bool  # every input and output in a region
+    capture: CaptureAsk | None = None  # the application's ask to keep the input
 
     @property
     def inline_output_bytes(self) -> int:
@@ -322,7 +335,9 @@ def _plan(request: InferHeader, service: InferenceService) -> _Plan:
     return _Plan(model=service.model, request=request, inputs=inputs, outputs=outputs,
                  regions=tuple(regions), inline_outputs=tuple(inline), placed=tuple(placed),
                  placed_bytes=encode_tensors(placed),
-                 all_in_regions=not inline and all(p.desc.region for p in inputs))
+                 all_in_regions=not inline and all(p.desc.region for p in inputs),
+                 capture=capture_ask(True, request.capture_label, request.capture_note)
+                 if request.capture else None)
 
 
 def _check_desc(desc: TensorDesc, spec: TensorSpec, role: str) -> None:

@@ -18,7 +18,9 @@ takes effect afterwards. A shared-memory request sent again with the same body i
 parsed and checked again while no region was registered or unregistered since
 (:mod:`agent.device.serving.oip_plans`). The version in an infer path must be loaded; the variants
 router decides which loaded version answers, and the response says which did
-(``model_version``, ``parameters.variant``).
+(``model_version``, ``parameters.variant``). A request may ask for its input to be
+captured (``parameters.capture``, ``capture_label``, ``capture_note``); its answer's
+``parameters.capture_id`` then names the capture when the capture rules kept it.
 
 Every failure answers ``{"error": "..."}`` with the status Triton gives it: 400 for a
 malformed request, a tensor that does not fit, a region problem and an unknown model;
@@ -296,7 +298,8 @@ class OipApp:
                                         service.output_spec(out.name),
                                         what=f"output {out.name!r}", output=True)
                  for out in wanted if out.shm is not None}
-        result = service.infer(inputs, dests, timeout_s=parsed.timeout_s, shared=shared)
+        result = service.infer(inputs, dests, timeout_s=parsed.timeout_s, shared=shared,
+                               capture=parsed.capture)
         index = self._output_index
         encoded = [codec.EncodedOutput(
             spec=service.output_spec(out.name), array=result.outputs[index[out.name]],
@@ -305,7 +308,7 @@ class OipApp:
         head = plans.response_head(
             service.model.name, parsed.id, version=result.version, variant=result.variant,
             queue_us=round(result.queue_us, 1), model_us=round(result.model_us, 1),
-            total_us=round(result.total_us, 1))
+            total_us=round(result.total_us, 1), capture_id=result.capture_id)
         header, buffers, encoded_copies = codec.encode_infer_response(head, encoded)
         return header, buffers, copied + encoded_copies, encoded
 

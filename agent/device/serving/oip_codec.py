@@ -6,6 +6,8 @@ tensor extension: the header's length is in ``Inference-Header-Content-Length`` 
 binary input carries ``parameters.binary_data_size``, in the order of ``inputs``). An
 input or output may instead name a registered shared-memory region
 (``shared_memory_region``, ``shared_memory_offset``, ``shared_memory_byte_size``).
+The request's ``parameters`` may ask for its input to be captured (``capture``,
+``capture_label``, ``capture_note``: :mod:`agent.device.serving.capture_params`).
 
 :func:`parse_infer_request` checks the structure and raises
 :class:`~agent.core.errors.RequestFormatError` for anything malformed;
@@ -28,6 +30,8 @@ import numpy as np
 
 from agent.core.errors import InputSpecError, RequestFormatError
 from agent.core.model_layout import TensorSpec
+from agent.device.inference.capture_hooks import CaptureAsk
+from agent.device.serving.capture_params import from_parameters
 
 DATATYPES: dict[str, str] = {"float32": "FP32", "float16": "FP16", "int8": "INT8",
                              "uint8": "UINT8", "int32": "INT32", "int64": "INT64"}
@@ -79,6 +83,7 @@ class InferRequest:
     outputs: tuple[OutputRequest, ...] | None
     binary_output: bool
     timeout_s: float | None
+    capture: CaptureAsk | None = None  # ``parameters.capture`` (and its label, note)
 
 
 def compact_json(document: Any) -> bytes:
@@ -130,6 +135,7 @@ def parse_infer_request(body: bytes | bytearray | memoryview,
     params = _object(header.get("parameters", {}), "parameters")
     binary_output = _bool(params.get("binary_data_output", False), "binary_data_output")
     timeout_s = _timeout(params.get("timeout"))
+    capture = from_parameters(params)
     request_id = header.get("id")
     if request_id is not None and not isinstance(request_id, str):
         raise RequestFormatError("'id' must be a string")
@@ -156,7 +162,7 @@ def parse_infer_request(body: bytes | bytearray | memoryview,
         outputs = tuple(_output(_object(raw, f"outputs[{i}]"))
                         for i, raw in enumerate(raw_outputs))
     return InferRequest(id=request_id, inputs=tuple(inputs), outputs=outputs,
-                        binary_output=binary_output, timeout_s=timeout_s)
+                        binary_output=binary_output, timeout_s=timeout_s, capture=capture)
 
 
 def _input(raw: Mapping[str, Any], rest: memoryview, offset: int) -> tuple[InputTensor, int]:

@@ -78,13 +78,17 @@ class ShmPlan:
 
 
 def response_head(model_name: str, request_id: str | None, *, version: Any, variant: Any,
-                  queue_us: Any, model_us: Any, total_us: Any) -> dict[str, Any]:
-    """The fields of an infer response's header before its outputs, in their order."""
+                  queue_us: Any, model_us: Any, total_us: Any,
+                  capture_id: str = "") -> dict[str, Any]:
+    """The fields of an infer response's header before its outputs, in their order
+    (``parameters.capture_id`` only for a request whose input was captured)."""
     head: dict[str, Any] = {"model_name": model_name, "model_version": version}
     if request_id is not None:
         head["id"] = request_id
     head["parameters"] = {"variant": variant, "queue_us": queue_us, "model_us": model_us,
                           "total_us": total_us}
+    if capture_id:
+        head["parameters"]["capture_id"] = capture_id
     return head
 
 
@@ -162,8 +166,9 @@ class RequestRegions:
 
     def plan(self, generation: int, version: str | None, parsed: codec.InferRequest,
              encoded: list[codec.EncodedOutput], model_name: str) -> ShmPlan | None:
-        """The plan of this request: None unless every input and output is in a region."""
-        if len(self._inputs) != len(parsed.inputs) or \
+        """The plan of this request: None unless every input and output is in a region
+        and it does not ask for a capture (its answer names the capture)."""
+        if parsed.capture is not None or len(self._inputs) != len(parsed.inputs) or \
                 any(out.shm is None for out in encoded):
             return None
         return ShmPlan(

@@ -5,7 +5,8 @@ The HTTP server (Open Inference Protocol) and the native socket both turn a requ
 into named numpy arrays (views on a registered shared-memory region, or arrays decoded
 from the body) and call :meth:`InferenceService.infer` from their own thread; it checks
 them against the model, queues the request for the inference thread and waits for the
-answer, which names the variant and version that gave it.
+answer, which names the variant and version that gave it, and the capture that kept
+its input when the application asked for one (``capture``) and the capture rules kept it.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import numpy as np
 from agent.core.errors import InputSpecError, ModelNotFoundError
 from agent.core.model_layout import TensorSpec
 from agent.core.model_metadata import ModelMetadata
+from agent.device.inference.capture_hooks import CaptureAsk
 from agent.device.inference.requests import InferenceRequest, RequestQueue
 from agent.device.inference.router import VariantRouter
 
@@ -43,7 +45,8 @@ class ServedModel:
 
 @dataclass(frozen=True)
 class InferenceResult:
-    """One answer: the output arrays (the destinations given, or new ones), who gave it."""
+    """One answer: the output arrays (the destinations given, or new ones), who gave it,
+    and the id of the capture that kept its input ("" when none did)."""
 
     outputs: tuple[np.ndarray, ...]
     variant: str
@@ -51,6 +54,7 @@ class InferenceResult:
     queue_us: float
     model_us: float
     total_us: float
+    capture_id: str = ""
 
 
 class InferenceService:
@@ -112,15 +116,18 @@ class InferenceService:
 
     def infer(self, inputs: Mapping[str, np.ndarray],
               outputs: Mapping[str, np.ndarray] | None = None, *,
-              timeout_s: float | None = None, shared: bool = False) -> InferenceResult:
+              timeout_s: float | None = None, shared: bool = False,
+              capture: CaptureAsk | None = None) -> InferenceResult:
         """Run the model on ``inputs`` (every input, by name) and answer.
 
         ``outputs`` gives destinations for some or all outputs (views on a client's
         region); the others are allocated here. ``shared`` says the inputs are in memory
-        the client reuses after the answer. Raises :class:`InputSpecError` for a missing,
-        unknown or mis-shaped tensor, :class:`~agent.core.errors.ServerBusyError` when
-        the queue is full, :class:`~agent.core.errors.DeadlineExceededError` when no
-        answer comes within ``timeout_s``, and the runtime's error when the run failed.
+        the client reuses after the answer. ``capture`` is the application's ask to keep
+        the input (the result's ``capture_id`` names the capture when it was). Raises
+        :class:`InputSpecError` for a missing, unknown or mis-shaped tensor,
+        :class:`~agent.core.errors.ServerBusyError` when the queue is full,
+        :class:`~agent.core.errors.DeadlineExceededError` when no answer comes within
+        ``timeout_s``, and the runtime's error when the run failed.
         """
         specs = self.model.inputs
         try:
@@ -142,7 +149,8 @@ class InferenceService:
         # The runtime checks dtypes, shapes and layout (once per buffer it has not seen).
         wait_s = self.timeout_s if timeout_s is None else timeout_s
         request = InferenceRequest(inputs=ordered, outputs=dests, shared=shared,
-                                   deadline_ns=time.perf_counter_ns() + int(wait_s * 1e9))
+                                   deadline_ns=time.perf_counter_ns() + int(wait_s * 1e9),
+                                   capture=capture)
         self.router.loop.answer(request, wait_s)
         if request.error is not None:
             raise request.error
@@ -150,4 +158,5 @@ class InferenceService:
                                version=request.version,
                                queue_us=request.queue_ns / 1000,
                                model_us=request.model_ns / 1000,
-                               total_us=(request.finished_ns - request.enqueued_ns) / 1000)
+                               total_us=(request.finished_ns - request.enqueued_ns) / 1000,
+                               capture_id=request.capture_id)

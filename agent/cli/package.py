@@ -8,6 +8,7 @@
                              [--model NAME] [--model-version N ...]
                              [--uri-base s3://BUCKET/PREFIX | file]
                              [--s3-packages] [--trust-signing-key] [--wheel FILE]
+                             [--capture-bucket BUCKET [--capture-prefix PREFIX]]
 
 The signing key is ``--signing-key``/``--key-id`` (:mod:`agent.cli.options`), as in every
 command that signs; ``--key`` is only ever a TLS key. ``keys generate`` prints where each
@@ -110,6 +111,14 @@ def _add_component_arguments(package: Any) -> None:
     component.add_argument("--s3-packages", action="store_true",
                            help="the agent fetches s3:// model packages itself: depend on "
                                 "aws.greengrass.TokenExchangeService")
+    component.add_argument("--capture-bucket", default=None, metavar="BUCKET",
+                           help="turn capture on in the agent's configuration, uploading "
+                                "batches to this S3 bucket with the credentials of "
+                                "aws.greengrass.TokenExchangeService (a HARD dependency then; "
+                                "the token exchange role needs s3:PutObject, s3:GetObject, "
+                                "s3:ListBucket: recipes/iot/capture-upload-policy.json)")
+    component.add_argument("--capture-prefix", default="captures", metavar="PREFIX",
+                           help="key prefix of the uploaded batches (default: captures)")
     component.add_argument("--trust-signing-key", action="store_true",
                            help="add the signing key to the agent's default trustedKeys")
     component.add_argument("--wheel", type=Path, default=None,
@@ -205,6 +214,7 @@ def package_component_main(args: argparse.Namespace) -> int:
         model=args.model, model_versions=tuple(args.model_versions or ()),
         uri_base=args.uri_base,
         s3_packages=args.s3_packages, trust_signing_key=args.trust_signing_key,
+        capture_bucket=args.capture_bucket, capture_prefix=args.capture_prefix,
         wheel=args.wheel, recipes=args.recipes, bucket=args.bucket, region=args.region,
         command=_component_command(args))
     log = (lambda _message: None) if args.json else print
@@ -248,6 +258,9 @@ def _component_command(args: argparse.Namespace) -> tuple[str, ...]:
         command += ["--model-version", *map(str, args.model_versions)]
     command += ["--s3-packages"] * args.s3_packages + \
         ["--trust-signing-key"] * args.trust_signing_key
+    if args.capture_bucket is not None:
+        command += ["--capture-bucket", args.capture_bucket,
+                    "--capture-prefix", args.capture_prefix]
     if args.wheel is not None:
         command += ["--wheel", str(args.wheel.resolve())]
     return tuple(command)

@@ -17,8 +17,8 @@
   build: :mod:`~agent.tools.greengrass.component_options`; which model, versions,
   platforms and default backend (onnx for a model with only an ONNX export):
   :mod:`~agent.tools.greengrass.component_models`; the recipes it fills in (the
-  model's name, the platforms' manifests, artifact URIs and digests):
-  :mod:`~agent.tools.greengrass.component_recipes`.
+  model's name, the platforms' manifests, artifact URIs and digests, capture uploads to
+  S3 with the token exchange service): :mod:`~agent.tools.greengrass.component_recipes`.
 
 Modules and their public names:
 
@@ -32,7 +32,7 @@ Modules and their public names:
 - ``component_options``: ``MODEL_PREFIX``, ``MODEL_SLOT``, ``MODEL_TEMPLATE``,
   ``ComponentOptions``
 - ``component_recipes``: ``copy_data``, ``fill_model_slot``, ``platform_manifests``,
-  ``artifact_entry``, ``agent_recipe`` (+1)
+  ``artifact_entry``, ``agent_recipe`` (+2)
 - ``gdk``: ``version_key``, ``artifacts_dir``, ``write_recipe``, ``write_project``,
   ``local_deployment`` (+2)
 - ``interpolation``: ``Variable``, ``find_variables``, ``substitute``, ``lookup_pointer``,

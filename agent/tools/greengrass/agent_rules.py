@@ -12,11 +12,15 @@ publishes each up channel (every protocol message's channel and the extra ones s
 ``topicPrefix``, scoped to the device by ``{iot:thingName}``; and, on Greengrass local
 pub/sub (``aws.greengrass.ipc.pubsub``), ``PublishToTopic`` on exactly its result stream's
 ``results.localTopic``.
+
+A recipe whose configuration uploads captures to S3 (``capture.upload.kind: s3``) must
+depend on ``aws.greengrass.TokenExchangeService``: under Greengrass a component gets AWS
+credentials only from it. A recipe may depend on it without that (``--s3-packages``).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Collection, Iterator, Mapping
 from typing import Any
 
 from pydantic import ValidationError
@@ -34,6 +38,7 @@ SUBSCRIBE = "aws.greengrass#SubscribeToIoTCore"
 PUBLISH_LOCAL = "aws.greengrass#PublishToTopic"
 THING = "{iot:thingName}"
 ACCESS_CONTROL = "accessControl"
+TOKEN_EXCHANGE = "aws.greengrass.TokenExchangeService"
 _BASE_KEYS: list[str | int] = ["ComponentConfiguration", "DefaultConfiguration"]
 _BASE = key_path(_BASE_KEYS)
 _THING_MARK = "thing-mark"  # a valid thing name, swapped for {iot:thingName}
@@ -79,10 +84,13 @@ def setting_names() -> set[str]:
     return {field.alias or name for name, field in AgentConfig.model_fields.items()}
 
 
-def agent_problems(configuration: Mapping[str, Any]) -> Found:
-    """Problems of the agent recipe's ``DefaultConfiguration``, as (key path, message)."""
+def agent_problems(configuration: Mapping[str, Any],
+                   dependencies: Collection[str] | None = None) -> Found:
+    """Problems of the agent recipe's ``DefaultConfiguration``, as (key path, message);
+    with the recipe's ``dependencies`` (names), also whether they give what it needs."""
     settings = {k: v for k, v in configuration.items() if k != ACCESS_CONTROL}
-    found: Found = []
+    found: Found = [] if dependencies is None else _credential_problems(settings,
+                                                                        dependencies)
     if "thingName" in settings:
         found.append((f"{_BASE}.thingName", "must not be set: every device has its own, "
                                             "from AWS_IOT_THING_NAME"))
@@ -107,6 +115,17 @@ def agent_problems(configuration: Mapping[str, Any]) -> Found:
     iot = results.iot_topic if results is not None else None
     return found + _access_problems(configuration.get(ACCESS_CONTROL), str(prefix), local,
                                     None if iot is None else _as_resource(iot))
+
+
+def _credential_problems(settings: Mapping[str, Any], dependencies: Collection[str]) -> Found:
+    capture = settings.get("capture")
+    upload = capture.get("upload") if isinstance(capture, Mapping) else None
+    if not isinstance(upload, Mapping) or upload.get("kind") != "s3" \
+            or TOKEN_EXCHANGE in dependencies:
+        return []
+    return [("ComponentDependencies", f"capture.upload.kind is s3 but the recipe does not "
+                                      f"depend on {TOKEN_EXCHANGE}: a component gets its AWS "
+                                      "credentials only from it under Greengrass")]
 
 
 def _floats(value: Any) -> Any:

@@ -33,6 +33,9 @@ class ComponentOptions:
     uri_base: str = PLACEHOLDER_BASE  # s3://bucket/prefix, or "file"
     s3_packages: bool = False  # the agent fetches s3:// packages itself: needs TES
     trust_signing_key: bool = False  # add the signing key to the agent's trustedKeys
+    # Capture on, uploading to this S3 bucket under capture_prefix: needs TES.
+    capture_bucket: str | None = None
+    capture_prefix: str = "captures"
     wheel: Path | None = None  # a built agent wheel; default: build one from the source
     recipes: Path = DEFAULT_RECIPES
     bucket: str = "edge-inference-components"  # gdk-config publish.bucket

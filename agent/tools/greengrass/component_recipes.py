@@ -24,6 +24,21 @@ reads, and an agent running the onnx backend takes the ONNX package from it) and
 dlr`` unless only ONNX Runtime can run the model
 (:attr:`~agent.tools.greengrass.component_models.ModelBuilds.backend`): then ``backend:
 onnx``.
+
+With ``--capture-bucket`` (:func:`s3_capture`) the agent's recipe turns capture on with
+uploads to that S3 bucket and depends (HARD) on ``aws.greengrass.TokenExchangeService``, the
+only way a component gets AWS credentials under Greengrass; without it (and without
+``--s3-packages``) the recipe has no such dependency. The credentials are those of the
+device's token exchange role (the IoT role alias's, e.g. ``GreengrassV2TokenExchangeRole``),
+which must allow what the uploader calls, and no more: ``recipes/iot/capture-upload-policy.json``
+(fill in ``BUCKET`` and ``PREFIX``). ``s3:PutObject`` sends a batch's files; ``s3:GetObject``
+asks whether a batch's ``batch.json`` already arrived (after a kill between the last upload
+and the local delete); ``s3:ListBucket`` on the bucket makes S3 answer that question with
+404 for a batch not there yet rather than 403, which the uploader could not tell from a
+refusal. Objects are granted under ``PREFIX/${credentials-iot:ThingName}/``, so a device
+writes and reads only its own folder (the IoT credentials provider fills in the thing name
+that Greengrass sends). A bucket encrypted with a KMS key also needs ``kms:GenerateDataKey``
+and ``kms:Decrypt`` on that key.
 """
 
 from __future__ import annotations
@@ -33,8 +48,12 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from pydantic import ValidationError
+
 from agent.core.errors import ConfigError
 from agent.core.model_layout import TESTSET, model_label
+from agent.device.capture.config import UploadConfig
+from agent.tools.greengrass.agent_rules import TOKEN_EXCHANGE
 from agent.tools.greengrass.component_models import ModelBuilds, VersionBuilds
 from agent.tools.greengrass.component_options import (
     FILE_URIS,
@@ -47,7 +66,7 @@ from agent.tools.greengrass.recipe_check import AGENT_COMPONENT, DIGEST_ALGORITH
 from agent.wire.keys import public_key_b64, read_private_key
 from agent.wire.signing import Signer
 
-TOKEN_EXCHANGE = "aws.greengrass.TokenExchangeService"
+TOKEN_EXCHANGE_DEPENDENCY = {"VersionRequirement": ">=2.0.0 <3.0.0", "DependencyType": "HARD"}
 DLR_COMPONENT = "variant.DLR"  # libdlr for ARM boards, a dependency of DLR-backend agents
 
 
@@ -104,7 +123,8 @@ def agent_recipe(data: dict[str, Any], model: ModelBuilds, version: str, files: 
     """The agent component's recipe ``version`` from its template ``data``: its artifacts
     the files built into ``files``, its manifests those of ``model``'s platforms, its model
     dependency ``model``'s component admitting its versions, with the token exchange
-    service and the trusted signing key when ``options`` ask."""
+    service, capture uploads to S3 (:func:`s3_capture`) and the trusted signing key when
+    ``options`` ask."""
     recipe: dict[str, Any] = fill_model_slot(copy_data(data), model.component)
     recipe["ComponentVersion"] = version
     dependencies = recipe["ComponentDependencies"]
@@ -112,8 +132,9 @@ def agent_recipe(data: dict[str, Any], model: ModelBuilds, version: str, files: 
     dependencies[model.component]["VersionRequirement"] = \
         f">={numbers[0]}.0.0 <{numbers[-1] + 1}.0.0"
     if options.s3_packages:
-        dependencies[TOKEN_EXCHANGE] = {"VersionRequirement": ">=2.0.0 <3.0.0",
-                                        "DependencyType": "HARD"}
+        dependencies[TOKEN_EXCHANGE] = dict(TOKEN_EXCHANGE_DEPENDENCY)
+    if options.capture_bucket is not None:
+        s3_capture(recipe, bucket=options.capture_bucket, prefix=options.capture_prefix)
     configuration = recipe["ComponentConfiguration"]["DefaultConfiguration"]
     if model.backend == "onnx":
         configuration["backend"] = "onnx"  # AgentConfig reads a bare name as its defaults
@@ -137,6 +158,29 @@ def agent_recipe(data: dict[str, Any], model: ModelBuilds, version: str, files: 
             entries.append(artifact_entry(artifact, built[file_name], AGENT_COMPONENT, version,
                                           options))
         manifest["Artifacts"] = entries
+    return recipe
+
+
+def s3_capture(recipe: dict[str, Any], *, bucket: str, prefix: str = "captures"
+               ) -> dict[str, Any]:
+    """The agent recipe ``recipe`` (its data, changed in place and returned) with capture
+    on, uploading its batches to the S3 ``bucket`` under ``prefix``, and a HARD dependency on
+    the token exchange service: under Greengrass that is where the agent's boto3 client gets
+    its credentials (the device's token exchange role, which must allow the calls
+    :mod:`agent.device.capture.s3_destination` makes). The rules, budget and caps stay the
+    template's; a deployment may merge others."""
+    try:
+        UploadConfig(kind="s3", bucket=bucket, prefix=prefix)
+    except ValidationError as err:
+        problem = err.errors()[0]
+        raise ConfigError(f"capture upload to s3://{bucket}/{prefix}: "
+                          f"{problem['msg']}") from err
+    configuration = recipe["ComponentConfiguration"]["DefaultConfiguration"]
+    capture = configuration.setdefault("capture", {})
+    capture["enabled"] = True
+    capture.setdefault("upload", {}).update({"kind": "s3", "bucket": bucket, "prefix": prefix})
+    recipe.setdefault("ComponentDependencies", {})[TOKEN_EXCHANGE] = \
+        dict(TOKEN_EXCHANGE_DEPENDENCY)
     return recipe
 
 

@@ -20,7 +20,8 @@ problem, each naming its key path (``Manifests[1].Lifecycle.run: ...``):
 * with the dependencies' recipes: each ``VersionRequirement`` admits the dependency's
   version, and an artifact read through ``{Dep:artifacts:path}`` is readable by ``ALL``;
 * for the agent component (:mod:`agent.tools.greengrass.agent_rules`): its settings and its
-  ``accessControl``.
+  ``accessControl``, and the token exchange service among its dependencies when it uploads
+  captures to S3.
 """
 
 from __future__ import annotations
@@ -106,7 +107,8 @@ def find_problems(recipe: Recipe | Mapping[str, Any], *,
     if agent if agent is not None else recipe.component_name == AGENT_COMPONENT:
         from agent.tools.greengrass.agent_rules import agent_problems
 
-        found += agent_problems(recipe.default_configuration())
+        found += agent_problems(recipe.default_configuration(),
+                                recipe.component_dependencies)
     return problems + [Problem(where, message) for where, message in found]
 
 

@@ -5,6 +5,8 @@ real ``awsiot.greengrasscoreipc`` client connects to it unchanged, and it enforc
 recipe's ``accessControl`` as a real nucleus does. IoT Core is a real MQTT broker.
 It also deploys components from a local component store (``EmulatedNucleus.from_store``,
 ``deploy()``): artifacts checked and installed, lifecycles run as real processes.
+Components that depend on ``aws.greengrass.TokenExchangeService`` get AWS credentials
+from its emulation, as from a real nucleus's built-in one (``token_exchange``).
 Run ``python -m agent.tools.nucleus --help`` for the command line.
 
 Modules and their public names:
@@ -39,6 +41,8 @@ Modules and their public names:
 - ``strict_variables``: ``UnresolvedVariableError``, ``ComponentPaths``, ``VariableScope``,
   ``resolve_variables``
 - ``threaded``: ``ThreadedNucleus``
+- ``token_exchange``: ``TesCredentials``, ``TokenExchange``, ``dependents``,
+  ``TOKEN_EXCHANGE_SERVICE``, ``CREDENTIALS_PATH`` (+4)
 """
 
 from agent.tools.greengrass.recipe import Recipe, RecipeError

@@ -3,8 +3,9 @@
     python -m agent.tools.nucleus --recipe recipes/com.edgeinference.Agent.yaml \\
         --broker 127.0.0.1:1883 --thing demo-1 [--socket /tmp/gg/ipc.socket] [--run]
 
-Prints the ``export`` lines a component needs (socket path, SVCUID, thing name), then
-serves until interrupted. ``--run`` also starts the recipe's lifecycle ``run`` script.
+Prints the ``export`` lines a component needs (socket path, SVCUID, thing name, and the
+token exchange service's URI and token when the recipe depends on it), then serves until
+interrupted. ``--run`` also starts the recipe's lifecycle ``run`` script.
 
 Or deploy components from a component store (``recipes/``, ``artifacts/``) and run their
 lifecycles until interrupted, then stop them (SIGTERM, then SIGKILL)::
@@ -68,7 +69,8 @@ async def _serve(nucleus: EmulatedNucleus, run: bool, deploy: bool) -> int:
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     async with nucleus:  # leaving it stops the deployed components
-        for name, value in nucleus.ipc_env().items():
+        exports = {**nucleus.ipc_env(), **nucleus.token_exchange.env(nucleus.main_component)}
+        for name, value in exports.items():
             print(f"export {name}={shlex.quote(value)}", flush=True)
         if deploy:
             try:

@@ -28,12 +28,15 @@ from agent.core.errors import ConfigError
 from agent.tools.greengrass.recipe import Manifest, Recipe, RecipeError, host_platform
 from agent.tools.greengrass.versions import Version, satisfies
 from agent.tools.nucleus.errors import NucleusError
+from agent.tools.nucleus.token_exchange import TOKEN_EXCHANGE_SERVICE
 
 RECIPE_SUFFIXES = (".yaml", ".yml", ".json")
 # Dependencies a device may get from elsewhere than the store (the nucleus itself, its
 # plugins, or - for variant.DLR - the dlr wheel the emulated device installs).
 PROVIDABLE_PREFIX = "aws.greengrass."
 PROVIDABLE_NAMES = frozenset({"variant.DLR"})
+# What the nucleus itself provides, as a real nucleus's built-in components: always provided.
+BUILT_IN = frozenset({TOKEN_EXCHANGE_SERVICE})
 
 
 class DeploymentError(NucleusError):
@@ -154,7 +157,9 @@ class ComponentStore:
 
         A dependency absent from the store is an error unless ``provided`` names it and
         it is an ``aws.greengrass.*`` component or ``variant.DLR``: then the platform is
-        taken to provide it and it is listed in ``DeploymentPlan.provided``. Versions are
+        taken to provide it and it is listed in ``DeploymentPlan.provided``; so is a
+        component the emulated nucleus has built in (:data:`BUILT_IN`: the token exchange
+        service), without being named in ``provided``. Versions are
         chosen depth-first, dependencies first; a later requirement that the version
         already chosen does not meet is a DependencyError (no backtracking).
         """
@@ -164,6 +169,7 @@ class ComponentStore:
             raise DependencyError(f"only aws.greengrass.* components and variant.DLR can be "
                                   f"provided by the platform, not {refused}",
                                   component=refused[0])
+        provided |= BUILT_IN
         if not components:
             raise DependencyError("a deployment needs at least one component")
         chosen: dict[str, Recipe] = {}

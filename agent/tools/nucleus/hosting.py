@@ -30,6 +30,7 @@ from agent.tools.nucleus.identity import ComponentIdentity
 from agent.tools.nucleus.lifecycle import StateReport
 from agent.tools.nucleus.runner import ComponentState, lifecycle_steps
 from agent.tools.nucleus.strict_variables import resolve_variables
+from agent.tools.nucleus.token_exchange import AUTH_TOKEN_ENV, FULL_URI_ENV, TokenExchange
 
 
 class ComponentHosting(ComponentIdentity):
@@ -38,6 +39,7 @@ class ComponentHosting(ComponentIdentity):
     root_dir: Path
     _plan: DeploymentPlan | None
     _deployment: Deployment | None
+    token_exchange: TokenExchange
 
     if TYPE_CHECKING:  # provided by EmulatedNucleus
         @property
@@ -54,11 +56,16 @@ class ComponentHosting(ComponentIdentity):
                       base: Mapping[str, str] | None = None,
                       setenv: Mapping[str, str] | None = None) -> dict[str, str]:
         """A component process's environment: ``base`` (default: this process's), the
-        recipe's ``Setenv`` (default: its run step's), then the nucleus's IPC variables."""
+        recipe's ``Setenv`` (default: its run step's), then the nucleus's IPC variables and,
+        only for a component that depends on the token exchange service, its two."""
         name = self._name(component)
-        return component_env(socket_path=self.socket_path, svcuid=self._tokens[name],
-                             thing_name=self.thing_name, region=self.region, base=base,
-                             setenv=self._setenv(name) if setenv is None else setenv)
+        env = component_env(socket_path=self.socket_path, svcuid=self._tokens[name],
+                            thing_name=self.thing_name, region=self.region, base=base,
+                            setenv=self._setenv(name) if setenv is None else setenv)
+        for variable in (FULL_URI_ENV, AUTH_TOKEN_ENV):
+            env.pop(variable, None)
+        env.update(self.token_exchange.env(name))
+        return env
 
     def _setenv(self, name: str) -> dict[str, str]:
         """The recipe's ``Setenv`` for this machine's manifest, if it has one."""

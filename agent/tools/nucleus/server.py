@@ -49,6 +49,7 @@ from agent.tools.nucleus.lifecycle import ComponentUpdate, Lifecycle, StateRepor
 from agent.tools.nucleus.loop_thread import LoopThread, call_in_loop
 from agent.tools.nucleus.pubsub import LocalPubSub
 from agent.tools.nucleus.threaded import ThreadedNucleus
+from agent.tools.nucleus.token_exchange import TesCredentials, TokenExchange, dependents
 from agent.wire.mqtt_config import MqttConfig
 
 log = logging.getLogger(__name__)
@@ -75,7 +76,9 @@ class EmulatedNucleus(ComponentHosting, ThreadedNucleus):
     ``merge`` update does. ``{iot:thingName}`` is filled in throughout the configuration.
     ``plan`` is what :meth:`deploy` installs and runs (:meth:`from_store` resolves one);
     without it, :meth:`deploy` runs the lifecycles of ``recipes``, which then have no
-    artifacts and must not depend on anything else.
+    artifacts and must not depend on anything else. The components that depend on
+    ``aws.greengrass.TokenExchangeService`` get its credentials, ``tes_credentials``
+    (default: the loopback S3 server's; see :mod:`~agent.tools.nucleus.token_exchange`).
     """
 
     def __init__(self, *, recipes: Sequence[Recipe], thing_name: str,
@@ -84,7 +87,8 @@ class EmulatedNucleus(ComponentHosting, ThreadedNucleus):
                  root_dir: str | Path | None = None,
                  config_overrides: Mapping[str, Mapping[str, Any]] | None = None,
                  region: str = "us-east-1", ack_timeout_s: float = 10.0,
-                 plan: DeploymentPlan | None = None) -> None:
+                 plan: DeploymentPlan | None = None,
+                 tes_credentials: TesCredentials | None = None) -> None:
         if not recipes:
             raise NucleusError("the nucleus needs at least one component recipe")
         names = [r.component_name for r in recipes]
@@ -101,6 +105,8 @@ class EmulatedNucleus(ComponentHosting, ThreadedNucleus):
         self.region = region
         self.recipes = {r.component_name: r for r in recipes}
         self._tokens = {name: secrets.token_hex(16) for name in names}
+        self.token_exchange = TokenExchange(self._tokens, dependents(self.recipes),
+                                            tes_credentials)
         overrides = config_overrides or {}
         unknown = set(overrides) - set(names)
         if unknown:
@@ -207,9 +213,11 @@ class EmulatedNucleus(ComponentHosting, ThreadedNucleus):
         Path(self.socket_path).parent.mkdir(parents=True, exist_ok=True)
         if os.path.exists(self.socket_path):
             os.unlink(self.socket_path)  # left by a nucleus that did not stop cleanly
+        self.token_exchange.open()
         try:
             self._server = await asyncio.start_unix_server(self._accept, path=self.socket_path)
         except OSError as err:
+            self.token_exchange.close()
             raise NucleusError(f"cannot listen on {self.socket_path}: {err}") from err
         self._loop = loop
         self.link.start(self._iotcore.deliver)
@@ -225,6 +233,7 @@ class EmulatedNucleus(ComponentHosting, ThreadedNucleus):
         assert self._server is not None
         if self._deployment is not None:  # while they can still talk to the nucleus
             await asyncio.get_running_loop().run_in_executor(None, self.stop_components)
+        await asyncio.get_running_loop().run_in_executor(None, self.token_exchange.close)
         self._server.close()
         for connection in list(self._connections):
             await connection.close()

@@ -9,6 +9,7 @@ The default install (``pip install edge-inference-agent``) is what a device runs
                  ``package component`` build the agent's wheel offline
     models       scikit-learn and onnx: ``models build``
     images       Pillow: image files as model input (``predict --input photo.png``)
+    s3           boto3: capture uploads to S3, ``capture pull --from s3://...``
 
 A command that always needs an extra is listed in :data:`COMMAND_EXTRAS` and checked
 before it starts (:func:`require_extras`); any other command that reaches a module of a
@@ -29,6 +30,7 @@ EXTRA_MODULES: dict[str, tuple[str, ...]] = {
     "tools": ("amqtt",),
     "models": ("sklearn", "onnx", "threadpoolctl"),
     "images": ("PIL",),
+    "s3": ("boto3", "botocore"),
 }
 
 # Commands (their leading words) that cannot do anything without an extra.

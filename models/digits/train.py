@@ -6,6 +6,8 @@ SageMaker training job, under the builder, or by hand::
     SM_HPS                 JSON hyperparameters (see :class:`HyperParameters`)
     SM_CHANNEL_TRAIN       directory holding ``train.npz`` (``x`` float32 [N, 64], ``y`` int [N])
     SM_CHANNEL_TEST        optional directory holding ``test.npz``, for the reported accuracy
+    SM_CHANNEL_CAPTURES    optional directory holding ``capture export``'s ``train.npz``: field
+                           captures added ``capture_weight`` times each (models.digits.captures)
     SM_MODEL_DIR           where ``weights.npz`` and ``metrics.json`` are written
     SM_CHECKPOINT_DIR      checkpoints (default ``/opt/ml/checkpoints``, SageMaker's
                            ``checkpoint_local_path``, which it syncs to S3 and restores)
@@ -40,11 +42,13 @@ from typing import Any
 import numpy as np
 
 from agent.core.durable import atomic_write_text
+from models.digits.captures import CapturesChannelError, with_captures
 from models.files import load_npz, save_npz
 
 ENV_HPS = "SM_HPS"
 ENV_TRAIN = "SM_CHANNEL_TRAIN"
 ENV_TEST = "SM_CHANNEL_TEST"
+ENV_CAPTURES = "SM_CHANNEL_CAPTURES"
 ENV_MODEL_DIR = "SM_MODEL_DIR"
 ENV_CHECKPOINT_DIR = "SM_CHECKPOINT_DIR"
 ENV_KILL_AFTER = "EDGE_TRAIN_KILL_AFTER_CHECKPOINT"
@@ -72,6 +76,7 @@ class HyperParameters:
     lr: float = 0.002
     batch_size: int = 32
     checkpoint_every: int = 5
+    capture_weight: int = 1  # times each row of the captures channel is used
 
     @classmethod
     def from_mapping(cls, raw: Mapping[str, Any]) -> HyperParameters:
@@ -93,7 +98,8 @@ class HyperParameters:
         except (TypeError, ValueError) as err:
             raise TrainingError(f"bad hyperparameter value: {err}") from err
         hps = cls(**values)
-        if hps.epochs < 1 or hps.batch_size < 1 or hps.checkpoint_every < 1 or hps.lr <= 0:
+        if (hps.epochs < 1 or hps.batch_size < 1 or hps.checkpoint_every < 1 or hps.lr <= 0
+                or hps.capture_weight < 1):
             raise TrainingError(f"hyperparameters out of range: {hps}")
         if not hps.hidden_sizes or min(hps.hidden_sizes) < 1:
             raise TrainingError(f"hidden_sizes must be positive: {hps.hidden_sizes}")
@@ -237,10 +243,12 @@ def list_checkpoints(directory: Path) -> list[Path]:
     )
 
 
-def save_checkpoint(directory: Path, state: TrainState, hps: HyperParameters) -> Path:
+def save_checkpoint(directory: Path, state: TrainState, hps: HyperParameters,
+                    captures: str = "") -> Path:
     state.checkpoints_written += 1
     meta = {
         "hyperparameters": hps.to_json(),
+        "captures": captures,
         "epoch": state.epoch,
         "adam_step": state.adam_step,
         "checkpoints_written": state.checkpoints_written,
@@ -257,9 +265,12 @@ def save_checkpoint(directory: Path, state: TrainState, hps: HyperParameters) ->
     return path
 
 
-def load_checkpoint(path: Path, hps: HyperParameters) -> TrainState:
+def load_checkpoint(path: Path, hps: HyperParameters, captures: str = "") -> TrainState:
     arrays = load_npz(path)
     meta = json.loads(arrays.pop("meta").tobytes().decode())
+    if meta.get("captures", "") != captures:
+        raise TrainingError(f"{path} was trained on another captures channel; clear the "
+                            f"checkpoint directory")
     if meta["hyperparameters"] != hps.to_json():
         # Resuming another job's weights under these settings would silently train a
         # model nobody asked for.
@@ -293,18 +304,20 @@ class JobPaths:
     test_dir: Path | None
     model_dir: Path
     checkpoint_dir: Path
+    captures_dir: Path | None = None
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> JobPaths:
         missing = [name for name in (ENV_TRAIN, ENV_MODEL_DIR) if not env.get(name)]
         if missing:
             raise TrainingError(f"environment variables not set: {', '.join(missing)}")
-        test = env.get(ENV_TEST)
+        test, captures = env.get(ENV_TEST), env.get(ENV_CAPTURES)
         return cls(
             train_dir=Path(env[ENV_TRAIN]),
             test_dir=Path(test) if test else None,
             model_dir=Path(env[ENV_MODEL_DIR]),
             checkpoint_dir=Path(env.get(ENV_CHECKPOINT_DIR) or DEFAULT_CHECKPOINT_DIR),
+            captures_dir=Path(captures) if captures else None,
         )
 
 
@@ -317,10 +330,11 @@ def _load_split(directory: Path, name: str) -> tuple[np.ndarray, np.ndarray]:
         raise TrainingError(f"cannot read {path}: {err}") from err
 
 
-def _resume(paths: JobPaths, hps: HyperParameters, log: Any) -> TrainState | None:
+def _resume(paths: JobPaths, hps: HyperParameters, log: Any,
+            captures: str) -> TrainState | None:
     for path in reversed(list_checkpoints(paths.checkpoint_dir)):
         try:
-            state = load_checkpoint(path, hps)
+            state = load_checkpoint(path, hps, captures)
         except (OSError, KeyError, ValueError, json.JSONDecodeError) as err:
             log(f"skipping unreadable checkpoint {path.name}: {err}")
             continue
@@ -338,13 +352,17 @@ def run_job(hps: HyperParameters, paths: JobPaths, *, kill_after: int | None = N
     """Train (or finish training) and write the model; returns the metrics written."""
     x, y = _load_split(paths.train_dir, "train")
     n_classes = int(y.max()) + 1
+    try:
+        x, y, captures = with_captures(x, y, paths.captures_dir, hps.capture_weight)
+    except CapturesChannelError as err:
+        raise TrainingError(str(err)) from err
     with _single_threaded_blas():
-        state = _resume(paths, hps, log) or init_state(hps, x.shape[1], n_classes)
+        state = _resume(paths, hps, log, captures) or init_state(hps, x.shape[1], n_classes)
         loss = float("nan")
         while state.epoch < hps.epochs:
             loss = train_epoch(state, hps, x, y)
             if state.epoch % hps.checkpoint_every == 0 and state.epoch < hps.epochs:
-                written = save_checkpoint(paths.checkpoint_dir, state, hps)
+                written = save_checkpoint(paths.checkpoint_dir, state, hps, captures)
                 log(f"epoch {state.epoch}: loss {loss:.4f}, checkpoint {written.name}")
                 if kill_after is not None and state.checkpoints_written == kill_after:
                     os.kill(os.getpid(), signal.SIGKILL)

@@ -12,14 +12,18 @@ from __future__ import annotations
 
 import io
 import json
+import math
 import re
+import struct
 import uuid
 import zipfile
+import zlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import IO, Any
 
 import numpy as np
+import numpy.lib.format as npy
 
 from agent.device.capture.config import RULE_NAMES
 from agent.device.capture.errors import CaptureFormatError
@@ -28,6 +32,9 @@ FORMAT_VERSION = 1
 _VARIANT = re.compile(r"^[a-z][a-z0-9_]{0,31}$")
 _ID = re.compile(r"^[0-9a-f]{32}$")
 MAX_TEXT = 1024  # a label's or a note's characters
+MAX_ARRAYS = 4096  # arrays in one capture file
+_ZIP_MAGIC = b"PK\x03\x04"
+_MEMBER = re.compile(r"^([A-Za-z0-9_]{1,96})\.npy$")
 
 
 def new_capture_id() -> str:
@@ -109,17 +116,84 @@ def encode(capture: Capture) -> bytes:
 
 def decode(data: bytes) -> Capture:
     """A capture read back from :func:`encode`'s bytes; anything else is a
-    :class:`CaptureFormatError` naming what is wrong."""
+    :class:`CaptureFormatError` naming what is wrong.
+
+    The archive is read member by member and checked before any array is allocated:
+    stored (uncompressed) ``.npy`` members only, no object arrays, no header claiming
+    more data than its member holds, every member's CRC checked. A hostile file costs
+    at most its own size in memory."""
+    arrays = _read_arrays(data)
+    meta_array = arrays.pop("meta", None)
+    if meta_array is None or meta_array.dtype != np.uint8 or meta_array.ndim != 1:
+        raise CaptureFormatError("a capture file without readable metadata")
     try:
-        with np.load(io.BytesIO(data), allow_pickle=False) as files:
-            arrays = {name: files[name] for name in files.files}
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile, KeyError) as err:
-        raise CaptureFormatError(f"not a capture file: {err}") from err
-    try:
-        meta = json.loads(arrays.pop("meta").tobytes())
-    except (KeyError, ValueError, UnicodeDecodeError) as err:
+        meta = json.loads(meta_array.tobytes(), parse_constant=_no_constant)
+    except (ValueError, UnicodeDecodeError, RecursionError) as err:
         raise CaptureFormatError("a capture file without readable metadata") from err
+    if not isinstance(meta, dict):
+        raise CaptureFormatError("a capture file whose metadata is not a JSON object")
     return from_meta(meta, arrays)
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a number a capture holds")
+
+
+def _read_arrays(data: bytes) -> dict[str, np.ndarray]:
+    if not data.startswith(_ZIP_MAGIC):
+        raise CaptureFormatError("not a capture file: not a zip archive")
+    try:
+        with zipfile.ZipFile(io.BytesIO(data)) as archive:
+            infos = archive.infolist()
+            if len(infos) > MAX_ARRAYS:
+                raise CaptureFormatError(f"{len(infos)} arrays, more than {MAX_ARRAYS}")
+            arrays: dict[str, np.ndarray] = {}
+            for info in infos:
+                name = _member_name(info, len(data))
+                if name in arrays:
+                    raise CaptureFormatError(f"the array {name} appears twice")
+                with archive.open(info) as member:
+                    arrays[name] = _read_npy(member, info.file_size, name)
+            return arrays
+    except CaptureFormatError:
+        raise
+    except (OSError, EOFError, ValueError, KeyError, RuntimeError, zlib.error,
+            zipfile.BadZipFile, zipfile.LargeZipFile, struct.error, OverflowError) as err:
+        raise CaptureFormatError(f"not a capture file: {err!r}") from err
+
+
+def _member_name(info: zipfile.ZipInfo, archive_bytes: int) -> str:
+    match = _MEMBER.match(info.filename)
+    if match is None:
+        raise CaptureFormatError(f"{info.filename!r} is not an array of a capture file")
+    if info.compress_type != zipfile.ZIP_STORED or info.flag_bits & 0x1:
+        raise CaptureFormatError(f"{info.filename} is compressed or encrypted")
+    if info.file_size > archive_bytes:
+        raise CaptureFormatError(f"{info.filename} claims more bytes than the file has")
+    return match.group(1)
+
+
+def _read_npy(member: IO[bytes], size: int, name: str) -> np.ndarray:
+    version = npy.read_magic(member)
+    if version == (1, 0):
+        shape, fortran, dtype = npy.read_array_header_1_0(member)
+    elif version == (2, 0):
+        shape, fortran, dtype = npy.read_array_header_2_0(member)
+    else:
+        raise CaptureFormatError(f"{name}: .npy version {version} is not read")
+    if dtype.hasobject or dtype.itemsize == 0:
+        raise CaptureFormatError(f"{name}: dtype {dtype} is not a tensor's")
+    count = math.prod(shape)
+    nbytes = count * dtype.itemsize
+    if nbytes > size:
+        raise CaptureFormatError(f"{name}: its header claims {nbytes} bytes, its member "
+                                 f"holds {size}")
+    body = bytearray(member.read(nbytes))
+    if len(body) != nbytes or member.read(1):  # reading to the end checks the CRC
+        raise CaptureFormatError(f"{name}: {len(body)} bytes of data where the header "
+                                 f"says {nbytes}")
+    array = np.frombuffer(body, dtype=dtype, count=count)
+    return array.reshape(shape, order="F" if fortran else "C")
 
 
 def from_meta(meta: Mapping[str, Any], arrays: Mapping[str, np.ndarray]) -> Capture:
@@ -148,7 +222,7 @@ def from_meta(meta: Mapping[str, Any], arrays: Mapping[str, np.ndarray]) -> Capt
             error=_text(meta.get("error")))
     except CaptureFormatError:
         raise
-    except (KeyError, TypeError, ValueError, AttributeError) as err:
+    except (KeyError, TypeError, ValueError, AttributeError, OverflowError) as err:
         raise CaptureFormatError(f"capture metadata does not fit the format: {err!r}") \
             from err
 

@@ -7,6 +7,7 @@ name, never by arrival or dict order.
 Steps, in order::
 
     shadow                 (optional) the first cohort gets green in shadow mode
+                           (and, with ``shadow.capture``, a ``capture`` command)
     canary | linear-i/K | all
                            each cohort switches: stage (unless shadowed), promote
     canary@10, canary@50, canary@100, ...
@@ -38,6 +39,8 @@ from agent.controller.registry import Device
 from agent.controller.spec import AllAtOnce, Canary, Linear, RolloutSpec
 from agent.wire.commands import (
     COMMAND_CLASSES,
+    CaptureArgs,
+    CaptureRuleArgs,
     Command,
     NoArgs,
     SetWeightsArgs,
@@ -51,7 +54,8 @@ SEQ_STRIDE = 1000
 ATTEMPT_STRIDE = 10  # up to 10 commands per device per step, up to 100 tries
 MAX_ATTEMPTS = SEQ_STRIDE // ATTEMPT_STRIDE
 
-Action = Literal["stage", "shadow", "set_weights", "promote", "rollback", "confirm"]
+Action = Literal["stage", "shadow", "set_weights", "promote", "rollback", "confirm",
+                 "capture"]
 FinalAction = Literal["rollback", "confirm"]
 StepMode = Literal["shadow", "weighted", "serve", "rollback"]
 
@@ -81,7 +85,7 @@ class PlannedCommand:
     ordinal: int
     action: Action
     rollout_seq: int
-    args: Mapping[str, str | int | float]
+    args: Mapping[str, object]  # scalars; a capture command's ``rules`` is an object
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -127,7 +131,8 @@ def plan_rollout(spec: RolloutSpec, devices: Iterable[Device], *,
     cohorts = _cohorts(spec, targeted)
     builder = _Builder(spec=spec, rollout_id=rid, devices=targeted)
     if spec.shadow is not None:
-        builder.shadow(cohorts[0][1], spec.shadow.duration_s, spec.shadow.sample_rate)
+        builder.shadow(cohorts[0][1], spec.shadow.duration_s, spec.shadow.sample_rate,
+                       spec.shadow.capture)
     for name, things, watch_s in cohorts:
         builder.switch(name, things, watch_s)
     return builder.steps
@@ -158,7 +163,7 @@ def build_command(planned: PlannedCommand, *, issued_at: int,
     args = dict(planned.args)
     arg_models: dict[str, type[Schema]] = {
         "stage": StageArgs, "shadow": ShadowArgs, "set_weights": SetWeightsArgs,
-        "promote": NoArgs, "rollback": NoArgs, "confirm": NoArgs}
+        "promote": NoArgs, "rollback": NoArgs, "confirm": NoArgs, "capture": CaptureArgs}
     arg_model = arg_models[planned.action]
     fields: dict[str, object] = {
         "target": Target(kind="thing", name=planned.thing), "rollout_id": planned.rollout_id,
@@ -261,13 +266,17 @@ class _Builder:
         self.staged: set[str] = set()
         self.serving: list[str] = []
 
-    def shadow(self, things: list[str], watch_s: float, sample_rate: float) -> None:
+    def shadow(self, things: list[str], watch_s: float, sample_rate: float,
+               capture: CaptureRuleArgs | None = None) -> None:
         index = len(self.steps)
         commands: list[PlannedCommand] = []
         for thing in things:
             commands.append(self._stage(index, thing))
             commands.append(self._command(index, thing, 1, "shadow",
                                           {"sample_rate": sample_rate}))
+            if capture is not None:
+                commands.append(self._command(index, thing, 2, "capture", {
+                    "enabled": True, "rules": capture.model_dump(mode="json")}))
         self.staged.update(things)
         self._add(name="shadow", mode="shadow", things=things, switched=[], weight=None,
                   sample_rate=sample_rate, watch_s=watch_s, commands=commands)
@@ -305,7 +314,7 @@ class _Builder:
             "package_version": package.version})
 
     def _command(self, index: int, thing: str, ordinal: int, action: Action,
-                 args: dict[str, str | int | float]) -> PlannedCommand:
+                 args: dict[str, object]) -> PlannedCommand:
         return PlannedCommand(rollout_id=self.rollout_id, thing=thing, step_index=index,
                               ordinal=ordinal, action=action,
                               rollout_seq=command_seq(index, ordinal),

@@ -5,7 +5,7 @@ Modules and their public names:
 - ``canonical``: ``canonical_json``
 - ``codec``: ``encode``, ``decode``
 - ``commands``: ``Target``, ``Weights``, ``StageArgs``, ``ShadowArgs``, ``SetWeightsArgs``
-  (+10)
+  (+13)
 - ``errors``: ``ProtocolError``, ``DecodeError``, ``MalformedMessageError``,
   ``OversizedMessageError``, ``UnsupportedVersionError`` (+11)
 - ``examples``: ``example_up_messages``, ``example_commands``
@@ -20,7 +20,7 @@ Modules and their public names:
   ``load_private_key`` (+5)
 - ``memory``: ``MemoryBroker``, ``MemoryTransport``
 - ``messages``: ``UpMessage``, ``ProfileInfo``, ``Register``, ``Heartbeat``, ``Buckets``
-  (+7)
+  (+8)
 - ``mqtt``: ``MqttTransport``, ``is_permanent``
 - ``mqtt_config``: ``MqttConfig``, ``broker_address``, ``build_connection``
 - ``replay``: ``ReplayGuard``

@@ -16,6 +16,8 @@ wire form is one ``type: "command"`` message whose ``action`` picks the class::
     status       args: {}                                answer with a ``state`` report
     announce     args: {}                                send a ``register`` now (discovery
                                                          by a controller started later)
+    capture      args: enabled, rules                    the capture rules in force (see
+                       [, budget_bytes, max_per_hour]    :class:`CaptureArgs`)
 
 ``stage`` is refused unless the signed manifest's label is ``version`` (and, when
 given, its integer version is ``package_version``). ``rollback`` and ``confirm``
@@ -51,7 +53,7 @@ from agent.wire.fields import (
 )
 
 CommandAction = Literal["stage", "shadow", "set_weights", "promote", "confirm", "rollback",
-                        "status", "announce"]
+                        "status", "announce", "capture"]
 PackageUrl = Annotated[str, Field(pattern=r"^(https|http|s3|file)://\S+$", max_length=2048)]
 Sha256 = Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
 SignatureText = Annotated[str, Field(min_length=1, max_length=256)]
@@ -95,6 +97,31 @@ class SetWeightsArgs(Weights):
 
 class NoArgs(Schema):
     pass
+
+
+class CaptureRuleArgs(Schema):
+    """The capture rules of a ``capture`` command (the device's ``capture.rules`` fields)."""
+
+    sample_rate: Annotated[float, Field(ge=0.0, le=1.0)] = 0.001
+    low_confidence: Annotated[float, Field(gt=0.0, le=1.0)] | None = None
+    disagreement: bool = True
+    drift_above: Annotated[float, Field(ge=0.0)] | None = None
+    errors: bool = True
+    requests: bool = True
+    seed: Annotated[int, Field(ge=0, le=2**63 - 1)] | None = None
+
+
+class CaptureArgs(Schema):
+    """``enabled`` false stops capturing (what is stored stays, and is still sent);
+    ``budget_bytes`` and ``max_per_hour``, when given, replace the device's configured
+    ones, never above its ``maxBudgetBytes`` and ``maxPerHourLimit`` (a command over
+    them is refused). A device whose configuration does not enable capture refuses
+    every ``capture`` command."""
+
+    enabled: bool
+    rules: CaptureRuleArgs = Field(default_factory=CaptureRuleArgs)
+    budget_bytes: Count | None = None
+    max_per_hour: Count | None = None
 
 
 class Command(Schema):
@@ -164,6 +191,11 @@ class AnnounceCommand(Command):
     args: NoArgs = Field(default_factory=NoArgs)
 
 
+class CaptureCommand(Command):
+    action: Literal["capture"] = "capture"
+    args: CaptureArgs
+
+
 COMMAND_CLASSES: Mapping[str, type[Command]] = MappingProxyType({
     "stage": StageCommand,
     "shadow": ShadowCommand,
@@ -173,4 +205,5 @@ COMMAND_CLASSES: Mapping[str, type[Command]] = MappingProxyType({
     "rollback": RollbackCommand,
     "status": StatusCommand,
     "announce": AnnounceCommand,
+    "capture": CaptureCommand,
 })

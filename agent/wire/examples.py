@@ -7,6 +7,9 @@ from typing import Any
 from agent.core.histogram import BUCKET_EDGES_US, BUCKETS_VERSION, quantile_us
 from agent.wire.commands import (
     AnnounceCommand,
+    CaptureArgs,
+    CaptureCommand,
+    CaptureRuleArgs,
     Command,
     ConfirmCommand,
     PromoteCommand,
@@ -103,4 +106,7 @@ def example_commands() -> list[Command]:
         ConfirmCommand(rollout_seq=7, **common),
         AnnounceCommand(rollout_seq=1, rollout_id="announce", issued_at=ISSUED_AT,
                         target=Target(kind="group", name="canary")),
+        CaptureCommand(rollout_seq=8, **common, args=CaptureArgs(
+            enabled=True, rules=CaptureRuleArgs(sample_rate=0.01, disagreement=True),
+            budget_bytes=67_108_864, max_per_hour=600)),
     ]

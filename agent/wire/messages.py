@@ -68,6 +68,7 @@ EventKind = Literal[
     "model_component_unused",  # a newer first-model package than the model served: roll it out
     "server_unavailable",  # a listener of the local inference API did not start
     "agent_error",  # anything else the operator should see
+    "capture_rules_rejected",  # a capture command refused (data: code, reason)
 ]
 Outcome = Literal["ok", "rejected", "failed"]
 
@@ -198,6 +199,36 @@ class HealthReport(Schema):
     soc_temp_zone: ShortText | None = None
 
 
+class CaptureMetrics(Schema):
+    """The capture store's, uploader's and rules' counters, cumulative since the agent
+    started (``bytes_on_disk``, ``open_captures`` and ``sealed_batches``: now)."""
+
+    stored: Count = 0
+    dropped_rate: Count = 0  # over the per-hour cap
+    dropped_budget: Count = 0  # evicted, oldest first, to stay within the byte budget
+    dropped_queue: Count = 0  # the writer was behind
+    too_large: Count = 0
+    quarantined: Count = 0
+    uploaded_batches: Count = 0
+    uploaded_captures: Count = 0
+    bytes_on_disk: Count = 0
+    open_captures: Count = 0
+    sealed_batches: Count = 0
+    write_errors: Count = 0  # failed writes and seals (disk full, I/O error)
+    last_write_error: Text | None = None
+    batches_uploaded: Count = 0
+    captures_uploaded: Count = 0
+    upload_failures: Count = 0
+    last_upload_error: Text | None = None
+    bytes_uploaded: Count = 0
+    paused: bool = False  # uploads wait: offline
+    backoff_s: NonNegative = 0.0  # the wait before the next upload try (0: none failing)
+    enabled: bool = True  # the rules in force capture (a command may have stopped them)
+    rules_from: Literal["configuration", "command"] = "configuration"
+    fired: dict[Annotated[str, Field(pattern=r"^[a-z_]{1,32}$")], Count] = \
+        Field(default_factory=dict)  # picks per rule
+
+
 class Metrics(UpMessage):
     channel = "metrics"
     type: Literal["metrics"] = "metrics"
@@ -206,6 +237,7 @@ class Metrics(UpMessage):
     health: HealthReport | None = None
     requests: RequestMetrics | None = None  # only when the local API has had traffic
     results: ResultCounts | None = None  # only when a result stream runs
+    capture: CaptureMetrics | None = None  # only when capture is configured
 
 
 class Event(UpMessage):

@@ -3,6 +3,7 @@
 Modules and their public names:
 
 - ``api``: ``Listener``, ``LocalApi``
+- ``capture_parts``: ``Online``, ``CaptureParts``, ``build_capture``
 - ``command_limits``: ``CommandLimits``
 - ``commands``: ``Result``, ``CommandProcessor``
 - ``config``: ``AgentConfig``, ``load_config``, ``read_config_file``

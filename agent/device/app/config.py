@@ -73,7 +73,8 @@ class AgentConfig(BaseModel):
     source_path: str | None = Field(
         default=None, description="images: a folder, glob or image file; video: a file or "
                                   "stream URL (rtsp://, http://); camera: a V4L2 device "
-                                  "index or /dev/videoN")
+                                  "index or /dev/videoN; testset: an .npz to replay instead "
+                                  "of the model's testset.npz (x, labels y optional)")
     source_loop: bool = Field(
         default=True, description="images and video files: start over at the end; false: "
                                   "the loop's source ends there (the API still answers)")

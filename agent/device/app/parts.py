@@ -9,6 +9,7 @@ import threading
 from dataclasses import dataclass
 
 from agent.device.app.api import LocalApi
+from agent.device.app.capture_parts import CaptureParts, build_capture
 from agent.device.app.commands import CommandProcessor
 from agent.device.app.config import AgentConfig
 from agent.device.app.config_reload import ConfigReloader
@@ -24,6 +25,7 @@ from agent.device.app.startup import (
     open_store,
 )
 from agent.device.app.swaps import SwapController
+from agent.device.capture.control import refuse_all
 from agent.device.greengrass.component import GreengrassComponent
 from agent.device.greengrass.updates import UpdatePolicy
 from agent.device.inference.requests import RequestQueue
@@ -68,6 +70,7 @@ class AgentParts:
     scheduler: Scheduler
     api: LocalApi
     results: ResultStream | None = None  # None: results are published nowhere
+    capture: CaptureParts | None = None  # None: capture is off (nothing built)
 
 
 def build_parts(config: AgentConfig, *, greengrass: GreengrassComponent | None,
@@ -108,12 +111,18 @@ def build_parts(config: AgentConfig, *, greengrass: GreengrassComponent | None,
         backend_config=config.backend, limits=config.package_limits,
         package_dirs=package_dirs(config))
     health = HealthProbe(root=device_root(config), disk_path=config.state_dir)
+    capture = build_capture(config.capture, thing=config.thing_name,
+                            state_dir=config.state_dir, router=router, model=model_name,
+                            metadata=model_metadata, outbox=outbox)
     reports = Reports(config=config, profile=profile, stamper=stamper, router=router,
                       swaps=swaps, outbox=outbox, spool=spool, health=health,
-                      started_at=started_at, results=results)
+                      started_at=started_at, results=results,
+                      capture=capture.metrics if capture is not None else None)
     commands = CommandProcessor(gate=CommandGate(trust=trust, guard=guard), outbox=outbox,
                                 handlers={"status": reports.status,
-                                          "announce": reports.announce, **swaps.handlers()},
+                                          "announce": reports.announce, **swaps.handlers(),
+                                          "capture": capture.control.handle if capture
+                                          is not None else refuse_all(outbox)},
                                 limits=config.commands, interrupt=swaps.interrupt)
     settings = ConfigReloader(config=config, greengrass=greengrass, outbox=outbox)
     worker = InferenceWorker(loop=loop)
@@ -126,4 +135,4 @@ def build_parts(config: AgentConfig, *, greengrass: GreengrassComponent | None,
                       router=router, worker=worker, stamper=stamper, spool=spool,
                       outbox=outbox, swaps=swaps, health=health, reports=reports,
                       commands=commands, settings=settings, scheduler=scheduler, api=api,
-                      results=results)
+                      results=results, capture=capture)

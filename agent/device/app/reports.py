@@ -8,6 +8,7 @@ controller's rollout and trial, the health probe. Nothing here changes what serv
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 
 from agent import __version__
 from agent.device.app.commands import Result
@@ -22,7 +23,7 @@ from agent.device.telemetry.metrics import MetricsReporter, VariantSource, reque
 from agent.device.uplink.outbox import Outbox
 from agent.device.uplink.spool import Spool
 from agent.wire.commands import Command
-from agent.wire.messages import Heartbeat, Metrics, Register, State
+from agent.wire.messages import CaptureMetrics, Heartbeat, Metrics, Register, State
 from agent.wire.stamp import Stamper
 
 
@@ -32,7 +33,8 @@ class Reports:
     def __init__(self, *, config: AgentConfig, profile: DeviceProfile, stamper: Stamper,
                  router: VariantRouter, swaps: SwapController, outbox: Outbox, spool: Spool,
                  health: HealthProbe, started_at: float,
-                 results: ResultStream | None = None) -> None:
+                 results: ResultStream | None = None,
+                 capture: Callable[[], CaptureMetrics | None] | None = None) -> None:
         self.config = config
         self.profile = profile
         self.stamper = stamper
@@ -43,6 +45,7 @@ class Reports:
         self.health = health
         self.started_at = started_at
         self.results = results
+        self.capture = capture  # the capture counts (None: capture is off)
         self.reporter = MetricsReporter()
         # The spool id of the last ``spool_dropped`` event while it waits to be delivered:
         # during an outage the count keeps adding up (persistently, in the spool) instead
@@ -78,7 +81,8 @@ class Reports:
                                    health=self.health.read().to_report(),
                                    requests=request_metrics(self.router.request_stats),
                                    results=None if self.results is None
-                                   else self.results.counts())
+                                   else self.results.counts(),
+                                   capture=None if self.capture is None else self.capture())
         if message is not None and self.config.emit_emf:
             for line in emf_lines(message):
                 self.outbox.send_raw("emf", line.encode())

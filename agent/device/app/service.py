@@ -71,12 +71,16 @@ class AgentService:
                      recovery=parts.recovery, serving=serving)
         if parts.results is not None:
             parts.results.start()
+        if parts.capture is not None:
+            parts.capture.start()
         parts.worker.start()
         parts.commands.start()
         parts.reports.register()
         parts.api.start(on_failure=lambda message: parts.outbox.event("server_unavailable",
                                                                          message))
         if self.transport is not None:
+            if parts.capture is not None:
+                parts.capture.online.check = self.transport.is_connected
             self._connect(parts, self.transport)
         if self.greengrass is not None:
             parts.settings.watch()
@@ -170,6 +174,8 @@ class AgentService:
         if parts.results is not None:
             parts.results.stop()
         parts.commands.stop()
+        if parts.capture is not None:
+            parts.capture.stop()  # after the inference thread: nothing offers any more
         parts.reports.state()
         remaining = parts.spool.count()
         if self.drainer is not None:

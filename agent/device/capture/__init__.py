@@ -9,4 +9,22 @@ Modules and their public names:
 - ``errors``: ``CaptureError``, ``CaptureFormatError``, ``CaptureRulesError``,
   ``CaptureUploadError``
 - ``record``: ``Capture``, ``encode``, ``decode``, ``from_meta``, ``new_capture_id`` (+2)
+- ``scores``: ``score_setup``, ``top1_score``, ``scores_view``, ``view_top1``
+- ``tap``: ``CaptureTap``, ``loop_frame_info``
+- ``control``: ``CaptureControl``, ``RulesInForce``, ``config_digest``, ``refuse``,
+  ``refuse_all``
+- ``upload``: ``BatchUploader``, ``BatchStore``
+- ``destinations``: ``Destination``, ``make_destination``, ``check_names``,
+  ``check_thing``, ``clean_prefix``
+- ``s3_destination``: ``S3Destination``, ``translate``
+- ``folder_destination``: ``FolderDestination``
+- ``throttle``: ``Throttle``
+- ``store``: ``CaptureStore``, ``CaptureCounts``, ``BatchInfo``
+- ``batches``: ``seal``, ``read_batch``, ``verify_batch``, ``BATCH_FILE``,
+  ``MANIFEST_FILE`` (+4)
+- ``store_files``: ``OpenCapture``, ``SealedBatch``, ``write_new``, ``drop_tree``,
+  ``quarantine_into`` (+3)
+- ``store_recovery``: ``recover``, ``Recovered``
+- ``rate_cap``: ``HourlyCap``
+- ``writer``: ``CaptureWriter``
 """

@@ -52,8 +52,10 @@ _CONFIG = ConfigDict(extra="forbid", alias_generator=to_camel, populate_by_name=
 
 
 class CaptureRules(BaseModel):
-    """Which inferences are captured; an inference any rule picks is kept once, under the
-    first rule (in :data:`RULE_NAMES` order, ``request`` first when asked for)."""
+    """Which inferences are captured. An inference any rule picks is kept once, under the
+    rule that picked it first: an application's ask (``request``); on a shadowed inference,
+    ``disagreement`` then ``drift`` (the comparison is judged before the rest); then
+    ``sample``, then ``low_confidence``. A failed inference can only be an ``error``."""
 
     model_config = _CONFIG
 

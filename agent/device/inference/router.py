@@ -9,7 +9,9 @@ new plan, so no inference ever runs on a closed model. :meth:`VariantRouter.lane
 and :meth:`VariantRouter.snapshot` are what reports read. With a result stream
 (``results``), every plan it installs hands each served inference (and, when the stream
 asks for them, each answered request) to the stream, and the stream is told which lane
-is which variant of which model version.
+is which variant of which model version. With capture hooks
+(:meth:`VariantRouter.set_capture`), every plan it installs, loop and request path alike,
+calls them.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from typing import Protocol
 
 from agent.core.errors import AgentError
 from agent.device.inference import plans, request_plans
+from agent.device.inference.capture_hooks import Answered, CaptureHooks
 from agent.device.inference.lane import Lane, LoopStats
 from agent.device.inference.plans import Plan, ResultHook, ShadowStats
 from agent.device.inference.request_plans import RequestPlan, RequestResultHook, ShadowWorker
@@ -94,10 +97,12 @@ class VariantRouter:
         self.results = results
         self._on_result = results.on_result if results is not None else None
         self._on_request = results.on_request if results is not None else None
+        self._capture: CaptureHooks | None = None
         self.blue = Role(loop.lane, blue_version)
         self.green: Role | None = None
         self.previous: Role | None = None  # the old blue, kept loaded during a trial
         self.mode = "serve"
+        self._sample_rate = 1.0  # shadow mode's share of inputs
         self.weights = (100, 0)
         self.shadow_stats = ShadowStats()
         self.request_stats = loop.requests.stats if loop.requests is not None \
@@ -128,32 +133,61 @@ class VariantRouter:
 
     def shadow(self, sample_rate: float) -> None:
         with self._lock:
-            green = self._need_green("shadow")
-            every = max(1, round(1.0 / sample_rate))
-            self._stop_shadow_worker()
-            worker = self._shadow_worker = ShadowWorker(green.lane, self.shadow_stats,
-                                                        self._green_lock)
-            self._install(plans.shadow(self.loop.source.fill, self.blue.lane, green.lane,
-                                       self.shadow_stats, every=every, lock=self._green_lock,
-                                       on_result=self._on_result),
-                          "shadow", (100, 0),
-                          request_plans.shadow(self.blue.lane, self.blue.version, worker,
-                                               every, self.request_stats,
-                                               on_result=self._on_request))
+            self._need_green("shadow")
+            self._sample_rate = sample_rate
+            self._install_shadow()
+
+    def _install_shadow(self) -> None:
+        green = self._need_green("shadow")
+        every = max(1, round(1.0 / self._sample_rate))
+        self._stop_shadow_worker()
+        worker = self._shadow_worker = ShadowWorker(green.lane, self.shadow_stats,
+                                                    self._green_lock)
+        self._install(plans.shadow(self.loop.source.fill, self.blue.lane, green.lane,
+                                   self.shadow_stats, every=every, lock=self._green_lock,
+                                   on_result=self._on_result, capture=self._capture),
+                      "shadow", (100, 0),
+                      request_plans.shadow(self.blue.lane, self.blue.version, worker,
+                                           every, self.request_stats,
+                                           on_result=self._on_request,
+                                           capture=self._request_capture()))
 
     def set_weights(self, blue: int, green: int) -> None:
         with self._lock:
-            role = self._need_green("set weights")
-            plan = self._serve(self.blue.lane) if green == 0 else \
-                self._serve(role.lane) if green == 100 else \
-                plans.weighted(self.loop.source.fill, self.blue.lane, role.lane, green,
-                               check_every=self.loop.check_every, on_result=self._on_result)
-            answer = self._answer(self.blue) if green == 0 else \
-                self._answer(role, "green") if green == 100 else \
-                request_plans.weighted(self.blue.lane, role.lane, green,
-                                       (self.blue.version, role.version), self.request_stats,
-                                       on_result=self._on_request)
-            self._install(plan, "weighted", (blue, green), answer)
+            self._need_green("set weights")
+            self._install_weights(blue, green)
+
+    def _install_weights(self, blue: int, green: int) -> None:
+        role = self._need_green("set weights")
+        plan = self._serve(self.blue.lane) if green == 0 else \
+            self._serve(role.lane) if green == 100 else \
+            plans.weighted(self.loop.source.fill, self.blue.lane, role.lane, green,
+                           check_every=self.loop.check_every, on_result=self._on_result,
+                           capture=self._capture)
+        answer = self._answer(self.blue) if green == 0 else \
+            self._answer(role, "green") if green == 100 else \
+            request_plans.weighted(self.blue.lane, role.lane, green,
+                                   (self.blue.version, role.version), self.request_stats,
+                                   on_result=self._on_request,
+                                   capture=self._request_capture())
+        self._install(plan, "weighted", (blue, green), answer)
+
+    def set_capture(self, hooks: CaptureHooks | None) -> None:
+        """Call ``hooks`` from every plan from now on (None: capture nothing): the current
+        mode is installed again with them, between two inferences."""
+        with self._lock:
+            self._capture = hooks
+            if self.mode == "shadow" and self.green is not None:
+                self._install_shadow()
+            elif self.mode == "weighted" and self.green is not None:
+                self._install_weights(*self.weights)
+            else:
+                weights = self.weights
+                lane = self.blue
+                if self.green is not None and weights == (0, 100):
+                    lane = self.green
+                self._install(self._serve(lane.lane), self.mode, weights,
+                              self._answer(lane, "green" if lane is self.green else "blue"))
 
     def promote(self) -> None:
         """Green becomes blue; the old blue stays loaded (idle) until the trial ends."""
@@ -195,11 +229,15 @@ class VariantRouter:
 
     def _serve(self, lane: Lane) -> Plan:
         return plans.serve(self.loop.source.fill, lane, check_every=self.loop.check_every,
-                           on_result=self._on_result)
+                           on_result=self._on_result, capture=self._capture)
 
     def _answer(self, role: Role, variant: str = "blue") -> RequestPlan:
         return request_plans.serve(role.lane, variant, role.version, self.request_stats,
-                                   on_result=self._on_request)
+                                   on_result=self._on_request,
+                                   capture=self._request_capture())
+
+    def _request_capture(self) -> Answered | None:
+        return self._capture.request if self._capture is not None else None
 
     def _install(self, plan: Plan, mode: str, weights: tuple[int, int],
                  answer: RequestPlan) -> None:
@@ -230,6 +268,14 @@ class VariantRouter:
         role.lane.backend.close()
 
     # ---- views (any thread) ------------------------------------------------------------
+
+    def roles(self) -> dict[Lane, tuple[str, str]]:
+        """Which lane is which variant of which model version, now."""
+        blue, green = self.blue, self.green
+        roles = {blue.lane: ("blue", blue.version)}
+        if green is not None:
+            roles[green.lane] = ("green", green.version)
+        return roles
 
     def models(self) -> dict[str, str]:
         out = {"blue": self.blue.version}

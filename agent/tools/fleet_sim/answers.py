@@ -36,6 +36,9 @@ def answer(device: SimDevice, command: Command, now: float, out: list[Out]) -> A
         return _confirm(device, command)
     if command.action == "rollback":
         return _roll_back(device, command, now)
+    if command.action == "capture":  # a simulated device keeps no captures
+        return "rejected", "capture is not enabled in this device's configuration", \
+            {"code": "capture_rules_refused"}
     if device.green is None:
         return "rejected", f"cannot {command.action}: no candidate model is staged", {}
     _enter(device, command)

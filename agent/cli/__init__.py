@@ -2,6 +2,8 @@
 
 Modules and their public names:
 
+- ``capture``: ``add_capture_arguments``, ``cmd_capture_pull``, ``cmd_capture_list``,
+  ``cmd_capture_label``, ``cmd_capture_export``
 - ``demo``: ``add_fleet_demo_arguments``, ``cmd_demo_fleet``
 - ``extras``: ``command_words``, ``extra_of_module``, ``needs_extra_message``,
   ``require_extras``, ``missing_extra``

@@ -1,4 +1,5 @@
-"""``edge-agent demo fleet``: the command line of the emulated-fleet demo."""
+"""``edge-agent demo fleet`` and ``demo loop``: the command lines of the emulated-fleet
+and the capture-retrain-rollout demos."""
 
 from __future__ import annotations
 
@@ -57,4 +58,56 @@ def cmd_demo_fleet(args: argparse.Namespace) -> int:
         print("\ninterrupted: every process the demo started has been stopped",
               file=sys.stderr)
         return 130
+    return 0 if result.ok else 1
+
+
+def add_loop_demo_arguments(demo_sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    loop = demo_sub.add_parser(
+        "loop", help="capture on the devices, retrain on the captures, roll the new model out")
+    loop.add_argument("--out", type=Path, default=Path("build/demo-loop"),
+                      help="output folder for the dataset, models, reports and logs (replaced)")
+    loop.add_argument("--models", type=Path, default=Path("build/models"),
+                      help="the reference models' folder (built there, or brought up to "
+                           "date, first)")
+    loop.add_argument("--devices", type=int, default=3, help="field devices (>= 2)")
+    loop.add_argument("--min-captures", type=int, default=300,
+                      help="uploaded captures to wait for before retraining")
+    loop.add_argument("--margin", type=float, default=0.2,
+                      help="v3 must beat v1 on the held-out shifted set by this much")
+    loop.add_argument("--broker", help="use this broker (mqtt://HOST:PORT) instead of "
+                                       "starting one")
+    loop.add_argument("--json", action="store_true",
+                      help="print summary.json at the end (the narrative goes to stderr)")
+    loop.set_defaults(func=cmd_demo_loop)
+
+
+def cmd_demo_loop(args: argparse.Namespace) -> int:
+    from agent.core.errors import ConfigError
+    from agent.tools.demo.loop_demo import run_loop_demo
+    from agent.tools.demo.loop_options import LoopOptions
+
+    if args.devices < 2:
+        raise ConfigError("--devices must be at least 2 (a canary and the rest)")
+    stream = sys.stderr if args.json else sys.stdout
+    print(f"== the reference models in {args.models}: built, or reused when up to date",
+          file=stream, flush=True)
+    from models.build import build_all
+
+    build_all(args.models.resolve(), log=lambda _line: None)
+
+    def interrupt(_signum: int, _frame: FrameType | None) -> None:
+        raise KeyboardInterrupt  # unwinds through every cleanup on the way out
+
+    signal.signal(signal.SIGTERM, interrupt)
+    options = LoopOptions(out=args.out.resolve(), models=args.models.resolve(),
+                          devices=args.devices, min_captures=args.min_captures,
+                          margin=args.margin, broker=args.broker)
+    try:
+        result = run_loop_demo(options, say=lambda line: print(line, file=stream, flush=True))
+    except KeyboardInterrupt:
+        print("\ninterrupted: every process the demo started has been stopped",
+              file=sys.stderr)
+        return 130
+    if args.json:
+        print((result.out / "summary.json").read_text().strip())
     return 0 if result.ok else 1

@@ -4,12 +4,13 @@ Each top-level command is defined beside the code it runs (its sub-commands ther
 
     run, device               here: the offline loop, the device profile
     models                    agent.cli.models: build the reference models, import your own
+    capture                   agent.cli.capture: uploaded captures into a dataset, labels, export
     predict                   agent.cli.predict: one inference on a user's input
     serve                     agent.cli.serve: the agent itself
     keys, package             agent.cli.package: signing keys, model packages, components
     rollout                   agent.cli.rollout: the rollout controller
     fleet                     agent.cli.fleet: simulated fleets
-    demo                      here; ``demo fleet`` in agent.cli.demo
+    demo                      here; ``demo fleet`` and ``demo loop`` in agent.cli.demo
     bench                     here: benchmarks (agent.tools.bench)
 
 ``edge-agent --help`` lists every command with its one-line help, built from the parser
@@ -127,6 +128,13 @@ def cmd_bench_api(args: argparse.Namespace) -> int:
     return code
 
 
+def cmd_bench_capture(args: argparse.Namespace) -> int:
+    from agent.tools.bench.capture import bench_capture_main
+
+    code: int = bench_capture_main(args)
+    return code
+
+
 def cmd_bench_flood(args: argparse.Namespace) -> int:
     from agent.tools.bench.flood import bench_flood_main
 
@@ -231,6 +239,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_models_arguments(sub)
 
+    from agent.cli.capture import add_capture_arguments
+
+    add_capture_arguments(sub)
+
     demo = sub.add_parser("demo", help="end-to-end demonstrations on this machine")
     demo_sub = demo.add_subparsers(dest="demo_command", required=True)
     tdemo = demo_sub.add_parser("telemetry", help="one emulated device and a cloud side")
@@ -238,9 +250,10 @@ def build_parser() -> argparse.ArgumentParser:
     tdemo.add_argument("--board", default="jetson_nano_r32")
     tdemo.add_argument("--seconds", type=float, default=10.0)
     tdemo.set_defaults(func=cmd_demo_telemetry)
-    from agent.cli.demo import add_fleet_demo_arguments
+    from agent.cli.demo import add_fleet_demo_arguments, add_loop_demo_arguments
 
     add_fleet_demo_arguments(demo_sub)
+    add_loop_demo_arguments(demo_sub)
 
     bench = sub.add_parser("bench", help="benchmarks (ratios measured in one run)")
     bench_sub = bench.add_subparsers(dest="bench_command", required=True)
@@ -291,6 +304,19 @@ def build_parser() -> argparse.ArgumentParser:
     flood.add_argument("--legit-devices", type=int, default=20,
                        help="devices reporting normally beside the flooding one")
     flood.set_defaults(func=cmd_bench_flood)
+    capture = bench_sub.add_parser("capture", parents=[bench_common],
+                                   help="loop throughput with capture on vs off; capture "
+                                        "store write rate")
+    capture.add_argument("--rounds", type=int, default=7)
+    capture.add_argument("--seconds", type=float, default=0.4, help="per plan per round")
+    capture.add_argument("--store-seconds", type=float, default=1.0,
+                         help="seconds of store writes per capture size")
+    capture.add_argument("--fill-timeout", type=float, default=30.0,
+                         help="at most this long to use up the per-hour cap before the "
+                              "capture-on rounds (their steady state)")
+    capture.add_argument("--disk", type=Path, help="measure the store in a folder on this "
+                                                   "disk (default: the system's temp folder)")
+    capture.set_defaults(func=cmd_bench_capture)
     parser.epilog = commands_epilog(parser)  # after every command is added: none is left out
     return parser
 

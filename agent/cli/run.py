@@ -35,7 +35,8 @@ def add_frame_source_arguments(parser: argparse.ArgumentParser) -> None:
     """The options of the sources of outside frames (``run`` and ``serve``)."""
     parser.add_argument("--source-path", metavar="PATH",
                         help="images: a folder, glob or image file; video: a file or stream "
-                             "URL; camera: a V4L2 device index or /dev/videoN")
+                             "URL; camera: a V4L2 device index or /dev/videoN; testset: an "
+                             ".npz to replay instead of the model's test set")
     parser.add_argument("--source-once", action="store_true", default=None,
                         help="images and video files: stop at the end instead of starting "
                              "over")

@@ -23,7 +23,12 @@ the merged histogram (``quantiles_of``).
 ``VariantMetrics`` gains cumulative ``agreed_total`` / ``compared_total`` they
 are used (windowed and summed like the rest); otherwise the proxy is
 ``1 - max(0, blue top-1 accuracy - green top-1 accuracy)`` from
-``checked_total`` / ``correct_total``, when both variants checked labels.
+``checked_total`` / ``correct_total``, when both variants checked labels. With
+``agreement_with: labels`` it is green's own labelled accuracy instead.
+
+**Accuracy gain.** With ``min_accuracy_gain`` set, a scope whose green labelled
+accuracy does not beat blue's by that much (or where either is unknown) is *held*
+(``ScopeFigures.held`` says why): it counts as short, so the step cannot pass.
 
 **Verdict.** Every hardware class and every group of the step is judged.
 Latency, error and agreement rules need ``min_samples`` green inferences and
@@ -69,6 +74,9 @@ class ScopeFigures:
     error_rate: float | None
     agreement: float | None
     enough: bool
+    green_accuracy: float | None = None  # top-1 on the labelled checks
+    blue_accuracy: float | None = None
+    held: str = ""  # a promotion condition not met yet (min_accuracy_gain)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -149,7 +157,7 @@ def evaluate(guardrails: GuardrailSpec, reports: Iterable[Metrics], *, step: Ste
         scopes.append(figures)
         breaches += found
         breaches += _installs(guardrails, where, things, installs or {})
-        if not figures.enough:
+        if not figures.enough or figures.held:
             short.append(where)
     if breaches:
         return Verdict(status="breach", breaches=tuple(breaches), short=tuple(short),
@@ -230,13 +238,19 @@ def _judge(limits: GuardrailSpec, where: str, things: tuple[str, ...], windows: 
     error_rate = agreement = None
     if green is not None and samples + green.errors:
         error_rate = green.errors / (samples + green.errors)
-    if green is not None and green.compared:
+    green_accuracy = green.correct / green.checked if green and green.checked else None
+    blue_accuracy = blue.correct / blue.checked if blue and blue.checked else None
+    if limits.agreement_with == "labels":
+        agreement = green_accuracy
+    elif green is not None and green.compared:
         agreement = green.agreed / green.compared
     elif green is not None and green.checked and blue is not None and blue.checked:
         agreement = 1.0 - max(0.0, blue.correct / blue.checked - green.correct / green.checked)
     figures = ScopeFigures(where=where, things=things, reporting=reporting, samples=samples,
                            green_p99_us=green_p99, blue_p99_us=blue_p99, error_rate=error_rate,
-                           agreement=agreement, enough=enough)
+                           agreement=agreement, enough=enough,
+                           green_accuracy=green_accuracy, blue_accuracy=blue_accuracy,
+                           held=_gain_held(limits, green_accuracy, blue_accuracy))
     if not enough:
         return figures, []
     found: list[Breach] = []
@@ -265,6 +279,24 @@ def _judge(limits: GuardrailSpec, where: str, things: tuple[str, ...], windows: 
                             limit=limits.min_agreement,
                             detail=f"agreement {agreement:.3f} under {limits.min_agreement:g}"))
     return figures, found
+
+
+def _gain_held(limits: GuardrailSpec, green: float | None, blue: float | None) -> str:
+    """Why ``min_accuracy_gain`` holds the scope ("" when it does not)."""
+    gain = limits.min_accuracy_gain
+    if gain is None:
+        return ""
+    if green is None or blue is None:
+        return (f"accuracy gain unknown (green {_pct(green)}, blue {_pct(blue)} on "
+                f"labelled checks; needs {gain:+g})")
+    if green - blue < gain:
+        return (f"accuracy gain {green - blue:+.3f} (green {green:.3f}, blue {blue:.3f}) "
+                f"under {gain:+g}")
+    return ""
+
+
+def _pct(value: float | None) -> str:
+    return "none" if value is None else f"{value:.3f}"
 
 
 def _health(limits: GuardrailSpec, reports: Sequence[Metrics]) -> list[Breach]:

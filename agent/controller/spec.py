@@ -10,6 +10,7 @@ A spec is YAML or JSON (``load_spec``)::
     strategy: {type: canary, percent: 10, bake_s: 600, then: linear,
                linear_steps: 3, step_interval_s: 300}
     shadow: {duration_s: 900, sample_rate: 0.2}      # optional, before the strategy
+    #   with capture: {sample_rate: 0, disagreement: true}: capture rules for its devices
     weights: [10, 50, 100]                            # optional green ramp per step
     guardrails: {min_samples: 500, max_p99_ratio: 1.5, min_agreement: off}  # optional
     timing: {step_timeout_s: 600, stale_after_s: 60}
@@ -25,6 +26,21 @@ qualifiers ``min_samples``, ``min_devices``, ``min_p99_excess_us``,
 ``install_failure_min_devices`` and ``breach_quorum`` cannot be switched off. Leaving the block out
 (or empty) means every default; :func:`effective_guardrails` says, per limit,
 what applies and where it came from.
+
+**Agreement with labels, and an accuracy gain.** ``min_agreement`` compares green's
+top-1 with blue's (``agreement_with: blue``, the default), which a model that is better
+than blue fails on purpose. Where the devices check their inferences against labels (a
+labelled replay: ``checked_total`` / ``correct_total`` per variant),
+``agreement_with: labels`` judges green's agreement with the labels instead: its top-1
+accuracy, so ``min_agreement: 0.9`` then means "green is right on 90% of the labelled
+inferences". ``min_accuracy_gain`` (default off) is a promotion condition, not a breach:
+a step advances only once green's labelled accuracy beats blue's (the concurrent blue,
+or the same devices' blue from before they switched) by at least this much in every
+scope; until then (or while either accuracy is unknown) the step holds, and pauses for
+an operator at ``step_timeout_s``. For example, promote a retrained model only because
+it is better on the field's data::
+
+    guardrails: {agreement_with: labels, min_agreement: 0.8, min_accuracy_gain: 0.1}
 
 A spec stored with ``model_dump_json`` carries every limit explicitly (disabled
 ones as ``null``), so a rollout resumed from the controller's database keeps the
@@ -61,7 +77,7 @@ from pydantic import (
 from typing_extensions import Self
 
 from agent.controller.errors import SpecError
-from agent.wire.commands import PackageUrl, Sha256
+from agent.wire.commands import CaptureRuleArgs, PackageUrl, Sha256
 from agent.wire.fields import Name
 
 if TYPE_CHECKING:
@@ -130,6 +146,12 @@ Strategy = Annotated[AllAtOnce | Canary | Linear, Field(discriminator="type")]
 class Shadow(_Spec):
     duration_s: Annotated[float, Field(gt=0.0)]
     sample_rate: Annotated[float, Field(gt=0.0, le=1.0)]
+    # Capture rules (the ``capture`` command's, e.g. ``{sample_rate: 0, disagreement:
+    # true}``: keep the inputs green and blue disagree on) sent to the shadowed devices as
+    # a signed ``capture`` command when the shadow phase starts; they stay in force there
+    # until the next ``capture`` command. A device whose configuration does not enable
+    # capture refuses it (an ack ``rejected``), and the rollout goes on regardless.
+    capture: CaptureRuleArgs | None = None
 
 
 def _limit(value: object) -> object:
@@ -181,6 +203,11 @@ class GuardrailSpec(_Spec):
     # devices whose reports about themselves (a local breach or rollback, their own
     # temperature or RSS) it takes to roll back fleet-wide (agent.controller.breach_quorum)
     breach_quorum: Annotated[int, Field(ge=1), _qualifier("1 is the least")] = 2
+    # what min_agreement compares green's top-1 with: blue's, or the labels of the
+    # devices' labelled checks (then it is green's accuracy)
+    agreement_with: Literal["blue", "labels"] = "blue"
+    # a step advances only once green's labelled accuracy beats blue's by this much
+    min_accuracy_gain: Annotated[Annotated[float, Field(ge=-1.0, le=1.0)] | None, Limit] = None
 
 
 def effective_guardrails(g: GuardrailSpec) -> list[str]:

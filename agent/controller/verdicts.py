@@ -56,12 +56,17 @@ def blocked_reason(step: Step, rollout_id: str, blocked: list[Assignment]) -> st
 
 def undecided_reason(step: Step, rollout_id: str, elapsed: float, verdict: Verdict,
                      limits: GuardrailSpec) -> str:
-    """Why the step could not be decided in time: the scopes short of data."""
+    """Why the step could not be decided in time: the scopes short of data, or held by a
+    promotion condition (``min_accuracy_gain``)."""
     short = ", ".join(f"{s.where} {s.samples}/{limits.min_samples} samples "
                       f"{s.reporting}/{limits.min_devices} devices"
-                      for s in verdict.scopes if not s.enough) or "every scope"
+                      for s in verdict.scopes if not s.enough)
+    held = "; ".join(f"{s.where}: {s.held}" for s in verdict.scopes if s.enough and s.held)
+    if held and not short:
+        return (f"step {step.name} undecided after {elapsed:.0f} s: {held}; promote, "
+                f"resume or abort {rollout_id}")
     return (f"step {step.name} undecided after {elapsed:.0f} s: not enough data in "
-            f"{short}; promote, resume or abort {rollout_id}")
+            f"{short or 'every scope'}; promote, resume or abort {rollout_id}")
 
 
 def verdict_detail(verdict: Verdict, limits: GuardrailSpec) -> dict[str, Any]:
@@ -82,4 +87,6 @@ def verdict_detail(verdict: Verdict, limits: GuardrailSpec) -> dict[str, Any]:
         "scopes": [{"where": f.where, "samples": f.samples, "reporting": f.reporting,
                     "green_p99_us": f.green_p99_us, "blue_p99_us": f.blue_p99_us,
                     "error_rate": f.error_rate, "agreement": f.agreement,
-                    "enough": f.enough} for f in verdict.scopes]}
+                    "enough": f.enough, "green_accuracy": f.green_accuracy,
+                    "blue_accuracy": f.blue_accuracy, "held": f.held}
+                   for f in verdict.scopes]}

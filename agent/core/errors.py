@@ -12,7 +12,7 @@ Modules that define a branch of errors (:mod:`agent.wire.errors`,
 :mod:`agent.device.packages.errors`, :mod:`agent.device.store.errors`,
 :mod:`agent.device.capture.errors`,
 :mod:`agent.controller.errors`, :mod:`agent.tools.nucleus.errors`,
-:mod:`agent.tools.importing.errors`) describe theirs in
+:mod:`agent.tools.importing.errors`, :mod:`agent.tools.capture.errors`) describe theirs in
 more detail and point back here. ``tests/unit/core/test_errors.py`` checks this drawing
 against the classes themselves, so it cannot fall behind::
 
@@ -122,7 +122,12 @@ against the classes themselves, so it cannot fall behind::
     ├── CaptureError [device.capture.errors]    a capture that cannot be stored, read or sent
     │   ├── CaptureFormatError                  a capture file or batch not what it claims
     │   ├── CaptureRulesError                   capture rules malformed or over the device's caps
-    │   └── CaptureUploadError                  a destination refused or could not take a batch
+    │   ├── CaptureUploadError                  a destination refused or could not take a batch
+    │   └── CaptureDatasetError [tools.capture.errors]
+    │       │                                   a capture dataset unusable: folder, labels, export
+    │       ├── CaptureSourceError              a pull source that cannot be listed or read
+    │       ├── CaptureLabelError               a label file or label that does not fit (names line)
+    │       └── CaptureExportError              captures that cannot be exported as a channel
     ├── FleetError [controller.errors]          the fleet controller refused or failed something
     │   ├── SpecError                           a rollout spec that does not validate (names field)
     │   ├── FleetFileError                      a fleet (groups) file that cannot be read or parsed

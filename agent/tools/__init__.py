@@ -5,6 +5,7 @@ Modules and their public names:
 - ``bench``/
 - ``boards``/: ``board_names``, ``board_root``
 - ``brokers``/: ``BrokerError``, ``BrokerMissingError``
+- ``capture``/
 - ``demo``/
 - ``fleet_sim``/
 - ``greengrass``/

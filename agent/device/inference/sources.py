@@ -7,7 +7,9 @@ name for the loop to build on its buffers:
 
 - ``testset`` (``digits`` is its older name): replay the model's ``testset.npz`` in
   order, forever (:func:`read_testset`: ``x`` or one array per input name, labels ``y``
-  optional, so accuracy is counted only where labels exist);
+  optional, so accuracy is counted only where labels exist); ``sourcePath`` names
+  another ``.npz`` of the same form to replay instead (a recorded or labelled field
+  stream), whatever model serves;
 - ``random``: inputs drawn from the input specs, for any model;
 - ``images``: image files of a folder or glob (:mod:`~agent.device.inference.image_source`);
 - ``video``: a video file or stream URL, and ``camera``: a V4L2 device
@@ -270,7 +272,8 @@ class SourceOptions:
     """Settings of the sources of outside frames (``sourcePath``, ``sourceLoop``,
     ``shmName``, ``shmSlots``) and the model metadata their pre-processing follows."""
 
-    path: str | None = None  # images: folder/glob/file; video: file/URL; camera: index/device
+    path: str | None = None  # images: folder/glob/file; video: file/URL; camera: index/device;
+    # testset: an .npz to replay instead of the model's own test set
     loop: bool = True  # images and video files: start over at the end (False: end there)
     shm_name: str | None = None  # shm: the ring to create (None: the self-fed demo ring)
     shm_slots: int = 8
@@ -289,6 +292,12 @@ def make_source_factory(
     names nothing (:class:`SourceError`): both are found here, before the loop is built."""
     chosen, note = choose_source(kind, testset)
     opts = options or SourceOptions()
+    if chosen == "testset" and opts.path:
+        testset = Path(opts.path)
+        if not testset.is_file():
+            raise ConfigError(f"source testset: sourcePath {opts.path} is not a file (an "
+                              f".npz with '{SINGLE_INPUT_KEY}' or one array per input, and "
+                              f"labels '{LABELS_KEY}' optionally)")
     frames = _frame_factory(chosen, backend, opts) if chosen in FRAME_KINDS else None
 
     def factory(buffers: tuple[np.ndarray, ...]) -> Source:

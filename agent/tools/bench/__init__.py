@@ -9,6 +9,8 @@ Modules and their public names:
 - ``api_paths``: ``ApiPath``, ``Case``, ``HttpShmPath``, ``HttpJsonPath``, ``HttpEchoPath``
   (+2)
 - ``api_report``: ``summarise``, ``markdown_table``
+- ``capture``: ``measure_loop``, ``run_bench``, ``bench_capture_main``
+- ``capture_store``: ``measure_store``
 - ``api_server``: ``Served``, ``serve_model``, ``echo_app``, ``echo_frame``,
   ``start_echo_servers`` (+3)
 - ``flood``: ``device_flood``, ``controller_ingest``, ``run_bench``, ``bench_flood_main``

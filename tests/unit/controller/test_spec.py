@@ -130,6 +130,8 @@ def test_partial_guardrails_keep_the_other_defaults() -> None:
         "install_failure_pct: 20.0 (default)",
         "install_failure_min_devices: 1 (default)",
         "breach_quorum: 2 (default)",
+        "agreement_with: blue (default)",
+        "min_accuracy_gain: not set",
     ]
 
 

@@ -146,3 +146,27 @@ def test_the_agents_default_source_is_auto_and_falls_back_to_random(
     finally:
         loop.close()
     assert "the model has no test set (testset.npz)" in caplog.text
+
+
+def test_source_path_names_the_set_a_testset_source_replays(tmp_path: Path) -> None:
+    from model_dirs import HOST_TARGET, fusion_model_dir
+
+    from agent.device.inference.sources import SourceOptions, make_source_factory
+    from agent.device.platform.elf import host_arch
+    from agent.device.runtime import DlrConfig, load_backend
+
+    model = fusion_model_dir(tmp_path / "fusion")
+    backend = load_backend(model / "dlr" / f"{HOST_TARGET}-{host_arch()}", DlrConfig())
+    field = _fusion_set(tmp_path / "field.npz", labels=True, n=3)
+    buffers = (np.zeros((1, 6), np.float32), np.zeros((1, 3), np.int32))
+    factory = make_source_factory("testset", backend, model / "testset.npz", 0.0,
+                                  SourceOptions(path=str(field)))
+    source = factory(buffers)
+    assert [source.fill() for _ in range(4)] == [0, 1, 2, 0]  # the field set's labels, looped
+    assert buffers[1].tolist() == [[0, 1, 2]]
+    source.close()
+    # also for a model without a test set of its own
+    assert make_source_factory("testset", backend, None, 0.0, SourceOptions(path=str(field)))
+    with pytest.raises(ConfigError, match=r"sourcePath .*nothing.npz is not a file"):
+        make_source_factory("testset", backend, None, 0.0,
+                            SourceOptions(path=str(tmp_path / "nothing.npz")))

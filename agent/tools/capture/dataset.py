@@ -231,8 +231,9 @@ class CaptureDataset:
             variants = entry.get("variants") or {}
             served = entry.get("served_by") or ""
             version = variants.get(served, "?") if isinstance(variants, dict) else "?"
-            models[f"{entry.get('model')} v{version}"] += 1
-            sources[str(entry.get("label_source"))] += 1
+            model = str(entry.get("model"))
+            models[version if version.startswith(model) else f"{model} {version}"] += 1
+            sources[str(entry.get("label_source") or "unlabelled")] += 1
             if entry.get("label") is not None:
                 labels[str(entry["label"])] += 1
         labelled = sum(labels.values())

@@ -169,7 +169,7 @@ def test_the_cli_prints_the_summary_and_exits_1_when_a_batch_was_refused(
     assert main(["capture", "list", str(dataset), "--json"]) == 0
     counts = json.loads(capsys.readouterr().out)
     assert counts["by_rule"] == {"low_confidence": 4, "request": 1}
-    assert counts["by_model"] == {"digits v1": 5} and counts["batches"] == 2
+    assert counts["by_model"] == {"digits-v1": 5} and counts["batches"] == 2
     assert main(["capture", "list", str(dataset)]) == 0
     text = capsys.readouterr().out
     assert "5 captures from 2 batches, 1 labelled, 4 unlabelled" in text

@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shutil
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -153,3 +155,83 @@ def test_a_rollout_reaches_emulated_boards_and_they_report_the_new_label(
         fleet.cloud.wait_for(lambda _ms, t=thing: "fusion-v2" in fleet.blue_reports(t), 30,
                              f"{thing} to report fusion-v2 as blue")
         assert fleet.blue_reports(thing)[0] == "fusion-v1", "it served the import first"
+
+
+def test_captures_of_a_user_model_keep_every_input_and_output_by_name(
+        work: dict[str, Path]) -> None:
+    """Capture on a model of two named inputs (one int32) and two outputs (one int32): the
+    loop's samples and an application's ask keep every tensor under the model's own names
+    and dtypes, and ``capture export --input`` picks the input a trainer wants."""
+    from agent.client import InferenceClient
+    from agent.device.capture.record import Capture, decode
+
+    home = work["tmp"] / "byom-capture"
+    home.mkdir()
+    (home / "agent.yaml").write_text(
+        "capture:\n  enabled: true\n  maxPerHour: 3600\n"
+        "  rules: {sampleRate: 0.05, seed: 3}\n  batch: {maxAgeSeconds: 0.5}\n")
+    agent = AgentProcess(thing="byom-capture", model=work["v1"], state_dir=home / "state",
+                         broker_port=None, log_path=home / "agent.log", rate=200,
+                         extra=["--config", str(home / "agent.yaml")]).start()
+
+    def stored() -> list[Capture]:
+        found = []
+        for path in sorted((home / "state" / "capture").rglob("*.npz")):
+            try:
+                found.append(decode(path.read_bytes()))
+            except (OSError, ValueError):
+                continue  # moved into a batch meanwhile
+        return found
+
+    try:
+        socket = home / "state" / "inference.sock"
+        deadline = time.monotonic() + 60
+        while not socket.exists() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        with InferenceClient(socket) as client:
+            result = client.infer(sample(), capture=True, label="7", note="field unit 4")
+        assert result.capture_id
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and not (
+                {c.capture_id for c in stored()} >= {result.capture_id}
+                and sum(c.rule == "sample" for c in stored()) >= 5
+                and any((home / "state" / "capture" / "batches").glob("*/batch.json"))):
+            time.sleep(0.2)
+    finally:
+        assert agent.stop() == 0, agent.log()
+    captures = {c.capture_id: c for c in stored()}
+    asked = captures[result.capture_id]
+    assert (asked.rule, asked.label, asked.note, asked.source) == \
+        ("request", "7", "field unit 4", "api")
+    for name, want in sample().items():
+        assert asked.inputs[name].dtype == want.dtype
+        np.testing.assert_array_equal(asked.inputs[name], want)
+    expected = fusion_reference(sample()["sensor_frame"], sample()["event_counts"])
+    assert sorted(asked.outputs["blue"]) == sorted(expected)
+    for name, want in expected.items():
+        np.testing.assert_allclose(asked.outputs["blue"][name], want, atol=1e-5, rtol=0)
+    sampled = [c for c in captures.values() if c.rule == "sample"]
+    assert len(sampled) >= 5
+    for capture in sampled:
+        assert [(n, a.dtype.str, list(a.shape)) for n, a in capture.inputs.items()] == \
+            [(n, np.dtype(d).str, list(s)) for n, d, s in FUSION_INPUTS]
+        assert sorted(capture.outputs["blue"]) == sorted(expected)
+
+    from agent.tools.capture.export import export_dataset
+    from agent.tools.capture.labels import apply_labels
+    from agent.tools.capture.pull import pull_captures
+
+    remote = home / "remote" / "byom-capture"  # a folder destination's layout
+    remote.mkdir(parents=True)
+    for batch in (home / "state" / "capture" / "batches").iterdir():
+        if (batch / "batch.json").exists():
+            shutil.copytree(batch, remote / batch.name)
+    pulled = pull_captures(remote.parent, home / "dataset")
+    assert pulled.captures_new >= 1 and not pulled.refused
+    index = [json.loads(line) for line in
+             (home / "dataset" / "index.jsonl").read_text().splitlines() if line]
+    apply_labels(home / "dataset", {entry["capture_id"]: "1" for entry in index})
+    exported = export_dataset(home / "dataset", home / "export", input_name="event_counts")
+    assert exported.input_name == "event_counts" and exported.rows == len(index)
+    with np.load(home / "export" / "train.npz") as train:
+        assert train["x"].shape == (len(index), 3)

@@ -4,7 +4,8 @@ them, and why it was kept; and its file format.
 A capture file is an uncompressed ``.npz`` (numpy's zip of ``.npy`` arrays, read with
 ``allow_pickle=False``): ``in_<i>`` is the model's i-th input, ``out_<variant>_<j>`` a
 variant's j-th output, and ``meta`` a uint8 array holding the UTF-8 JSON of
-:meth:`Capture.meta` (names, model, versions, rule, frame id, time, label). Anything
+:meth:`Capture.meta` (names, model, versions, rule, frame id, time, label; each
+tensor's spec names its array, so the metadata's key order does not matter). Anything
 that reads a dataset built from captures needs numpy only.
 """
 
@@ -89,14 +90,19 @@ class Capture:
             "served_by": self.served_by, "frame_id": self.frame_id, "time": self.time,
             "source": self.source, "score": self.score, "label": self.label,
             "note": self.note, "error": self.error,
-            "inputs": {name: _spec(a) for name, a in self.inputs.items()},
-            "outputs": {v: {name: _spec(a) for name, a in outs.items()}
+            "inputs": {name: _spec(a, f"in_{i}")
+                       for i, (name, a) in enumerate(self.inputs.items())},
+            "outputs": {v: {name: _spec(a, f"out_{v}_{j}")
+                            for j, (name, a) in enumerate(outs.items())}
                         for v, outs in self.outputs.items()},
         }
 
 
-def _spec(array: np.ndarray) -> dict[str, Any]:
-    return {"dtype": array.dtype.str, "shape": list(array.shape)}
+def _spec(array: np.ndarray, key: str) -> dict[str, Any]:
+    # ``key`` names the array in the file, so the mapping survives any reordering of the
+    # JSON object's keys (the metadata is written with sorted keys; names sort otherwise
+    # than the model orders its tensors).
+    return {"key": key, "dtype": array.dtype.str, "shape": list(array.shape)}
 
 
 def encode(capture: Capture) -> bytes:
@@ -202,15 +208,13 @@ def from_meta(meta: Mapping[str, Any], arrays: Mapping[str, np.ndarray]) -> Capt
         if meta.get("v") != FORMAT_VERSION:
             raise CaptureFormatError(f"capture format {meta.get('v')!r} is not "
                                      f"{FORMAT_VERSION}")
-        inputs = {name: _array(arrays, f"in_{i}", spec)
-                  for i, (name, spec) in enumerate(meta["inputs"].items())}
-        outputs = {variant: {name: _array(arrays, f"out_{variant}_{j}", spec)
-                             for j, (name, spec) in enumerate(outs.items())}
+        used: set[str] = set()
+        inputs = _tensors(arrays, meta["inputs"], "in_", used)
+        outputs = {variant: _tensors(arrays, outs, f"out_{variant}_", used)
                    for variant, outs in meta["outputs"].items()}
-        expected = len(inputs) + sum(len(o) for o in outputs.values())
-        if len(arrays) != expected:
+        if len(arrays) != len(used):
             raise CaptureFormatError(f"{len(arrays)} arrays where the metadata names "
-                                     f"{expected}")
+                                     f"{len(used)}")
         return Capture(
             capture_id=str(meta["capture_id"]), thing=str(meta["thing"]),
             model=str(meta["model"]), rule=str(meta["rule"]), inputs=inputs,
@@ -229,6 +233,21 @@ def from_meta(meta: Mapping[str, Any], arrays: Mapping[str, np.ndarray]) -> Capt
 
 def _text(value: Any) -> str | None:
     return None if value is None else str(value)
+
+
+def _tensors(arrays: Mapping[str, np.ndarray], specs: Mapping[str, Any], prefix: str,
+             used: set[str]) -> dict[str, np.ndarray]:
+    """Tensors by name, in the model's order (the index in each spec's ``key``)."""
+    found: list[tuple[int, str, np.ndarray]] = []
+    for name, spec in specs.items():
+        key = spec["key"]
+        index = key[len(prefix):] if isinstance(key, str) and key.startswith(prefix) else ""
+        if not (index.isascii() and index.isdigit()) or len(index) > 6 or key in used:
+            raise CaptureFormatError(f"tensor {name!r}: array key {key!r} is not a new "
+                                     f"{prefix}<index>")
+        used.add(key)
+        found.append((int(index), str(name), _array(arrays, key, spec)))
+    return {name: array for _, name, array in sorted(found, key=lambda t: t[0])}
 
 
 def _array(arrays: Mapping[str, np.ndarray], key: str, spec: Mapping[str, Any]) -> np.ndarray:

@@ -110,7 +110,7 @@ def test_pull_label_export_train_from_a_real_s3_server(
     assert (report["batches_listed"], report["batches_pulled"], report["captures_new"],
             report["captures_duplicate"]) == (5, 4, 32, 1)
     assert [r["batch"] for r in report["refused"]] == [fleet["corrupt"]]
-    assert "does not have the manifest's digest" in report["refused"][0]["reason"]
+    assert "does not have the manifest's sha256" in report["refused"][0]["reason"]
     assert report["dataset_counts"]["labelled"] == 8
     lines = index_lines(dataset)
     assert sorted(line["capture_id"] for line in lines) == sorted(fleet["ids"])

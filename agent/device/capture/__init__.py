@@ -21,7 +21,7 @@ Modules and their public names:
 - ``throttle``: ``Throttle``
 - ``store``: ``CaptureStore``, ``CaptureCounts``, ``BatchInfo``
 - ``batches``: ``seal``, ``read_batch``, ``verify_batch``, ``BATCH_FILE``,
-  ``MANIFEST_FILE`` (+4)
+  ``MANIFEST_FILE`` (+5)
 - ``store_files``: ``OpenCapture``, ``SealedBatch``, ``write_new``, ``drop_tree``,
   ``quarantine_into`` (+3)
 - ``store_recovery``: ``recover``, ``Recovered``

@@ -237,19 +237,26 @@ def verify_batch(directory: Path) -> BatchInfo:
         where = f"batch {directory.name}: {name}"
         if name not in present:
             raise CaptureFormatError(f"{where} is missing")
-        data = _read_limited(directory / name, line["bytes"] + 1, where)
-        if len(data) != line["bytes"]:
-            raise CaptureFormatError(f"{where} is {len(data)} bytes, the manifest says "
-                                     f"{line['bytes']} (size mismatch)")
-        if hashlib.sha256(data).hexdigest() != line["sha256"]:
-            raise CaptureFormatError(f"{where} does not have the manifest's sha256")
-        try:
-            capture = decode(data)
-        except CaptureFormatError as err:
-            raise CaptureFormatError(f"{where} does not decode: {err}") from err
-        if capture.capture_id != line["capture_id"]:
-            raise CaptureFormatError(f"{where} holds capture {capture.capture_id}")
+        check_capture_file(where, line, _read_limited(directory / name, line["bytes"] + 1,
+                                                      where))
     return info
+
+
+def check_capture_file(where: str, line: Mapping[str, Any], data: bytes) -> None:
+    """``data`` is the capture file manifest ``line`` names: its size, its sha256, it
+    decodes, and it holds that capture id; else :class:`CaptureFormatError` (``where``
+    names the file in the message)."""
+    if len(data) != line["bytes"]:
+        raise CaptureFormatError(f"{where} is {len(data)} bytes, the manifest says "
+                                 f"{line['bytes']} (size mismatch)")
+    if hashlib.sha256(data).hexdigest() != line["sha256"]:
+        raise CaptureFormatError(f"{where} does not have the manifest's sha256")
+    try:
+        capture = decode(data)
+    except CaptureFormatError as err:
+        raise CaptureFormatError(f"{where} does not decode: {err}") from err
+    if capture.capture_id != line["capture_id"]:
+        raise CaptureFormatError(f"{where} holds capture {capture.capture_id}")
 
 
 def capture_files(directory: Path) -> Iterable[Path]:

@@ -18,8 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from agent.device.capture.batches import check_capture_file
 from agent.device.capture.errors import CaptureFormatError
-from agent.device.capture.record import decode
 from agent.tools.capture.remote import BATCH_JSON, MANIFEST, BatchSource, RemoteBatch
 
 MAX_BATCH_JSON = 64 * 1024
@@ -111,18 +111,7 @@ def manifest_lines(batch: RemoteBatch, info: dict[str, Any], data: bytes) -> lis
 
 
 def _check_file(batch: RemoteBatch, line: dict[str, Any], data: bytes) -> None:
-    name = line["file"]
-    if len(data) != line["bytes"]:
-        raise CaptureFormatError(f"{batch.key}/{name} is {len(data)} bytes, the manifest "
-                                 f"says {line['bytes']}")
-    if hashlib.sha256(data).hexdigest() != line["sha256"]:
-        raise CaptureFormatError(f"{batch.key}/{name} does not have the manifest's digest")
-    try:
-        capture = decode(data)
-    except CaptureFormatError as err:
-        raise CaptureFormatError(f"{batch.key}/{name}: {err}") from err
-    if capture.capture_id != line["capture_id"]:
-        raise CaptureFormatError(f"{batch.key}/{name} holds capture {capture.capture_id}")
+    check_capture_file(f"{batch.key}/{line['file']}", line, data)
 
 
 def fetch_batch(source: BatchSource, batch: RemoteBatch, folder: Path) -> FetchedBatch:

@@ -106,7 +106,7 @@ def _corrupt(files: dict[str, bytes], how: str) -> str:
     name = next(n for n in files if n.endswith(".npz"))
     if how == "file edited":
         files[name] = _flip(files[name])
-        return "does not have the manifest's digest"
+        return "does not have the manifest's sha256"
     if how == "manifest edited":
         files["manifest.jsonl"] = files["manifest.jsonl"].replace(b'"rule": "low_confidence"',
                                                                   b'"rule": "sample"', 1)

@@ -142,7 +142,8 @@ class CaptureTap:
             compared=self._compared if (shadowed or sampling or low) else None,
             failed=self._failed if rules.errors else None,
             request=self._request if (rules.requests or sampling or rules.errors or low)
-            else None)
+            else None,
+            shadowed=self._request_shadowed if shadowed else None)
 
     def _gap(self, rng: np.random.Generator) -> int:
         """Inferences up to and including the next random pick (geometric, mean 1/rate)."""
@@ -273,6 +274,35 @@ class CaptureTap:
                 error=None if error is None else _text(f"{type(error).__name__}: {error}"))
             if self._hand_over(capture):
                 request.capture_id = capture.capture_id
+        except Exception:
+            self._hook_failed()
+
+    def _request_shadowed(self, inputs: tuple[np.ndarray, ...], blue: tuple[np.ndarray, ...],
+                          green: tuple[np.ndarray, ...], agreed: bool, drift: float) -> None:
+        """A shadowed API request green disagreed on (or drifted on): kept with both
+        variants' outputs, as a shadowed loop inference is."""
+        try:
+            rules = self.rules
+            rule = "disagreement" if rules.disagreement and not agreed else \
+                "drift" if rules.drift_above is not None and drift > rules.drift_above \
+                else None
+            if rule is None:
+                return
+            self.fired[rule] += 1
+            if not self._admit():
+                return
+            versions = {variant: version for variant, version in self.roles().values()}
+            outputs = {variant: {name: np.array(array, copy=True)
+                                 for name, array in zip(self.output_names, arrays,
+                                                        strict=True)}
+                       for variant, arrays in (("blue", blue), ("green", green))}
+            self._hand_over(Capture(
+                thing=self.thing, model=self.model, rule=rule,
+                inputs={name: np.array(array, copy=True)
+                        for (name, _), array in zip(self.inputs, inputs, strict=True)},
+                outputs=outputs, variants={v: versions.get(v, "") for v in outputs},
+                served_by="blue", frame_id=self._requests, time=time.time(), source="api",
+                score=_score_or_none(blue[self._scores], self._logits)))
         except Exception:
             self._hook_failed()
 

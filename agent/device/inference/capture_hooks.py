@@ -17,6 +17,9 @@ tensors at most; the capture writer thread does the rest).
 - ``request(request, variant, version, error)``: every answered API request, before its
   answer is sent (``error`` None on success); the hook looks at ``request.capture``
   (the application's ask) and at its sample countdown itself.
+- ``shadowed(inputs, blue, green, agreed, drift)``: a shadowed API request, after the
+  request path's shadow worker ran green on it and compared (on the worker's thread, after
+  the answer was sent); the arrays are the worker's and are reused once it returns.
 """
 
 from __future__ import annotations
@@ -26,6 +29,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    import numpy as np
+
     from agent.core.errors import AgentError
     from agent.device.inference.lane import Lane
     from agent.device.inference.requests import InferenceRequest
@@ -34,6 +39,8 @@ Served = Callable[["Lane", int], int]
 Compared = Callable[["Lane", "Lane", bool, float], None]
 Failed = Callable[["Lane", Exception], None]
 Answered = Callable[["InferenceRequest", str, str, "AgentError | None"], None]
+Arrays = tuple["np.ndarray", ...]
+Shadowed = Callable[[Arrays, Arrays, Arrays, bool, float], None]
 
 
 @dataclass(frozen=True)
@@ -45,6 +52,7 @@ class CaptureHooks:
     compared: Compared | None = None
     failed: Failed | None = None
     request: Answered | None = None
+    shadowed: Shadowed | None = None
 
 
 @dataclass(frozen=True)

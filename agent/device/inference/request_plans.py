@@ -31,7 +31,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from agent.core.errors import AgentError, InferenceError
-from agent.device.inference.capture_hooks import Answered
+from agent.device.inference.capture_hooks import Answered, Shadowed
 from agent.device.inference.lane import Lane
 from agent.device.inference.plans import ShadowStats
 from agent.device.inference.requests import InferenceRequest, RequestStats
@@ -151,8 +151,9 @@ class ShadowWorker:
     """
 
     def __init__(self, green: Lane, stats: ShadowStats, lock: threading.Lock,
-                 *, slots: int = 2) -> None:
+                 *, slots: int = 2, on_compared: Shadowed | None = None) -> None:
         self.green, self.stats, self.lock = green, stats, lock
+        self.on_compared = on_compared  # capture: (inputs, blue, green, agreed, drift)
         self._free = collections.deque(_Slot(green) for _ in range(slots))
         self._todo: collections.deque[_Slot] = collections.deque()
         self._wake = threading.Condition(threading.Lock())
@@ -212,14 +213,21 @@ class ShadowWorker:
             green.stats.histogram.record_ns(_now() - started)
             blue_scores, green_scores = slot.blue[0], slot.green[0]
             stats.compared += 1
-            if blue_scores.argmax() == green_scores.argmax():
+            agreed = bool(blue_scores.argmax() == green_scores.argmax())
+            if agreed:
                 stats.agreed += 1
-            stats.drift_sum += float(abs(blue_scores.astype(np.float64)
-                                         - green_scores.astype(np.float64)).mean())
+            drift = float(abs(blue_scores.astype(np.float64)
+                              - green_scores.astype(np.float64)).mean())
+            stats.drift_sum += drift
             if slot.label >= 0:
                 green.stats.checked += 1
                 if green_scores.argmax() == slot.label:
                     green.stats.correct += 1
+            if self.on_compared is not None:
+                try:
+                    self.on_compared(slot.inputs, slot.blue, slot.green, agreed, drift)
+                except Exception:  # capture must never stop the shadow test
+                    log.exception("capture: a shadowed request could not be captured")
 
     def stop(self, timeout_s: float = 10.0) -> None:
         """Let the run in progress end (green's backend is about to change), then stop."""

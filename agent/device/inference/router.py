@@ -141,8 +141,9 @@ class VariantRouter:
         green = self._need_green("shadow")
         every = max(1, round(1.0 / self._sample_rate))
         self._stop_shadow_worker()
-        worker = self._shadow_worker = ShadowWorker(green.lane, self.shadow_stats,
-                                                    self._green_lock)
+        worker = self._shadow_worker = ShadowWorker(
+            green.lane, self.shadow_stats, self._green_lock,
+            on_compared=self._capture.shadowed if self._capture is not None else None)
         self._install(plans.shadow(self.loop.source.fill, self.blue.lane, green.lane,
                                    self.shadow_stats, every=every, lock=self._green_lock,
                                    on_result=self._on_result, capture=self._capture),

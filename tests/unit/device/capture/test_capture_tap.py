@@ -49,6 +49,9 @@ class Fake:
         self._view = inputs[0][:, ::-1] if self.wrong else inputs[0]
         return (self._out,)
 
+    def run_with(self, inputs: Sequence[np.ndarray], outputs: Sequence[np.ndarray]) -> None:
+        np.copyto(outputs[0], inputs[0][:, ::-1] if self.wrong else inputs[0])
+
     def runner(self) -> Callable[[], None]:
         def run() -> None:
             if self.failing:
@@ -306,3 +309,42 @@ def test_the_tap_lets_a_retired_model_go() -> None:
     rig.captures.clear()  # captures made on it are the writer's, then gone
     gc.collect()
     assert probe() is None
+
+
+def test_shadowed_api_requests_keep_exactly_where_green_disagrees() -> None:
+    """The request path's shadow worker (its own thread, after each answer) hands each
+    comparison to the tap: a request green disagrees on is kept with both outputs."""
+    import threading
+    import time
+
+    from agent.device.inference import request_plans
+    from agent.device.inference.requests import RequestStats
+
+    rng = np.random.default_rng(9)
+    samples = rng.random((60, CLASSES)).astype(np.float32)
+    rig = Rig(samples, CaptureRules(**{**OFF, "disagreement": True}), green_wrong=True)
+    hooks = rig.tap.hooks()
+    assert hooks.shadowed is not None
+    stats = ShadowStats()
+    worker = request_plans.ShadowWorker(rig.green, stats, threading.Lock(),
+                                        on_compared=hooks.shadowed)
+    plan = request_plans.shadow(rig.blue, "v1", worker, 1, RequestStats(),
+                                capture=hooks.request)
+    try:
+        for i, sample in enumerate(samples):
+            plan.step(_request(rig, sample, None))
+            deadline = time.monotonic() + 10
+            while stats.compared <= i and time.monotonic() < deadline:
+                time.sleep(0.001)
+            assert stats.compared == i + 1
+    finally:
+        worker.stop()
+    expected = [s for s in samples if s.argmax() != s[::-1].argmax()]
+    assert len(rig.captures) == len(expected) > 10
+    for capture, sample in zip(rig.captures, expected, strict=True):
+        assert (capture.rule, capture.source, capture.served_by) == \
+            ("disagreement", "api", "blue")
+        assert capture.variants == {"blue": "v1", "green": "v2"}
+        np.testing.assert_array_equal(capture.inputs["x"][0], sample)
+        np.testing.assert_array_equal(capture.outputs["green"]["scores"][0], sample[::-1])
+        np.testing.assert_array_equal(capture.outputs["blue"]["scores"][0], sample)

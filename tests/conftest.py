@@ -66,7 +66,11 @@ def shared_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mosquitt
 
     if find_mosquitto() is None:
         pytest.skip("mosquitto is not installed (apt-get install mosquitto)")
-    broker = MosquittoBroker(workdir=tmp_path_factory.mktemp("shared-broker"))
+    # No persistence: nothing restarts this broker, and autosaving the queues that a whole
+    # session's persistent clients leave behind (megabytes, every second) costs CPU and
+    # once crashed mosquitto 2.0.11 mid-save, taking every later test's broker with it.
+    broker = MosquittoBroker(workdir=tmp_path_factory.mktemp("shared-broker"),
+                             persistence=False)
     broker.start()
     yield broker
     broker.stop()

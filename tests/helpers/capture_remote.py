@@ -32,7 +32,8 @@ def batch_id(n: int) -> str:
 
 
 def digit_capture(n: int, *, label: str | None = None, rule: str = "low_confidence",
-                  thing: str = THING, version: str = "digits-v1", x: np.ndarray | None = None) -> Capture:
+                  thing: str = THING, version: str = "digits-v1",
+                  x: np.ndarray | None = None) -> Capture:
     """Capture number ``n`` (its id is ``capture_id(n)``); its input is ``x`` or random."""
     rng = np.random.default_rng(n)
     row = rng.random(64, dtype=np.float32) if x is None else np.asarray(x, np.float32)

@@ -14,6 +14,7 @@ The other steps (:func:`fsync_dir`, :func:`remove_file`, :func:`fsync_tree`,
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import shutil
@@ -49,25 +50,37 @@ def fsync_dir(path: Path) -> None:
 
 
 def atomic_write(path: Path, data: bytes, *, before_rename: Callable[[], None] = _nothing,
-                 after_rename: Callable[[], None] = _nothing) -> None:
-    """Replace ``path`` with ``data``: temp file, fsync, rename over, fsync the directory.
+                 after_rename: Callable[[], None] = _nothing, sync_dir: bool = True) -> None:
+    """Replace ``path`` with ``data``: temp file, fsync, rename over, fsync the directory
+    (unless ``sync_dir`` is False: a caller that fsyncs it once after several files).
 
     The parent directory is created if missing. A reader sees the old content or the
-    new, never a torn mix. Raises OSError. The hooks run right before and right after
-    the rename (crash points for tests).
+    new, never a torn mix. Raises OSError, and a write that fails leaves no temp file
+    behind. The hooks run right before and right after the rename (crash points for
+    tests).
     """
-    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = temp_path(path)
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC
     try:
-        write_chunk(fd, data)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    before_rename()
-    os.replace(tmp, path)
+        try:
+            fd = os.open(tmp, flags, 0o644)
+        except FileNotFoundError:  # the parent is missing: the only case worth a mkdir
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(tmp, flags, 0o644)
+        try:
+            write_chunk(fd, data)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        before_rename()
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise
     after_rename()
-    fsync_dir(path.parent)
+    if sync_dir:
+        fsync_dir(path.parent)
 
 
 def atomic_write_text(path: Path, text: str) -> None:

@@ -22,8 +22,8 @@ Modules and their public names:
 - ``store``: ``CaptureStore``, ``CaptureCounts``, ``BatchInfo``
 - ``batches``: ``seal``, ``read_batch``, ``verify_batch``, ``BATCH_FILE``,
   ``MANIFEST_FILE`` (+5)
-- ``store_files``: ``OpenCapture``, ``SealedBatch``, ``write_new``, ``drop_tree``,
-  ``quarantine_into`` (+3)
+- ``store_files``: ``OpenCapture``, ``SealedBatch``, ``open_name``, ``drop_tree``,
+  ``quarantine_into`` (+1)
 - ``store_recovery``: ``recover``, ``Recovered``
 - ``rate_cap``: ``HourlyCap``
 - ``writer``: ``CaptureWriter``

@@ -12,14 +12,12 @@ from __future__ import annotations
 
 import contextlib
 import os
-import secrets
 from pathlib import Path
 
+from agent.core.durable import TMP_SUFFIX, atomic_write, fsync_dir
 from agent.device.capture.batches import BATCH_FILE
 from agent.device.capture.destinations import check_names, check_thing, clean_prefix
 from agent.device.capture.errors import CaptureUploadError
-
-_TMP_SUFFIX = ".tmp"
 
 
 class FolderDestination:
@@ -57,7 +55,7 @@ class FolderDestination:
         directory = self.batch_path(batch_id)
         if not directory.is_dir():
             return
-        for leftover in directory.glob(f".*{_TMP_SUFFIX}"):
+        for leftover in directory.glob(f".*{TMP_SUFFIX}"):
             with contextlib.suppress(FileNotFoundError):
                 leftover.unlink()
 
@@ -65,20 +63,12 @@ class FolderDestination:
         check_names(batch_id, name)
         self._check_folder()
         directory = self.batch_path(batch_id)
-        tmp = directory / f".{name}.{secrets.token_hex(4)}{_TMP_SUFFIX}"
         try:
             created = _make_dirs(directory)
-            with tmp.open("wb") as file:
-                file.write(data)
-                file.flush()
-                os.fsync(file.fileno())
-            os.replace(tmp, directory / name)
-            _fsync_dir(directory)
+            atomic_write(directory / name, data)
             for parent in created:
-                _fsync_dir(parent)
+                fsync_dir(parent)
         except OSError as err:
-            with contextlib.suppress(OSError):
-                tmp.unlink()
             code = "folder_not_writable" if isinstance(err, PermissionError) else \
                 "folder_write_failed"
             raise CaptureUploadError(f"cannot write {name} of batch {batch_id} to "
@@ -99,11 +89,3 @@ def _make_dirs(directory: Path) -> list[Path]:
         with contextlib.suppress(FileExistsError):
             path.mkdir()
     return [path.parent for path in missing]
-
-
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

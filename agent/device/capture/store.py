@@ -38,6 +38,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from agent.core.durable import atomic_write, remove_file
 from agent.device.capture.batches import BatchInfo, disk_bytes, new_batch_id, seal
 from agent.device.capture.batches import verify_batch as _verify_dir
 from agent.device.capture.config import BatchConfig
@@ -52,8 +53,6 @@ from agent.device.capture.store_files import (
     drop_tree,
     open_name,
     quarantine_into,
-    remove_file,
-    write_new,
 )
 from agent.device.capture.store_recovery import recover
 
@@ -212,7 +211,7 @@ class CaptureStore:
                 self._seal_all()
             self._make_room(len(data))
             path = self._dir(OPEN_DIR) / open_name(self._seq, capture.capture_id)
-            write_new(path, data)
+            atomic_write(path, data)
             self._open.append(OpenCapture(
                 seq=self._seq, path=path, meta=capture.meta(), size=len(data),
                 sha256=digest, added=self._clock()))

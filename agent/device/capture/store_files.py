@@ -2,8 +2,9 @@
 that create, move and delete them.
 
 - A stored capture is ``open/<seq:012d>-<capture_id>.npz``, written by
-  :func:`write_new` (a hidden ``.<name>.tmp`` in the same directory, written, fsynced,
-  renamed, the directory fsynced; on an error the temp file is removed).
+  :func:`agent.core.durable.atomic_write` (a hidden ``.<name>.<pid>.tmp`` in the same
+  directory, written, fsynced, renamed, the directory fsynced; on an error the temp file
+  is removed) and deleted by :func:`agent.core.durable.remove_file`.
 - A directory leaves by :func:`drop_tree`: renamed to a hidden ``.<name>.trash`` first
   (one atomic step), then deleted; a kill in between leaves a ``.trash`` that the next
   open deletes, never a half-deleted batch that looks like an interrupted seal.
@@ -12,7 +13,6 @@ that create, move and delete them.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import re
 import shutil
@@ -20,12 +20,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from agent.core.durable import atomic_write, fsync_dir, write_chunk
+from agent.core.durable import TMP_SUFFIX, atomic_write, fsync_dir
 from agent.device.capture.batches import BatchInfo, SealEntry
 
 OPEN_DIR, BATCHES_DIR, QUARANTINE_DIR = "open", "batches", "quarantine"
 REASON_FILE = "reason.txt"
-TMP_SUFFIX, TRASH_SUFFIX = ".tmp", ".trash"
+TRASH_SUFFIX = ".trash"
 OPEN_NAME = re.compile(r"^(\d{12})-([0-9a-f]{32})\.npz$")
 
 
@@ -55,31 +55,6 @@ class SealedBatch:
 
 def open_name(seq: int, capture_id: str) -> str:
     return f"{seq:012d}-{capture_id}.npz"
-
-
-def write_new(path: Path, data: bytes) -> None:
-    """Create ``path`` holding ``data``, crash-safe (see the module's documentation).
-    Raises OSError, leaving neither ``path`` nor its temp file."""
-    tmp = path.with_name(f".{path.name}{TMP_SUFFIX}")
-    try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-        try:
-            write_chunk(fd, data)
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.rename(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
-        raise
-    fsync_dir(path.parent)
-
-
-def remove_file(path: Path) -> None:
-    """Unlink ``path`` (gone already is fine) and fsync its directory."""
-    path.unlink(missing_ok=True)
-    fsync_dir(path.parent)
 
 
 def drop_tree(path: Path) -> None:
